@@ -1,0 +1,26 @@
+# The two commands: `make run` starts everything, `make test` tests everything.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint clean
+
+install: $(VENV)/.installed
+
+# Re-installs only when pyproject.toml changes: `make install` is idempotent.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+run: install
+	$(BIN)/inlet dev
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/python -m ruff check app worker tests
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -1,0 +1,128 @@
+"""Partner credentials: generation, keyed hashing, constant-time checks.
+
+Secrets are 256-bit random values, so a fast keyed hash (BLAKE2b keyed with
+INLET_SECRET_KEY) is as strong as a slow password hash against guessing and
+costs microseconds per request. Only the hash is stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.db import partners
+from app.settings import RateLimit
+
+# How long the web tier trusts what it read about a credential: a revoked
+# credential stops working within this many seconds.
+CREDENTIAL_CACHE_SECONDS = 2.0
+# How long a credential read earlier still counts while the database is down.
+STALE_GRACE_SECONDS = 300.0
+_CACHE_MAX_ENTRIES = 10_000
+
+
+def new_username() -> str:
+    return "pk_" + secrets.token_hex(12)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_secret(key: bytes, secret: str) -> bytes:
+    blake_key = hashlib.sha256(key).digest()
+    return hashlib.blake2b(secret.encode("utf-8", "surrogatepass"), key=blake_key, digest_size=32).digest()
+
+
+@dataclass(frozen=True)
+class Partner:
+    id: int
+    name: str
+    rate_limit: RateLimit | None
+
+
+@dataclass(frozen=True)
+class _Credential:
+    partner: Partner
+    secret_hash: bytes
+
+
+def parse_basic(header: str | None) -> tuple[str, str] | None:
+    """``Authorization: Basic base64(user:pass)`` -> (user, pass), or None."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    username, sep, password = decoded.partition(":")
+    if not sep:
+        return None
+    return username, password
+
+
+class CredentialStore:
+    """Looks credentials up in SQL, with a short cache in front of it.
+
+    ``check_basic`` does blocking I/O on a cache miss: call it from a thread.
+    """
+
+    def __init__(self, engine: Engine, secret_key: bytes, ttl: float = CREDENTIAL_CACHE_SECONDS):
+        self._engine = engine
+        self._key = secret_key
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, _Credential | None]] = {}
+        self._lock = threading.Lock()
+        # Compared against when the username is unknown, so that a miss costs
+        # the same hash and comparison as a hit.
+        self._dummy_hash = hash_secret(secret_key, new_secret())
+
+    def check_basic(self, username: str, password: str) -> Partner | None:
+        credential = self._lookup(username)
+        expected = credential.secret_hash if credential else self._dummy_hash
+        matches = hmac.compare_digest(hash_secret(self._key, password), expected)
+        return credential.partner if (credential and matches) else None
+
+    def _lookup(self, username: str) -> _Credential | None:
+        now = time.monotonic()
+        cached = self._cache.get(username)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            credential = self._load(username)
+        except SQLAlchemyError:
+            # The database is briefly gone: batches still queue in Redis, so a
+            # credential seen recently keeps working; an unknown one can't be
+            # checked and the caller answers 503.
+            if cached is not None and cached[0] + STALE_GRACE_SECONDS > now:
+                return cached[1]
+            raise
+        with self._lock:
+            if len(self._cache) >= _CACHE_MAX_ENTRIES:
+                self._cache.clear()
+            self._cache[username] = (now + self._ttl, credential)
+        return credential
+
+    def _load(self, username: str) -> _Credential | None:
+        query = sa.select(
+            partners.c.id, partners.c.name, partners.c.rate_limit, partners.c.password_hash
+        ).where(partners.c.username == username, partners.c.revoked_at.is_(None))
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        limit = RateLimit.parse(row.rate_limit) if row.rate_limit else None
+        return _Credential(Partner(row.id, row.name, limit), bytes(row.password_hash))

@@ -1,0 +1,187 @@
+"""Onside batches: bytes -> validated events, or every problem with its index.
+
+Validation is complete before anything is queued: a batch is accepted whole
+or refused whole, and a refusal lists each problem (up to a cap) so that a
+partner can fix its batch in one round trip.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.errors import InvalidRequest, PayloadTooLarge
+from app.names import normalize_event_name
+
+MAX_LISTED_ERRORS = 100
+MAX_EVENT_NAME_CHARS = 256
+
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_UUID4_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}")
+
+FIELDS = ("event_name", "payload", "event_datetime", "event_id", "installation_id")
+NUL_MESSAGE = "must not contain the character \\u0000"
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.count = 0
+
+    def add(self, index: int | None, field: str | None, message: str) -> None:
+        self.count += 1
+        if len(self.items) < MAX_LISTED_ERRORS:
+            self.items.append({"index": index, "field": field, "message": message})
+
+
+def decode_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"The body is not valid JSON: {exc}",
+            errors=[{"index": None, "field": None, "message": f"malformed JSON: {exc}"}],
+        ) from None
+
+
+def parse_datetime(value: str) -> datetime | None:
+    """ISO 8601 with a time; ``Z`` or an offset; naive means UTC. None if invalid."""
+    if "T" not in value and " " not in value:
+        return None  # a date alone is not an event time
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def contains_nul(value: Any) -> bool:
+    """True if any string (or key) inside a decoded JSON value holds U+0000."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def validate_batch(body: bytes, max_events: int) -> list[dict[str, Any]]:
+    """Return the batch's events, ready for the job; raise a 400 or 413 otherwise."""
+    document = decode_json(body)
+    if not isinstance(document, dict) or "events" not in document:
+        raise InvalidRequest(
+            'The body must be a JSON object with an "events" array',
+            errors=[{"index": None, "field": "events", "message": "is required"}],
+        )
+    raw_events = document["events"]
+    if not isinstance(raw_events, list):
+        raise InvalidRequest(
+            '"events" must be an array',
+            errors=[{"index": None, "field": "events", "message": "must be an array"}],
+        )
+    if not raw_events:
+        raise InvalidRequest(
+            '"events" must hold at least one event',
+            errors=[{"index": None, "field": "events", "message": "must not be empty"}],
+        )
+    if len(raw_events) > max_events:
+        raise PayloadTooLarge(
+            f"The batch holds {len(raw_events)} events; the limit is {max_events}"
+        )
+
+    # U+0000 can only be in the document as the escape \u0000: if the bytes
+    # don't hold that, no string does, and the deep scan is skipped.
+    may_hold_nul = b"\\u0000" in body
+    problems = _Problems()
+    events: list[dict[str, Any]] = []
+    for index, raw in enumerate(raw_events):
+        event = _validate_event(index, raw, problems, may_hold_nul)
+        if event is not None:
+            events.append(event)
+    if problems.count:
+        listed = len(problems.items)
+        more = f" (the first {listed} are listed)" if listed < problems.count else ""
+        noun = "problem" if problems.count == 1 else "problems"
+        raise InvalidRequest(
+            f"The batch has {problems.count} {noun}{more}; nothing was accepted",
+            errors=problems.items,
+        )
+    return events
+
+
+def _validate_event(
+    index: int, raw: Any, problems: _Problems, may_hold_nul: bool
+) -> dict[str, Any] | None:
+    if not isinstance(raw, dict):
+        problems.add(index, None, "must be a JSON object")
+        return None
+    before = problems.count
+    for field in FIELDS:
+        if field not in raw or raw[field] is None:
+            problems.add(index, field, "is required")
+
+    name = raw.get("event_name")
+    if name is not None:
+        if not isinstance(name, str):
+            problems.add(index, "event_name", "must be a string")
+        elif "\x00" in name:
+            problems.add(index, "event_name", NUL_MESSAGE)
+        elif len(name) > MAX_EVENT_NAME_CHARS:
+            problems.add(index, "event_name", f"must be at most {MAX_EVENT_NAME_CHARS} characters")
+        elif not normalize_event_name(name):
+            problems.add(index, "event_name", "must not be empty")
+
+    payload = raw.get("payload")
+    if payload is not None:
+        if not isinstance(payload, dict):
+            problems.add(index, "payload", "must be a JSON object")
+        elif may_hold_nul and contains_nul(payload):
+            problems.add(index, "payload", NUL_MESSAGE)
+
+    when = raw.get("event_datetime")
+    parsed_when = None
+    if when is not None:
+        parsed_when = parse_datetime(when) if isinstance(when, str) else None
+        if parsed_when is None:
+            problems.add(
+                index, "event_datetime",
+                "must be an ISO 8601 date and time, e.g. 2026-05-05T12:00:00Z",
+            )
+
+    event_id = raw.get("event_id")
+    if event_id is not None and not (isinstance(event_id, str) and _UUID4_RE.fullmatch(event_id)):
+        problems.add(
+            index, "event_id",
+            "must be a UUID version 4, e.g. 550e8400-e29b-41d4-a716-446655440000",
+        )
+
+    installation_id = raw.get("installation_id")
+    if installation_id is not None and not (
+        isinstance(installation_id, str) and _UUID_RE.fullmatch(installation_id)
+    ):
+        problems.add(
+            index, "installation_id",
+            "must be a UUID, e.g. 550e8400-e29b-41d4-a716-446655440000",
+        )
+
+    if problems.count != before:
+        return None
+    assert parsed_when is not None
+    return {
+        "event_id": event_id.lower(),
+        "installation_id": installation_id.lower(),
+        "event_name": name,
+        "event_datetime": parsed_when.isoformat(),
+        "payload": payload,
+    }

@@ -1,0 +1,20 @@
+"""The ``inlet`` command."""
+
+from __future__ import annotations
+
+import click
+
+from app.cli import dev, events, partners, serve
+from app.cli.common import setup_logging
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Inlet: server-to-server event ingestion (Onside and Thrad wire formats)."""
+    setup_logging()
+
+
+main.add_command(partners.partners)
+main.add_command(events.events)
+for command in (serve.migrate, serve.web, serve.worker, dev.dev):
+    main.add_command(command)

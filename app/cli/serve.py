@@ -1,0 +1,48 @@
+"""``inlet migrate``, ``inlet web``, ``inlet worker``: what the Procfile runs."""
+
+from __future__ import annotations
+
+import click
+
+from app import migrations
+from app.cli.common import load_settings
+
+
+@click.command()
+def migrate() -> None:
+    """Bring the database schema up to date (Alembic upgrade head)."""
+    settings = load_settings()
+    migrations.upgrade(settings.database_url)
+    click.echo("Database schema is up to date.", err=True)
+
+
+@click.command()
+def web() -> None:
+    """Serve the HTTP API with uvicorn on HOST:PORT (WEB_CONCURRENCY processes)."""
+    import uvicorn
+
+    settings = load_settings()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.web_concurrency,
+        # Inlet decides itself which X-Forwarded-For to believe (trusted
+        # proxies only); uvicorn must not rewrite the client address.
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        timeout_keep_alive=5,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@click.command()
+@click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
+def worker(burst: bool) -> None:
+    """Run a worker: take batches off the queue and store them."""
+    from worker.runner import run_worker
+
+    settings = load_settings()
+    run_worker(settings, burst=burst)

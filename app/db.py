@@ -1,0 +1,87 @@
+"""The engine factory and the table definitions (SQLAlchemy Core).
+
+The tables here describe the schema; Alembic migrations create it, and
+``alembic check`` in the test run keeps the two from drifting.
+"""
+
+from __future__ import annotations
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# BIGINT on PostgreSQL; SQLite only autoincrements an INTEGER PRIMARY KEY.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# jsonb on PostgreSQL (smaller, indexable); JSON text on SQLite.
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+Timestamp = sa.DateTime(timezone=True)
+
+partners = sa.Table(
+    "partners",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("username", sa.Text, nullable=False, unique=True),
+    sa.Column("password_hash", sa.LargeBinary, nullable=False),
+    sa.Column("rate_limit", sa.Text, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("partner_id", sa.Integer, sa.ForeignKey("partners.id"), nullable=False),
+    sa.Column("event_id", sa.Uuid(as_uuid=False), nullable=False),
+    sa.Column("event_name", sa.Text, nullable=False),
+    sa.Column("sent_event_name", sa.Text, nullable=False),
+    sa.Column("event_datetime", Timestamp, nullable=False),
+    sa.Column("installation_id", sa.Uuid(as_uuid=False), nullable=False),
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("job_id", sa.Text, nullable=True),
+    # The idempotency key: an event id counts once per partner, never across partners.
+    sa.UniqueConstraint("partner_id", "event_id"),
+    # "The latest events of a partner" and the export's oldest-first scan.
+    sa.Index(None, "partner_id", "received_at", "id"),
+)
+
+
+def make_engine(url: str, **kwargs: object) -> Engine:
+    """One engine per process, made by whoever needs it (never at import time)."""
+    options: dict[str, object] = {
+        "json_serializer": lambda obj: orjson.dumps(obj).decode(),
+        "json_deserializer": orjson.loads,
+        "pool_pre_ping": True,
+    }
+    if url.startswith("sqlite"):
+        # Web, workers and the CLI share one file: wait for the lock instead of failing.
+        options["connect_args"] = {"timeout": 15}
+    else:
+        options["connect_args"] = {"connect_timeout": 5}
+    options.update(kwargs)
+    engine = sa.create_engine(url, **options)  # type: ignore[arg-type]
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_conn.cursor()
+    # WAL lets the web tier read credentials while a worker writes a batch;
+    # FULL keeps a committed batch through a power loss (its job is gone from Redis).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

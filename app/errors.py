@@ -1,0 +1,114 @@
+"""The error hierarchy and the one place that renders it.
+
+Every error response has the same JSON shape::
+
+    {"error": "<one human sentence>", "code": "<machine code>", "errors": [...]}
+
+``errors`` appears only on validation failures and lists each problem as
+``{"index": i, "field": "...", "message": "..."}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+log = logging.getLogger("inlet.errors")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; raised at start-up."""
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+    message = "Bad request"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.errors = errors
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message, "code": self.code}
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return body
+
+
+class InvalidRequest(ApiError):
+    status, code, message = 400, "invalid_request", "The request is invalid"
+
+
+class Unauthorized(ApiError):
+    status, code, message = 401, "unauthorized", "Authentication required"
+
+
+class NotFound(ApiError):
+    status, code, message = 404, "not_found", "Not found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code, message = 405, "method_not_allowed", "Method not allowed"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, message = 413, "payload_too_large", "The request body is too large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code, message = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class RateLimited(ApiError):
+    status, code, message = 429, "rate_limited", "Too many requests"
+
+
+class ServiceUnavailable(ApiError):
+    status, code, message = 503, "unavailable", "The service is temporarily unavailable"
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def render(exc: ApiError) -> Response:
+    return json_response(exc.status, exc.body(), exc.headers)
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return render(exc)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (unknown path or method) in our shape."""
+    assert isinstance(exc, HTTPException)
+    mapping: dict[int, type[ApiError]] = {404: NotFound, 405: MethodNotAllowed}
+    cls = mapping.get(exc.status_code)
+    if cls is not None:
+        return render(cls(headers=dict(exc.headers or {})))
+    error = ApiError(str(exc.detail), headers=dict(exc.headers or {}))
+    error.status = exc.status_code
+    return render(error)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log; the client gets a body that leaks nothing.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return json_response(500, {"error": "Internal server error", "code": "internal_error"})

@@ -1,0 +1,68 @@
+"""Onside's batch API: ``POST /attribution-api/v1/events``.
+
+bytes -> authenticated partner -> rate limit -> validated batch -> one RQ job
+-> 204. Blocking work (SQL on a credential-cache miss, Redis) runs in worker
+threads so one slow dependency never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app import queue as q
+from app.auth import Partner, parse_basic
+from app.batch import validate_batch
+from app.body import check_content_type, read_body
+from app.errors import ServiceUnavailable, Unauthorized
+from app.state import AppState
+
+log = logging.getLogger("inlet.onside")
+
+_BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="inlet", charset="UTF-8"'}
+
+
+async def authenticate_basic(state: AppState, request: Request) -> Partner:
+    credentials = parse_basic(request.headers.get("authorization"))
+    if credentials is None:
+        raise Unauthorized("Basic authentication is required", headers=_BASIC_CHALLENGE)
+    try:
+        partner = await run_in_threadpool(state.credentials.check_basic, *credentials)
+    except SQLAlchemyError as exc:
+        log.warning("credential lookup failed: %s", type(exc).__name__)
+        raise ServiceUnavailable(
+            "Credentials cannot be checked right now; nothing was accepted. Retry later.",
+            headers={"Retry-After": "5"},
+        ) from None
+    if partner is None:
+        raise Unauthorized("Invalid credentials", headers=_BASIC_CHALLENGE)
+    return partner
+
+
+async def post_events(request: Request) -> Response:
+    state: AppState = request.app.state.inlet
+    received_at = datetime.now(UTC)
+    partner = await authenticate_basic(state, request)
+    request.scope["inlet.partner"] = partner.name
+    await state.enforce_rate_limit(partner)
+    check_content_type(request)
+    body = await read_body(request, state.settings.max_body_bytes)
+    events = validate_batch(body, state.settings.max_batch_events)
+    request.scope["inlet.events"] = len(events)
+    job_id = await state.run_redis(
+        q.enqueue_batch,
+        state.queue,
+        state.settings,
+        func=q.INGEST_ONSIDE,
+        partner_id=partner.id,
+        partner_name=partner.name,
+        events=events,
+        received_at=received_at,
+    )
+    log.debug("queued job %s: %d events for %s", job_id, len(events), partner.name)
+    return Response(status_code=204)

@@ -1,0 +1,48 @@
+"""The per-partner request limit, shared by every web process through Redis.
+
+GCRA (the generic cell rate algorithm): one key per partner holding the
+"theoretical arrival time" of the next request. A limit of N per period
+allows a burst of N and then one request every period/N; a refused request
+learns exactly how long to wait. One script call, atomic, on Redis's clock
+(so web processes on different hosts agree).
+"""
+
+from __future__ import annotations
+
+import math
+
+from redis import Redis
+
+from app.settings import RateLimit
+
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local wait = new_tat - burst - now
+if wait > 0 then return wait end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+return 0
+"""
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis, prefix: str = "inlet:ratelimit:"):
+        self._script = redis.register_script(_GCRA)
+        self._prefix = prefix
+
+    def hit(self, key: str, limit: RateLimit) -> float:
+        """Count one request; return 0 if allowed, else the seconds to wait."""
+        interval_us = limit.period * 1_000_000 / limit.limit
+        burst_us = limit.period * 1_000_000
+        wait_us = self._script(keys=[self._prefix + key], args=[interval_us, burst_us])
+        return float(wait_us) / 1_000_000
+
+
+def retry_after(wait_seconds: float) -> str:
+    """``Retry-After`` takes whole seconds; never tell a client 0."""
+    return str(max(1, math.ceil(wait_seconds)))

@@ -1,0 +1,200 @@
+"""Inlet's settings: declared once, read from the environment once.
+
+Every setting has a default and a sentence of help; ``tests/test_docs.py``
+checks that each one is documented in the README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATABASE_URL", "sqlite:///./var/inlet.db",
+            "SQLAlchemy URL of the event store (PostgreSQL in production; "
+            "postgres:// is accepted)."),
+    Setting("REDIS_URL", "unix://./var/redis.sock",
+            "Redis for the queue and the rate limits; the default is the embedded "
+            "Redis that `make run` starts."),
+    Setting("PORT", "8000", "Port `inlet web` listens on."),
+    Setting("HOST", "127.0.0.1", "Address `inlet web` binds (0.0.0.0 behind a load balancer)."),
+    Setting("WEB_CONCURRENCY", "1", "Number of uvicorn worker processes `inlet web` runs."),
+    Setting("INLET_DATA_DIR", "./var",
+            "Where the embedded Redis, the SQLite file and the generated secret key live."),
+    Setting("INLET_SECRET_KEY", "",
+            "Key of the keyed hash that protects stored credentials. Empty: a random key "
+            "is generated once into INLET_DATA_DIR/secret.key. Set it in production."),
+    Setting("INLET_RATE_LIMIT", "100/second",
+            "Default per-partner request limit, `N/second|minute|hour|day`; "
+            "`inlet partners set-rate-limit` overrides it per partner."),
+    Setting("INLET_RETRY_DELAYS", "1,5,15,30,60,120,300",
+            "Seconds between the retries of a job that failed for a transient reason "
+            "(database down, lock timeout); after the last one the job stays failed."),
+    Setting("INLET_JOB_TIMEOUT", "20",
+            "Seconds a job may run before it is stopped and retried; also bounds how "
+            "long a job of a killed worker waits before another worker takes it over."),
+    Setting("INLET_REDIS_TIMEOUT", "2",
+            "Seconds the web tier waits for Redis before answering 503."),
+    Setting("INLET_MAX_BODY_BYTES", "1048576",
+            "Largest batch body, after gzip decompression (Onside's 1 MB)."),
+    Setting("INLET_MAX_BATCH_EVENTS", "1000", "Most events in one batch (Onside's 1,000)."),
+    Setting("INLET_LOG_LEVEL", "INFO", "Log level of the web and worker processes."),
+)
+
+_SETTING_BY_ENV = {s.env: s for s in SETTINGS}
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?\s*$", re.I)
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """`limit` requests per `period` seconds."""
+
+    limit: int
+    period: float
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        match = _RATE_RE.match(text or "")
+        if not match:
+            raise ValueError(f"not a rate limit: {text!r} (expected e.g. 100/second, 5/minute)")
+        count, multiple, unit = match.groups()
+        limit = int(count)
+        period = int(multiple or 1) * _PERIODS[unit.lower()]
+        if limit <= 0 or period <= 0:
+            raise ValueError(f"a rate limit must be positive: {text!r}")
+        return cls(limit, float(period))
+
+    def __str__(self) -> str:
+        for unit, seconds in _PERIODS.items():
+            if self.period == seconds:
+                return f"{self.limit}/{unit}"
+        return f"{self.limit}/{int(self.period)}second"
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept Heroku-style ``postgres://`` and bare ``postgresql://`` as psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _parse_delays(text: str) -> tuple[int, ...]:
+    try:
+        delays = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"INLET_RETRY_DELAYS must be comma-separated seconds: {text!r}") from None
+    if any(d < 0 for d in delays):
+        raise ValueError(f"INLET_RETRY_DELAYS must not be negative: {text!r}")
+    return delays
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    port: int
+    host: str
+    web_concurrency: int
+    data_dir: Path
+    secret_key: bytes
+    rate_limit: RateLimit
+    retry_delays: tuple[int, ...]
+    job_timeout: int
+    redis_timeout: float
+    max_body_bytes: int
+    max_batch_events: int
+    log_level: str
+    queue_name: str = "inlet"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read every setting once; invalid values fail loudly at start-up."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str:
+            value = env.get(name)
+            return _SETTING_BY_ENV[name].default if value in (None, "") else value  # type: ignore[return-value]
+
+        data_dir = Path(get("INLET_DATA_DIR")).resolve()
+        try:
+            values: dict[str, object] = dict(
+                database_url=normalize_database_url(_absolute_sqlite(get("DATABASE_URL"))),
+                redis_url=_absolute_unix(get("REDIS_URL")),
+                port=int(get("PORT")),
+                host=get("HOST"),
+                web_concurrency=int(get("WEB_CONCURRENCY")),
+                data_dir=data_dir,
+                secret_key=b"",
+                rate_limit=RateLimit.parse(get("INLET_RATE_LIMIT")),
+                retry_delays=_parse_delays(get("INLET_RETRY_DELAYS")),
+                job_timeout=int(get("INLET_JOB_TIMEOUT")),
+                redis_timeout=float(get("INLET_REDIS_TIMEOUT")),
+                max_body_bytes=int(get("INLET_MAX_BODY_BYTES")),
+                max_batch_events=int(get("INLET_MAX_BATCH_EVENTS")),
+                log_level=get("INLET_LOG_LEVEL").upper(),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"invalid setting: {exc}") from None
+        values.update(overrides)
+        settings = cls(**values)  # type: ignore[arg-type]
+        if not settings.secret_key:
+            key = env.get("INLET_SECRET_KEY") or ""
+            secret = key.encode() if key else _load_or_create_key(settings.data_dir)
+            settings = dataclasses.replace(settings, secret_key=secret)
+        return settings
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _absolute_sqlite(url: str) -> str:
+    """Make a relative SQLite path absolute, so every process finds the same file."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        path = Path(url[len(prefix):]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    return url
+
+
+def _absolute_unix(url: str) -> str:
+    prefix = "unix://"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(Path(url[len(prefix):]).resolve())
+    return url
+
+
+def _load_or_create_key(data_dir: Path) -> bytes:
+    path = data_dir / "secret.key"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32).encode()
+    try:
+        # O_EXCL: when two processes race to create it, both end up with the winner's key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key

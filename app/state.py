@@ -1,0 +1,76 @@
+"""What the web tier holds for its lifetime: made in the lifespan, closed there."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+
+from app import queue as q
+from app.auth import CredentialStore, Partner
+from app.db import make_engine
+from app.errors import RateLimited, ServiceUnavailable
+from app.ratelimit import RateLimiter, retry_after
+from app.settings import Settings
+
+log = logging.getLogger("inlet.state")
+T = TypeVar("T")
+
+# What a partner is told to wait when Redis can't take its batch.
+UNAVAILABLE_RETRY_AFTER = "5"
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine
+    redis: Redis
+    queue: Queue
+    credentials: CredentialStore
+    limiter: RateLimiter
+
+    @classmethod
+    def open(cls, settings: Settings) -> AppState:
+        engine = make_engine(settings.database_url)
+        redis = q.make_redis(settings.redis_url, timeout=settings.redis_timeout)
+        return cls(
+            settings=settings,
+            engine=engine,
+            redis=redis,
+            queue=q.make_queue(settings, redis),
+            credentials=CredentialStore(engine, settings.secret_key),
+            limiter=RateLimiter(redis),
+        )
+
+    def close(self) -> None:
+        self.redis.close()
+        self.engine.dispose()
+
+    async def run_redis(self, call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a blocking Redis call off the event loop; Redis trouble -> 503."""
+        try:
+            return await run_in_threadpool(functools.partial(call, *args, **kwargs))
+        except RedisError as exc:
+            # Connection refused, timeout, OOM (noeviction): nothing was queued.
+            log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
+            raise ServiceUnavailable(
+                "The queue is unavailable; nothing was accepted. Retry later.",
+                headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
+            ) from None
+
+    async def enforce_rate_limit(self, partner: Partner) -> None:
+        limit = partner.rate_limit or self.settings.rate_limit
+        wait = await self.run_redis(self.limiter.hit, f"partner:{partner.id}", limit)
+        if wait > 0:
+            raise RateLimited(
+                f"Rate limit of {limit} exceeded; retry in {retry_after(wait)} s",
+                headers={"Retry-After": retry_after(wait)},
+            )

@@ -1,0 +1,1 @@
+"""RQ workers: turn queued batches into rows, exactly once."""
