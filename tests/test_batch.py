@@ -1,0 +1,163 @@
+"""Validation of Onside batches, without HTTP: bytes in, events or a 400/413 out."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.batch import MAX_LISTED_ERRORS, parse_datetime, validate_batch
+from app.errors import InvalidRequest, PayloadTooLarge
+from tests.strategies import batches, corruptions
+
+VALID = {
+    "event_name": "purchase_completed",
+    "payload": {"currency": "USD", "amount": "9.99"},
+    "event_datetime": "2026-05-05T12:00:00Z",
+    "event_id": "550e8400-e29b-41d4-a716-446655440000",
+    "installation_id": "550e8400-e29b-41d4-a716-446655440000",
+}
+
+
+def body(*events: Any) -> bytes:
+    return orjson.dumps({"events": list(events)})
+
+
+def problems(raw: bytes) -> list[dict[str, Any]]:
+    with pytest.raises(InvalidRequest) as caught:
+        validate_batch(raw, 1000)
+    assert caught.value.errors is not None
+    return caught.value.errors
+
+
+def test_reference_example_is_valid() -> None:
+    [event] = validate_batch(body(VALID), 1000)
+    assert event == {
+        "event_id": VALID["event_id"],
+        "installation_id": VALID["installation_id"],
+        "event_name": "purchase_completed",
+        "event_datetime": "2026-05-05T12:00:00+00:00",
+        "payload": {"currency": "USD", "amount": "9.99"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "fragment"),
+    [
+        (b"{not json", None, "malformed JSON"),
+        (b"", None, "malformed JSON"),
+        (b"[]", "events", "is required"),
+        (b'{"evnts": []}', "events", "is required"),
+        (b'{"events": {}}', "events", "must be an array"),
+        (b'{"events": []}', "events", "must not be empty"),
+        (b'{"events": [1]}', None, "must be a JSON object"),
+        (b'{"events": [{"a": NaN}]}', None, "malformed JSON"),
+        (b'{"events": [{"a": 1e999}]}', None, "malformed JSON"),
+        (b'{"events": ["\\ud800"]}', None, "malformed JSON"),
+    ],
+)
+def test_document_level_problems(raw: bytes, field: str | None, fragment: str) -> None:
+    [problem] = problems(raw)
+    assert problem["field"] == field
+    assert fragment in problem["message"]
+
+
+def test_more_events_than_the_limit_is_413() -> None:
+    with pytest.raises(PayloadTooLarge):
+        validate_batch(body(*[VALID] * 1001), 1000)
+    assert len(validate_batch(body(*[VALID] * 1000), 1000)) == 1000
+
+
+@pytest.mark.parametrize("field", list(VALID))
+def test_each_field_is_required(field: str) -> None:
+    event = {k: v for k, v in VALID.items() if k != field}
+    assert problems(body(VALID, event)) == [
+        {"index": 1, "field": field, "message": "is required"}
+    ]
+
+
+def test_every_problem_is_listed_with_its_index() -> None:
+    bad = dict(VALID, event_id="nope", installation_id="also-nope", payload=[1])
+    found = problems(body(VALID, bad, VALID, dict(VALID, event_name="")))
+    assert [(p["index"], p["field"]) for p in found] == [
+        (1, "payload"), (1, "event_id"), (1, "installation_id"), (3, "event_name"),
+    ]
+
+
+def test_the_listed_problems_are_capped_but_counted() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        validate_batch(body(*[dict(VALID, event_id="x")] * 500), 1000)
+    assert caught.value.errors is not None
+    assert len(caught.value.errors) == MAX_LISTED_ERRORS
+    assert "500 problems" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-05-05T12:00:00Z", "2026-05-05T12:00:00+00:00"),
+        ("2026-05-05T14:00:00+02:00", "2026-05-05T12:00:00+00:00"),
+        ("2026-05-05T12:00:00", "2026-05-05T12:00:00+00:00"),  # naive means UTC
+        ("2026-05-05T12:00:00.123456Z", "2026-05-05T12:00:00.123456+00:00"),
+        ("2026-05-05 07:00:00-05:00", "2026-05-05T12:00:00+00:00"),
+    ],
+)
+def test_datetimes_are_stored_as_utc(value: str, expected: str) -> None:
+    parsed = parse_datetime(value)
+    assert parsed is not None and parsed.isoformat() == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["2026-05-05", "yesterday", "", "2026-02-30T00:00:00Z", "0001-01-01T00:00:00+01:00"]
+)
+def test_invalid_datetimes_are_refused(value: str) -> None:
+    assert parse_datetime(value) is None
+
+
+def test_uuids_are_accepted_in_either_case_and_stored_lowercase() -> None:
+    upper = dict(VALID, event_id=VALID["event_id"].upper(), installation_id=VALID["event_id"].upper())
+    [event] = validate_batch(body(upper), 1000)
+    assert event["event_id"] == VALID["event_id"]
+    assert event["installation_id"] == VALID["installation_id"]
+
+
+def test_nul_anywhere_in_the_payload_is_refused() -> None:
+    nested = dict(VALID, payload={"a": [{"b": "x\x00y"}]})
+    in_key = dict(VALID, payload={"k\x00": 1})
+    found = problems(body(VALID, nested, in_key))
+    assert [(p["index"], p["field"]) for p in found] == [(1, "payload"), (2, "payload")]
+    assert "\\u0000" in found[0]["message"]
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
+    event = dict(VALID, payload={"path": "C:\\u0000"})
+    [accepted] = validate_batch(body(event), 1000)
+    assert accepted["payload"] == {"path": "C:\\u0000"}
+
+
+def test_unknown_fields_are_ignored() -> None:
+    [event] = validate_batch(body(dict(VALID, extra={"x": 1})), 1000)
+    assert "extra" not in event
+
+
+@given(batches)
+def test_any_valid_batch_is_accepted_whole(events: list[dict[str, Any]]) -> None:
+    accepted = validate_batch(body(*events), 1000)
+    assert [e["event_id"] for e in accepted] == [e["event_id"].lower() for e in events]
+    assert [e["payload"] for e in accepted] == [e["payload"] for e in events]
+
+
+@given(batches, st.data(), corruptions)
+def test_one_corruption_is_caught_at_its_index(
+    events: list[dict[str, Any]], data: st.DataObject, corruption: tuple[str, Any]
+) -> None:
+    index = data.draw(st.integers(0, len(events) - 1))
+    field, value = corruption
+    broken = copy.deepcopy(events)
+    broken[index][field] = value
+    found = problems(body(*broken))
+    assert found == [{"index": index, "field": field, "message": found[0]["message"]}]

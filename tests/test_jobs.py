@@ -1,0 +1,137 @@
+"""Workers: the idempotent insert, transient failures, the failed registry, requeue."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from redis import Redis
+from rq import Queue
+from rq.registry import FailedJobRegistry
+from sqlalchemy.engine import Engine
+
+from app import queue as q
+from app.db import events as events_table
+from app.partners import NewPartner
+from app.settings import Settings
+from worker.jobs import is_transient
+
+
+def make_event(n: int, name: str = "purchase_completed") -> dict[str, Any]:
+    return {
+        "event_id": f"550e8400-e29b-41d4-a716-{n:012d}",
+        "installation_id": "550e8400-e29b-41d4-a716-446655440000",
+        "event_name": name,
+        "event_datetime": "2026-05-05T12:00:00+00:00",
+        "payload": {"n": n, "nested": {"list": [1, 2.5, None, True, "é"]}},
+    }
+
+
+def enqueue(settings: Settings, redis: Redis, partner: NewPartner, events: list[dict[str, Any]]) -> str:
+    queue = q.make_queue(settings, redis)
+    return q.enqueue_batch(
+        queue, settings, func=q.INGEST_ONSIDE, partner_id=partner.id, partner_name=partner.name,
+        events=events, received_at=datetime(2026, 5, 5, 12, 0, 1, tzinfo=UTC),
+    )
+
+
+def event_ids(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(str(v) for v in conn.execute(sa.select(events_table.c.event_id)).scalars())
+
+
+def unreachable(settings: Settings) -> Settings:
+    """The same settings with a database nobody listens on."""
+    return settings.replace(database_url="postgresql+psycopg://postgres@127.0.0.1:9/none")
+
+
+def test_a_batch_lands_with_every_column(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None], engine: Engine
+) -> None:
+    job_id = enqueue(settings, redis, partner, [make_event(1, " Sign_Up ")])
+    drain()
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(events_table)).one()
+    assert row.partner_id == partner.id
+    assert row.event_name == "sign_up"
+    assert row.sent_event_name == " Sign_Up "
+    assert row.payload == make_event(1)["payload"]
+    assert row.event_datetime.replace(tzinfo=UTC) == datetime(2026, 5, 5, 12, tzinfo=UTC)
+    assert row.job_id == job_id
+
+
+def test_job_logs_inserted_and_duplicates(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    enqueue(settings, redis, partner, [make_event(1), make_event(2)])
+    enqueue(settings, redis, partner, [make_event(2), make_event(3), make_event(3)])
+    with caplog.at_level(logging.INFO, logger="inlet.jobs"):
+        drain()
+    lines = [r.getMessage() for r in caplog.records if r.name == "inlet.jobs"]
+    assert '"inserted":2,"duplicates":0' in lines[0]
+    assert '"inserted":1,"duplicates":2' in lines[1]
+
+
+def test_database_down_is_retried_then_failed_with_the_batch_intact(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None], engine: Engine
+) -> None:
+    quick = settings.replace(retry_delays=(0, 0))
+    events = [make_event(n) for n in range(5)]
+    job_id = enqueue(quick, redis, partner, events)
+    drain(unreachable(quick))
+    registry = FailedJobRegistry(queue=q.make_queue(settings, redis))
+    assert registry.get_job_ids() == [job_id]
+    job = registry.get_queue().fetch_job(job_id)
+    assert job is not None
+    assert job.retries_left == 0  # both retries were spent
+    assert job.args[2] == events
+    assert "OperationalError" in (job.latest_result().exc_string or "")
+    assert event_ids(engine) == []
+
+
+def test_requeued_job_lands_exactly_once_after_a_partial_landing(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None], engine: Engine
+) -> None:
+    """Part of the batch already landed (say, sent again in another batch): requeue lands the rest once."""
+    quick = settings.replace(retry_delays=())
+    failed_id = enqueue(quick, redis, partner, [make_event(n) for n in range(4)])
+    drain(unreachable(quick))
+    enqueue(quick, redis, partner, [make_event(0), make_event(1)])
+    drain()
+    registry = FailedJobRegistry(queue=q.make_queue(settings, redis))
+    registry.requeue(failed_id)
+    drain()
+    drain()
+    assert event_ids(engine) == [make_event(n)["event_id"] for n in range(4)]
+    assert registry.get_job_ids() == []
+
+
+def test_permanent_error_is_not_retried(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None]
+) -> None:
+    """A batch the database refuses for good (here, an unknown partner) fails at once."""
+    ghost = NewPartner(id=999_999, name="ghost", username="", password="")
+    job_id = enqueue(settings.replace(retry_delays=(0, 0, 0)), redis, ghost, [make_event(1)])
+    drain()
+    job = Queue(settings.queue_name, connection=redis, serializer=q.JSONSerializer).fetch_job(job_id)
+    assert job is not None and job.is_failed
+    assert job.retries_left == 0
+    assert "IntegrityError" in (job.latest_result().exc_string or "")
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (sa.exc.OperationalError("x", {}, Exception("connection refused")), True),
+        (sa.exc.IntegrityError("x", {}, Exception("fk")), False),
+        (ValueError("bug"), False),
+        (TimeoutError(), True),
+    ],
+)
+def test_transient_errors_are_told_from_permanent_ones(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient
