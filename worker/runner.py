@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from rq import SimpleWorker
+from rq import SimpleWorker, worker_registration
 from rq.job import Job
+from rq.queue import Queue
+from rq.registry import clean_registries
+from rq.utils import current_timestamp, now
 
 from app.queue import JSONSerializer, make_queue, make_redis
 from app.settings import Settings
@@ -18,10 +21,10 @@ log = logging.getLogger("inlet.worker")
 # there past timeout + grace belongs to a worker that died (SIGKILL, OOM,
 # lost host), and the next maintenance pass of any live worker retries it.
 ABANDONED_GRACE_SECONDS = 5
-# Idle workers heartbeat every WORKER_TTL - 15 s and run maintenance (which
-# is where abandoned jobs are found) at most every MAINTENANCE_INTERVAL.
-WORKER_TTL = 20
-MAINTENANCE_INTERVAL = 5
+# An idle worker wakes every WORKER_TTL - 15 = 1 s (RQ's dequeue timeout) and
+# runs maintenance when MAINTENANCE_INTERVAL has passed.
+WORKER_TTL = 16
+MAINTENANCE_INTERVAL = 2
 
 
 class _QuietMaintenance(logging.Filter):
@@ -35,15 +38,52 @@ class InletWorker(SimpleWorker):
     """Runs jobs in-process: no fork per job (a fork costs milliseconds, and
     keeps no connection pool), one engine for the worker's whole life.
 
-    RQ's stock abandoned-job detection waits the job monitoring interval plus
-    a hard-coded 60 s after the last heartbeat, then up to ten minutes for a
-    maintenance pass: a killed worker's batch sat for ten minutes or more.
-    Here it waits the job timeout plus a few seconds.
+    Two parts of RQ's maintenance are replaced, because both made a killed
+    worker's batch wait for minutes:
+
+    - Abandoned jobs. Stock RQ waits the job monitoring interval plus a
+      hard-coded 60 s after the last heartbeat, then up to ten minutes for a
+      maintenance pass, under a lock that lives 15 minutes if its holder
+      dies. Here an entry expires INLET_JOB_TIMEOUT + 5 s after the job
+      started, and any live worker's pass (every 2 s, under a lock that
+      simply expires) retries it.
+    - Retry delays. RQ's scheduler runs in a forked process under a lock
+      that outlives a killed worker by 60 s (and the fork outlives it
+      altogether). Here the maintenance pass moves due retries back to the
+      queue itself.
     """
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         timeout = job.timeout if job.timeout and job.timeout > 0 else 180
         return int(timeout) + ABANDONED_GRACE_SECONDS
+
+    def clean_registries(self) -> None:
+        for queue in self.queues:
+            # Never released: its expiry paces maintenance across all workers,
+            # and a worker killed mid-pass blocks the others for 2 s at most.
+            lock = f"inlet:maintenance:{queue.name}"
+            if self.connection.set(lock, self.name, nx=True, px=MAINTENANCE_INTERVAL * 1000):
+                clean_registries(queue, self._exc_handlers)
+                worker_registration.clean_worker_registry(queue)
+                queue.intermediate_queue.cleanup(self, queue)
+                promote_due_retries(queue)
+        self.last_cleaned_at = now()
+
+
+def promote_due_retries(queue: Queue) -> int:
+    """Move jobs whose retry delay has passed back onto the queue."""
+    registry = queue.scheduled_job_registry
+    job_ids = registry.get_jobs_to_schedule(current_timestamp())
+    if not job_ids:
+        return 0
+    jobs = Job.fetch_many(job_ids, connection=queue.connection, serializer=queue.serializer)
+    with queue.connection.pipeline() as pipe:
+        for job_id, job in zip(job_ids, jobs, strict=True):
+            if job is not None:
+                queue._enqueue_job(job, pipeline=pipe)
+            registry.remove(job_id, pipeline=pipe)
+        pipe.execute()
+    return len(job_ids)
 
 
 def build_worker(settings: Settings, *, name: str | None = None) -> InletWorker:
@@ -59,16 +99,12 @@ def build_worker(settings: Settings, *, name: str | None = None) -> InletWorker:
     )
 
 
-def run_worker(settings: Settings, *, burst: bool = False, with_scheduler: bool = True) -> bool:
+def run_worker(settings: Settings, *, burst: bool = False) -> bool:
     """Run a worker until stopped (or, with ``burst``, until the queue is empty)."""
     context.open_context(settings)
     logging.getLogger("rq.worker").addFilter(_QuietMaintenance())
     try:
         worker = build_worker(settings)
-        return worker.work(
-            burst=burst,
-            with_scheduler=with_scheduler,
-            logging_level=settings.log_level,
-        )
+        return worker.work(burst=burst, logging_level=settings.log_level)
     finally:
         context.close_context()

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+
+from app.errors import ConfigError
+from app.settings import RateLimit, Settings, normalize_database_url
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "period"),
+    [("100/second", 100, 1), ("5/minute", 5, 60), ("1000/hour", 1000, 3600),
+     ("7 / 10 seconds", 7, 10), ("2/DAY", 2, 86400)],
+)
+def test_rate_limits_parse(text: str, limit: int, period: int) -> None:
+    assert RateLimit.parse(text) == RateLimit(limit, period)
+
+
+@pytest.mark.parametrize("text", ["", "100", "0/second", "ten/second", "5/fortnight"])
+def test_bad_rate_limits_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        RateLimit.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://u:p@h/db", "postgresql+psycopg://u:p@h/db"),
+        ("postgresql://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_database_urls_are_normalized(url: str, expected: str) -> None:
+    assert normalize_database_url(url) == expected
+
+
+def test_defaults_are_embedded(tmp_path: Path) -> None:
+    settings = Settings.from_env({"INLET_DATA_DIR": str(tmp_path)})
+    assert settings.database_url.startswith("sqlite:////")
+    assert settings.redis_url.startswith("unix:///")
+    assert settings.port == 8000
+    assert str(settings.rate_limit) == "100/second"
+    # The generated key is stable across processes.
+    assert Settings.from_env({"INLET_DATA_DIR": str(tmp_path)}).secret_key == settings.secret_key
+    assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    "env", [{"INLET_RATE_LIMIT": "lots"}, {"PORT": "eighty"}, {"INLET_RETRY_DELAYS": "1,x"}]
+)
+def test_invalid_settings_fail_loudly(env: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env({"INLET_DATA_DIR": str(tmp_path), **env})
