@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint clean
+.PHONY: install run test soak lint clean
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fault tests with five times the load and the fault cycles (~10 minutes).
+soak: install
+	INLET_SOAK=5 $(BIN)/python -m pytest tests/test_faults.py -s $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/python -m ruff check app worker tests

@@ -1,0 +1,269 @@
+"""Faults survived: real processes, real Redis and PostgreSQL, real failures.
+
+Each test runs a partner-like client that records every event it got a 204
+for, injects a fault, and checks that SQL ends up holding exactly that set:
+nothing missing, nothing from a refused batch, no duplicates.
+``make soak`` runs the same with INLET_SOAK=5: more load, more fault cycles.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+import sqlalchemy as sa
+from redis import Redis
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from sqlalchemy.engine import Engine
+
+from app import migrations
+from app import queue as q
+from app.db import events as events_table
+from app.db import make_engine
+from app.embedded_redis import EmbeddedRedis
+from app.partners import NewPartner, create_partner
+from app.settings import Settings
+from tests.conftest import basic_auth, make_settings
+from tests.faults import LoadClient, LoadReport, WorkerPool, new_event
+from tests.processes import WebProcess, process_env
+from tests.services import PostgresCluster, wait_for
+
+SOAK = int(os.environ.get("INLET_SOAK", "1"))
+_databases = iter(range(1_000_000))
+
+
+@pytest.fixture(scope="module")
+def fault_pg() -> Iterator[PostgresCluster]:
+    """A cluster of these tests' own: they stop and start it."""
+    cluster = PostgresCluster().init()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def fault_redis() -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="inlet-fr-"))).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Stack:
+    """Web + supervised workers on a fresh database and a fresh Redis."""
+
+    def __init__(self, pg: PostgresCluster, redis: EmbeddedRedis, tmp: Path, **env: str) -> None:
+        url = pg.create_database(f"faults_{next(_databases)}")
+        migrations.upgrade(url)
+        self.pg, self.redis_server = pg, redis
+        self.settings: Settings = make_settings(url, redis.url, tmp, **env)
+        self.engine: Engine = make_engine(url)
+        self.partner: NewPartner = create_partner(self.engine, self.settings.secret_key, "acme")
+        self.env = process_env(self.settings)
+        self.web = WebProcess(self.env, tmp / "web.log")
+        self.workers = WorkerPool(self.env, tmp, size=2)
+        self.auth = basic_auth(self.partner)
+        self.clients: list[LoadClient] = []
+
+    def client(self, **options: object) -> LoadClient:
+        client = LoadClient(self.web.url, self.auth, **options)  # type: ignore[arg-type]
+        self.clients.append(client)
+        return client
+
+    def stored(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return [str(v) for v in conn.execute(sa.select(events_table.c.event_id)).scalars()]
+
+    def wait_until_landed(self, report: LoadReport, timeout: float = 120) -> list[str]:
+        def landed() -> bool:
+            self.workers.supervise()
+            return len(self.stored()) >= len(report.acknowledged)
+
+        wait_for(landed, timeout=timeout, interval=0.25, message=f"acknowledged events to land ({report.summary()})")
+        return self.stored()
+
+    def assert_exactly_acknowledged(self, report: LoadReport) -> None:
+        stored = self.wait_until_landed(report)
+        assert len(stored) == len(set(stored)), "an event was stored twice"
+        assert set(stored) == report.acknowledged, "stored set differs from the acknowledged set"
+        assert not (set(stored) & report.rejected), "an event of a refused batch was stored"
+        print(f"\n{report.summary()} stored={len(stored)}")
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.http.close()
+        self.workers.stop()
+        self.web.stop()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def stack_factory(fault_pg: PostgresCluster, fault_redis: EmbeddedRedis, tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+    stacks: list[Stack] = []
+
+    def make(**env: str) -> Stack:
+        stack = Stack(fault_pg, fault_redis, tmp_path, **env)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.close()
+
+
+def test_workers_killed_repeatedly_mid_jobs(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    """Large batches keep both workers busy, so the kills land inside jobs."""
+    stack = stack_factory(INLET_JOB_TIMEOUT="3", INLET_RETRY_DELAYS="1,1,1,1,1")
+    redis = Redis.from_url(stack.settings.redis_url)
+    in_flight = StartedJobRegistry(queue=q.make_queue(stack.settings, redis))
+    client = stack.client(batch_size=400).start(batches=40 * SOAK, seconds=60 * SOAK)
+    kills = mid_job = 0
+    while kills < 6 * SOAK:
+        time.sleep(0.7)
+        mid_job += in_flight.count > 0
+        stack.workers.kill_one(kills)
+        kills += 1
+    report = client.join()
+    stack.assert_exactly_acknowledged(report)
+    print(f"workers SIGKILLed: {kills}, {mid_job} of them with a job in flight")
+    assert mid_job >= 1
+    redis.close()
+
+
+def test_redis_killed_and_restarted_mid_load(stack_factory, fault_redis: EmbeddedRedis) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL, not a clean shutdown: with appendfsync always no 204'd batch is lost."""
+    stack = stack_factory(INLET_JOB_TIMEOUT="3")
+    client = stack.client(batch_size=200, pace=0.06).start(batches=80 * SOAK, seconds=90 * SOAK)
+    restarts = during_load = 0
+    while restarts < 2 * SOAK:
+        time.sleep(1.0)
+        during_load += client.running
+        fault_redis.kill()
+        time.sleep(1.0)
+        fault_redis.start()
+        restarts += 1
+        stack.workers.supervise()
+    report = client.join()
+    stack.assert_exactly_acknowledged(report)
+    print(f"redis restarts: {restarts}, {during_load} of them during the load")
+    assert during_load >= 1
+
+
+def test_postgres_down_for_20_seconds_mid_load(stack_factory, fault_pg: PostgresCluster) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(INLET_RETRY_DELAYS="1,2,4,8,8,8")
+    client = stack.client().start(batches=30 * SOAK, seconds=120)
+    time.sleep(1.5)
+    fault_pg.stop()
+    down_at = time.monotonic()
+    time.sleep(20)
+    fault_pg.start()
+    print(f"postgres was down for {time.monotonic() - down_at:.1f}s")
+    report = client.join()
+    stack.assert_exactly_acknowledged(report)
+    assert report.statuses["204"] >= 1
+
+
+def test_outage_longer_than_the_retry_budget_then_requeue(stack_factory, fault_pg: PostgresCluster) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(INLET_RETRY_DELAYS="1,1")
+    redis = Redis.from_url(stack.settings.redis_url)
+    failed = FailedJobRegistry(queue=q.make_queue(stack.settings, redis))
+    client = stack.client(invalid_every=0)
+    report = client.report
+    deadline = time.monotonic() + 60
+    # The partner was sending before the outage: the web tier knows its
+    # credentials (a web process that never saw them answers 503 meanwhile).
+    warm = [new_event()]
+    assert client.send(warm, deadline) == 204
+    report.acknowledged |= {warm[0]["event_id"]}
+    stack.wait_until_landed(report)
+    fault_pg.stop()
+    try:
+        for _ in range(5):
+            events = [new_event() for _ in range(20)]
+            assert client.send(events, deadline) == 204  # Redis takes it while SQL is down
+            report.acknowledged |= {e["event_id"] for e in events}
+        wait_for(lambda: failed.count == 5, timeout=60, interval=0.25, message="jobs to exhaust retries")
+    finally:
+        fault_pg.start()
+    assert stack.stored() == [warm[0]["event_id"]]
+    for job_id in failed.get_job_ids():
+        failed.requeue(job_id)
+    stack.assert_exactly_acknowledged(report)
+    assert failed.count == 0
+    redis.close()
+
+
+def test_redis_down_gives_a_quick_503_and_never_a_204(stack_factory, fault_redis: EmbeddedRedis) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory()
+    with httpx.Client(base_url=stack.web.url, headers=stack.auth, timeout=10) as http:
+        assert http.post("/attribution-api/v1/events", json={"events": [new_event()]}).status_code == 204
+        fault_redis.kill()
+        try:
+            for _ in range(5):
+                started = time.monotonic()
+                response = http.post("/attribution-api/v1/events", json={"events": [new_event()]})
+                elapsed = time.monotonic() - started
+                assert response.status_code == 503, response.text
+                assert response.headers["retry-after"]
+                assert elapsed < 3, f"503 took {elapsed:.2f}s"
+        finally:
+            fault_redis.start()
+        event = new_event()
+        assert http.post("/attribution-api/v1/events", json={"events": [event]}).status_code == 204
+    report = LoadReport()
+    report.acknowledged = {event["event_id"]}
+    stored = stack.wait_until_landed(report, timeout=60)
+    assert event["event_id"] in stored and len(stored) == 2
+
+
+def test_redis_out_of_memory_gives_503_and_nothing_half_queued(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory()
+    redis = Redis.from_url(stack.settings.redis_url)
+    client = stack.client(invalid_every=0)
+    deadline = time.monotonic() + 60
+    first = [new_event() for _ in range(10)]
+    assert client.send(first, deadline) == 204
+    client.report.acknowledged |= {e["event_id"] for e in first}
+    stack.workers.stop()  # nothing drains while memory is full
+    redis.config_set("maxmemory-policy", "noeviction")
+    redis.config_set("maxmemory", str(int(redis.info("memory")["used_memory"]) + 2048))
+    try:
+        queued_before = redis.llen("rq:queue:inlet")
+        events = [new_event() for _ in range(200)]
+        response = client.http.post("/attribution-api/v1/events", json={"events": events})
+        assert response.status_code == 503, response.text
+        assert redis.llen("rq:queue:inlet") == queued_before
+    finally:
+        redis.config_set("maxmemory", "0")
+    assert client.send(events, deadline) == 204
+    client.report.acknowledged |= {e["event_id"] for e in events}
+    stack.workers = WorkerPool(stack.env, stack.web.log_path.parent, size=1)
+    stack.assert_exactly_acknowledged(client.report)
+    redis.close()
+
+
+def test_client_disconnecting_mid_upload_queues_nothing(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory()
+    redis = Redis.from_url(stack.settings.redis_url)
+    body = b'{"events": [' + b"x" * 5000
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", stack.web.port)) as sock:
+            sock.sendall(
+                b"POST /attribution-api/v1/events HTTP/1.1\r\nHost: x\r\n"
+                + b"Authorization: " + stack.auth["Authorization"].encode() + b"\r\n"
+                + b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n" + body
+            )
+    wait_for(lambda: "client disconnected" in stack.web.log(), timeout=10, message="the server to see it")
+    assert redis.keys("rq:job:*") == []
+    with httpx.Client(base_url=stack.web.url, headers=stack.auth) as http:
+        assert http.post("/attribution-api/v1/events", json={"events": [new_event()]}).status_code == 204
+    redis.close()
