@@ -59,7 +59,9 @@ def batch_job(body: BatchBody) -> Callable[[int, str, list[dict[str, Any]]], dic
         try:
             with context.current().engine.begin() as conn:
                 inserted = body(conn, partner_id, datetime.fromisoformat(received_at), events, job_id)
-        except BaseException as exc:
+        except Exception as exc:
+            # (A SystemExit from a cold shutdown passes through untouched: the
+            # job is then retried as abandoned, like a killed worker's.)
             if job is not None and not is_transient(exc):
                 # RQ retries whatever has retries left; a permanent failure
                 # goes straight to the failed registry instead.
