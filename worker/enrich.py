@@ -1,0 +1,104 @@
+"""Worker-side enrichment of Thrad events: geo from the IP, fields from the user agent.
+
+Geo comes from a MaxMind-format City database (GeoLite2, DB-IP City Lite):
+INLET_GEOIP_DATABASE, or the GeoLite2 City database that the
+``maxminddb-geolite2`` package ships, so geo works with no setting at all.
+User agents are parsed by ``ua-parser`` on its Rust resolver
+(``ua-parser-rs``) when installed. Neither can fail a job: an address that
+is private, loopback, malformed or unknown to the database, or a user agent
+nobody recognizes, gives empty fields.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Any
+
+import maxminddb
+import ua_parser
+
+log = logging.getLogger("inlet.enrich")
+
+GEO_FIELDS = ("geo_country", "geo_region", "geo_city", "geo_lat", "geo_lon")
+UA_FIELDS = ("ua_browser", "ua_browser_version", "ua_os", "ua_os_version", "ua_device")
+
+
+def packaged_geoip_database() -> Path:
+    """The GeoLite2 City database inside the maxminddb-geolite2 package."""
+    # The package's own module imports this path; its reader wrapper is not needed.
+    from _maxminddb_geolite2 import geolite2_database
+
+    return Path(geolite2_database())
+
+
+@functools.lru_cache(maxsize=4)
+def geo_reader(path: Path) -> maxminddb.Reader:
+    """One memory-mapped reader per database file, for the worker's lifetime."""
+    log.info("geo database: %s", path)
+    return maxminddb.open_database(str(path))
+
+
+def _english(record: Any) -> str | None:
+    if isinstance(record, dict):
+        names = record.get("names")
+        if isinstance(names, dict) and isinstance(names.get("en"), str):
+            return names["en"]
+    return None
+
+
+def geo_fields(ip_address: str | None, database: Path | None) -> dict[str, Any]:
+    """Country (ISO code), region (ISO code of the first subdivision), city, lat, lon."""
+    empty: dict[str, Any] = dict.fromkeys(GEO_FIELDS)
+    try:
+        address = ipaddress.ip_address(ip_address) if ip_address else None
+    except ValueError:
+        return empty
+    if address is None or not address.is_global:
+        return empty  # private, loopback, link-local, reserved: no place on a map
+    try:
+        record = geo_reader(database or packaged_geoip_database()).get(address)
+    except ValueError:
+        # E.g. an IPv6 address looked up in an IPv4-only database.
+        return empty
+    if not isinstance(record, dict):
+        return empty
+    country = record.get("country") or {}
+    subdivisions = record.get("subdivisions") or [{}]
+    location = record.get("location") or {}
+    return {
+        "geo_country": country.get("iso_code") if isinstance(country, dict) else None,
+        "geo_region": (subdivisions[0].get("iso_code")
+                       if subdivisions and isinstance(subdivisions[0], dict) else None),
+        "geo_city": _english(record.get("city")),
+        "geo_lat": _number(location, "latitude"),
+        "geo_lon": _number(location, "longitude"),
+    }
+
+
+def _number(record: Any, key: str) -> float | None:
+    value = record.get(key) if isinstance(record, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _version(part: Any) -> str | None:
+    numbers = [n for n in (part.major, part.minor, part.patch) if n]
+    return ".".join(numbers) or None
+
+
+def ua_fields(user_agent: str | None) -> dict[str, Any]:
+    """Browser and version, OS and version, device family; None where unknown."""
+    empty: dict[str, Any] = dict.fromkeys(UA_FIELDS)
+    if not user_agent:
+        return empty
+    result = ua_parser.parse(user_agent)
+    browser, os, device = result.user_agent, result.os, result.device
+    return {
+        "ua_browser": browser.family if browser else None,
+        "ua_browser_version": _version(browser) if browser else None,
+        "ua_os": os.family if os else None,
+        "ua_os_version": _version(os) if os else None,
+        "ua_device": device.family if device else None,
+    }
