@@ -5,14 +5,14 @@ from __future__ import annotations
 import heapq
 import itertools
 import sys
-from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Result
 
 from app import partners as service
 from app.cli.common import engine_for, load_settings, operator_errors
@@ -70,17 +70,21 @@ def export(partner: str, limit: int | None) -> None:
         out = sys.stdout.buffer
         # Streamed in chunks, one connection per table: a large export runs in
         # constant memory, and the two ordered streams merge as they come.
-        with engine.connect() as onside_conn, engine.connect() as thrad_conn:
-            streams = [
-                ((row.received_at, 0, row.id, export_row(row)) for row in _stream(onside_conn, onside_query)),
-                ((row.received_at, 1, row.id, thrad_export_row(row, iso_utc))
-                 for row in _stream(thrad_conn, thrad)),
-            ]
-            merged = heapq.merge(*streams, key=lambda item: item[:3])
+        with (
+            engine.connect() as onside_conn,
+            engine.connect() as thrad_conn,
+            closing(_stream(onside_conn, onside_query)) as onside_rows,
+            closing(_stream(thrad_conn, thrad)) as thrad_rows,
+        ):
+            merged = heapq.merge(
+                ((row.received_at, 0, row.id, export_row(row)) for row in onside_rows),
+                ((row.received_at, 1, row.id, thrad_export_row(row, iso_utc)) for row in thrad_rows),
+                key=lambda item: item[:3],
+            )
             for *_, item in itertools.islice(merged, limit):
                 out.write(orjson.dumps(item) + b"\n")
         out.flush()
 
 
-def _stream(conn: Connection, query: sa.Select[Any]) -> Iterator[Any]:
-    return iter(conn.execution_options(stream_results=True, yield_per=1000).execute(query))
+def _stream(conn: Connection, query: sa.Select[Any]) -> Result[Any]:
+    return conn.execution_options(stream_results=True, yield_per=1000).execute(query)
