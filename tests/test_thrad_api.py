@@ -112,7 +112,8 @@ def test_reference_body_lands_with_server_fields(
     run_worker()
     [row] = rows(engine)
     assert (row.tag_id, row.event_name, row.event_id) == ("<YOUR_TAG_ID>", "items_added", "evt_42")
-    assert (row.click_id, row.session_id, row.event_timestamp) == ("clk_xyz", "sess_abc", 1748275200)
+    assert (row.click_id, row.session_id) == ("clk_xyz", "sess_abc")
+    assert row.event_timestamp == 1748275200
     assert row.channel == "server"
     assert row.params == {
         "content_id": "sku_123", "quantity": 2, "value": 58.0, "currency": "USD",
@@ -126,7 +127,9 @@ def test_reference_body_lands_with_server_fields(
 # -- 401 ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer   ", "Basic dXNlcjpwYXNz", "Token x"])
+@pytest.mark.parametrize(
+    "header", [None, "", "Bearer", "Bearer   ", "Basic dXNlcjpwYXNz", "Token x"]
+)
 def test_no_bearer_token_gets_401_missing(
     client: TestClient, key: NewApiKey, redis: Redis, header: str | None
 ) -> None:
@@ -203,13 +206,16 @@ def test_keys_of_a_revoked_partner_stop_working(
 def test_wrong_shapes_get_400_naming_the_field(
     client: TestClient, bearer: dict[str, str], redis: Redis, body: bytes, field: str | None
 ) -> None:
-    response = client.post(URL, content=body, headers={**bearer, "Content-Type": "application/json"})
+    headers = {**bearer, "Content-Type": "application/json"}
+    response = client.post(URL, content=body, headers=headers)
     errors = assert_error(response, 400, "invalid_request")["errors"]
     assert errors[0]["field"] == field
     assert queued_jobs(redis) == 0
 
 
-def test_body_over_64_kib_gets_413(client: TestClient, bearer: dict[str, str], redis: Redis) -> None:
+def test_body_over_64_kib_gets_413(
+    client: TestClient, bearer: dict[str, str], redis: Redis
+) -> None:
     body = {"event_name": "x", "params": {"pad": "x" * (64 * 1024)}}
     assert_error(send(client, bearer, body), 413, "payload_too_large")
     assert queued_jobs(redis) == 0
@@ -419,7 +425,8 @@ def test_one_rate_limit_per_partner_across_both_endpoints(
     set_rate_limit(engine, partner.name, "3/minute")
     statuses = [
         send(client, bearer, {"event_name": "x"}).status_code,
-        client.post(ONSIDE_URL, json={"events": [event(1)]}, headers=basic_auth(partner)).status_code,
+        client.post(ONSIDE_URL, json={"events": [event(1)]},
+                    headers=basic_auth(partner)).status_code,
         send(client, bearer, {"event_name": "x"}).status_code,
     ]
     limited = send(client, bearer, {"event_name": "x"})

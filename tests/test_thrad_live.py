@@ -102,7 +102,8 @@ def test_reference_curl_example_verbatim_against_live_web(
     assert (result.returncode, result.stdout) == (0, "204"), result.stderr
 
     drain()
-    [line] = [orjson.loads(x) for x in inlet(env, "events", "export", "--partner", "acme").splitlines()]
+    exported = inlet(env, "events", "export", "--partner", "acme").splitlines()
+    [line] = [orjson.loads(x) for x in exported]
     assert line["source"] == "thrad"
     assert line["channel"] == "server"
     assert line["click_id"] == "clk_xyz"

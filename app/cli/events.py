@@ -78,7 +78,8 @@ def export(partner: str, limit: int | None) -> None:
         ):
             merged = heapq.merge(
                 ((row.received_at, 0, row.id, export_row(row)) for row in onside_rows),
-                ((row.received_at, 1, row.id, thrad_export_row(row, iso_utc)) for row in thrad_rows),
+                ((row.received_at, 1, row.id, thrad_export_row(row, iso_utc))
+                 for row in thrad_rows),
                 key=lambda item: item[:3],
             )
             for *_, item in itertools.islice(merged, limit):
