@@ -235,9 +235,18 @@ def test_gzip_bomb_gets_413(client: TestClient, bearer: dict[str, str], redis: R
     assert queued_jobs(redis) == 0
 
 
-def test_non_json_content_type_gets_415(client: TestClient, bearer: dict[str, str]) -> None:
-    response = send(client, bearer, {"event_name": "x"}, **{"Content-Type": "text/plain"})
-    assert_error(response, 415, "unsupported_media_type")
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded"]
+)
+def test_any_content_type_is_read_as_json(
+    client: TestClient, bearer: dict[str, str], content_type: str | None, redis: Redis
+) -> None:
+    """Like `curl -d` without -H: a JSON body is an event whatever the Content-Type says."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    assert send(client, bearer, {"event_name": "x"}, **headers).status_code == 204
+    form = send(client, bearer, {}, **headers).status_code
+    assert form == 400
+    assert queued_jobs(redis) == 1
 
 
 # -- what the server adds ------------------------------------------------------
