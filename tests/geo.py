@@ -15,6 +15,7 @@ from netaddr import IPSet
 LONDON = "81.2.69.142"
 MILTON = "216.160.83.56"
 NOWHERE = "1.1.1.1"  # public, but not in the test database
+ODD = "8.8.8.8"  # a record shaped unlike GeoLite2's
 
 RECORDS = {
     "81.2.69.128/26": {
@@ -28,6 +29,12 @@ RECORDS = {
         "subdivisions": [{"iso_code": "WA", "names": {"en": "Washington"}}],
         "city": {"names": {"en": "Milton"}},
         "location": {"latitude": 47.2513, "longitude": -122.3149},
+    },
+    "8.8.8.0/24": {
+        "country": "US",
+        "subdivisions": "nope",
+        "city": {"names": {"en": 7}},
+        "location": {"latitude": "north", "longitude": True},
     },
 }
 

@@ -66,7 +66,7 @@ def test_geo_of_known_addresses(city_db: Path, address: str, expected: tuple[obj
 
 @pytest.mark.parametrize(
     "address",
-    [geo.NOWHERE, "127.0.0.1", "10.1.2.3", "192.168.0.1", "::1", "fe80::1",
+    [geo.NOWHERE, geo.ODD, "127.0.0.1", "10.1.2.3", "192.168.0.1", "::1", "fe80::1",
      "2a00:1450:4001::1", "not-an-ip", "", None],
 )
 def test_private_loopback_unknown_or_malformed_give_empty_geo(

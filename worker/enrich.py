@@ -59,23 +59,28 @@ def geo_fields(ip_address: str | None, database: Path | None) -> dict[str, Any]:
     if address is None or not address.is_global:
         return empty  # private, loopback, link-local, reserved: no place on a map
     try:
-        record = geo_reader(database or packaged_geoip_database()).get(address)
+        record: Any = geo_reader(database or packaged_geoip_database()).get(address)
     except ValueError:
         # E.g. an IPv6 address looked up in an IPv4-only database.
         return empty
     if not isinstance(record, dict):
         return empty
-    country = record.get("country") or {}
-    subdivisions = record.get("subdivisions") or [{}]
-    location = record.get("location") or {}
+    # Any database in the format may leave a part out or shape it oddly:
+    # every step is checked, so an odd record gives empty fields, not a failed job.
+    subdivisions = record.get("subdivisions")
+    first = subdivisions[0] if isinstance(subdivisions, list) and subdivisions else None
     return {
-        "geo_country": country.get("iso_code") if isinstance(country, dict) else None,
-        "geo_region": (subdivisions[0].get("iso_code")
-                       if subdivisions and isinstance(subdivisions[0], dict) else None),
+        "geo_country": _text(record.get("country"), "iso_code"),
+        "geo_region": _text(first, "iso_code"),
         "geo_city": _english(record.get("city")),
-        "geo_lat": _number(location, "latitude"),
-        "geo_lon": _number(location, "longitude"),
+        "geo_lat": _number(record.get("location"), "latitude"),
+        "geo_lon": _number(record.get("location"), "longitude"),
     }
+
+
+def _text(record: Any, key: str) -> str | None:
+    value = record.get(key) if isinstance(record, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _number(record: Any, key: str) -> float | None:
