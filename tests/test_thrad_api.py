@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import time
 from collections.abc import Callable, Iterator
 from ipaddress import ip_network
@@ -405,7 +406,7 @@ def test_events_without_event_id_are_always_stored(
 
 def test_a_job_run_twice_lands_once(
     client: TestClient, bearer: dict[str, str], run_worker: Callable[[], None], engine: Engine,
-    redis: Redis, thrad_settings: Settings,
+    redis: Redis, thrad_settings: Settings, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No event_id, and the job runs again (a lost acknowledgement): still one row."""
     from rq.job import Job
@@ -417,7 +418,11 @@ def test_a_job_run_twice_lands_once(
     job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
     run_worker()
     make_queue(thrad_settings, redis).enqueue_job(job)
-    run_worker()
+    with caplog.at_level(logging.INFO, logger="inlet.jobs"):
+        run_worker()
+    # The second run did happen, and found its event already stored.
+    [second] = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "inlet.jobs"]
+    assert (second["job_id"], second["inserted"], second["duplicates"]) == (job_id, 0, 1)
     assert len(rows(engine)) == 1
 
 
