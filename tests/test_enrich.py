@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from app.errors import ConfigError
+from app.settings import Settings
 from tests import geo
 from worker.enrich import GEO_FIELDS, geo_fields, packaged_geoip_database, ua_fields
+from worker.runner import run_worker
 
 CHROME_WINDOWS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -80,3 +83,18 @@ def test_geo_works_out_of_the_box_with_the_packaged_database() -> None:
     fields = geo_fields("81.2.69.160", None)
     assert fields["geo_country"] == "GB"
     assert isinstance(fields["geo_lat"], float) and isinstance(fields["geo_lon"], float)
+
+
+def test_a_geo_database_that_cannot_be_read_stops_the_worker_at_start(
+    settings: Settings, tmp_path: Path
+) -> None:
+    bogus = tmp_path / "not-a.mmdb"
+    bogus.write_bytes(b"this is no MaxMind database")
+    with pytest.raises(ConfigError, match="INLET_GEOIP_DATABASE"):
+        run_worker(settings.replace(geoip_database=bogus), burst=True, with_scheduler=False)
+
+
+def test_a_missing_geo_database_file_is_refused_with_the_settings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="INLET_GEOIP_DATABASE"):
+        Settings.from_env({"INLET_SECRET_KEY": "k", "INLET_DATA_DIR": str(tmp_path),
+                           "INLET_GEOIP_DATABASE": str(tmp_path / "nope.mmdb")})

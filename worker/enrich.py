@@ -20,6 +20,8 @@ from typing import Any
 import maxminddb
 import ua_parser
 
+from app.errors import ConfigError
+
 log = logging.getLogger("inlet.enrich")
 
 GEO_FIELDS = ("geo_country", "geo_region", "geo_city", "geo_lat", "geo_lon")
@@ -37,8 +39,19 @@ def packaged_geoip_database() -> Path:
 @functools.lru_cache(maxsize=4)
 def geo_reader(path: Path) -> maxminddb.Reader:
     """One memory-mapped reader per database file, for the worker's lifetime."""
-    log.info("geo database: %s", path)
-    return maxminddb.open_database(str(path))
+    reader = maxminddb.open_database(str(path))
+    log.info("geo database: %s (%s)", path, reader.metadata().database_type)
+    return reader
+
+
+def open_geo_database(path: Path | None) -> maxminddb.Reader:
+    """Open the configured (or packaged) database now, so that a file that is
+    not a MaxMind database stops the worker at start-up instead of failing jobs."""
+    target = path or packaged_geoip_database()
+    try:
+        return geo_reader(target)
+    except (OSError, maxminddb.InvalidDatabaseError, ValueError) as exc:
+        raise ConfigError(f"INLET_GEOIP_DATABASE: cannot read {target}: {exc}") from None
 
 
 def _english(record: Any) -> str | None:

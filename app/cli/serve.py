@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from app import migrations
+from app.errors import ConfigError
 from app.cli.common import load_settings
 
 
@@ -45,4 +46,7 @@ def worker(burst: bool) -> None:
     from worker.runner import run_worker
 
     settings = load_settings()
-    run_worker(settings, burst=burst)
+    try:
+        run_worker(settings, burst=burst)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
