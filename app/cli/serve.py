@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from app import migrations
-from app.errors import ConfigError
 from app.cli.common import load_settings
+from app.errors import ConfigError
 
 
 @click.command()
