@@ -57,6 +57,62 @@ events = sa.Table(
     sa.Index(None, "partner_id", "received_at", "id"),
 )
 
+# Thrad's Events API: Bearer API keys, several per partner, each with a label.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("partner_id", sa.Integer, sa.ForeignKey("partners.id"), nullable=False),
+    # The public half of the key ("ik_" + 16 hex): how a key is found and named.
+    sa.Column("key_id", sa.Text, nullable=False, unique=True),
+    sa.Column("label", sa.Text, nullable=False),
+    # Keyed BLAKE2b of the secret half, as for the Basic credentials.
+    sa.Column("key_hash", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+    sa.Index(None, "partner_id"),
+)
+
+# Single events of Thrad's Events API, enriched by the worker.
+thrad_events = sa.Table(
+    "thrad_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("partner_id", sa.Integer, sa.ForeignKey("partners.id"), nullable=False),
+    sa.Column("api_key_id", sa.Integer, sa.ForeignKey("api_keys.id"), nullable=False),
+    # Given by the web tier to each accepted request: a job run twice lands once,
+    # even for events without an event_id.
+    sa.Column("ingest_id", sa.Uuid(as_uuid=False), nullable=False, unique=True),
+    sa.Column("tag_id", sa.Text, nullable=False),
+    sa.Column("event_name", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=True),
+    # Unix seconds, as sent (or the receive time): "timestamp" in the wire format.
+    sa.Column("event_timestamp", sa.Double, nullable=False),
+    *(sa.Column(name, sa.Text, nullable=True) for name in (
+        "page_url", "referrer", "user_agent", "session_id", "client_id", "click_id",
+        "impression_id", "bid_id", "attribution_type", "impression_state",
+    )),
+    sa.Column("view_time_ms", sa.Double, nullable=True),
+    sa.Column("consent", Json, nullable=True),
+    sa.Column("params", Json, nullable=False),
+    sa.Column("channel", sa.Text, nullable=False),
+    sa.Column("ip_address", sa.Text, nullable=True),
+    sa.Column("geo_country", sa.Text, nullable=True),
+    sa.Column("geo_region", sa.Text, nullable=True),
+    sa.Column("geo_city", sa.Text, nullable=True),
+    sa.Column("geo_lat", sa.Double, nullable=True),
+    sa.Column("geo_lon", sa.Double, nullable=True),
+    *(sa.Column(name, sa.Text, nullable=True) for name in (
+        "ua_browser", "ua_browser_version", "ua_os", "ua_os_version", "ua_device",
+    )),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("job_id", sa.Text, nullable=True),
+    # Thrad's dedup key. NULLs are distinct in a unique key (PostgreSQL and
+    # SQLite alike), so an event without event_id is always stored.
+    sa.UniqueConstraint("partner_id", "tag_id", "event_id"),
+    sa.Index(None, "partner_id", "received_at", "id"),
+)
+
 
 def make_engine(url: str, **kwargs: object) -> Engine:
     """One engine per process, made by whoever needs it (never at import time)."""

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import errors, onside
+from app import errors, onside, thrad
 from app.settings import Settings
 from app.state import AppState
 
@@ -89,6 +89,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/attribution-api/v1/events", onside.post_events, methods=["POST"]),
+            Route("/v1/api/collect", thrad.collect, methods=["POST"]),
+            Route("/api/collect", thrad.collect, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         exception_handlers={

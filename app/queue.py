@@ -14,6 +14,7 @@ from rq import Queue, Retry
 from app.settings import Settings
 
 INGEST_ONSIDE = "worker.jobs.ingest_onside"
+INGEST_THRAD = "worker.jobs.ingest_thrad"
 
 
 class JSONSerializer:

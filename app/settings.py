@@ -7,6 +7,7 @@ checks that each one is documented in the README.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.errors import ConfigError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest batch body, after gzip decompression (Onside's 1 MB)."),
     Setting("INLET_MAX_BATCH_EVENTS", "1000", "Most events in one batch (Onside's 1,000)."),
     Setting("INLET_LOG_LEVEL", "INFO", "Log level of the web and worker processes."),
+    Setting("INLET_TRUSTED_PROXIES", "",
+            "Comma-separated addresses or CIDR networks of proxies whose X-Forwarded-For "
+            "the Thrad endpoint believes; empty: the direct peer is the client."),
+    Setting("INLET_GEOIP_DATABASE", "",
+            "Path of a MaxMind-format City database (GeoLite2, DB-IP City Lite) for the "
+            "Thrad rows' geo fields; empty: the GeoLite2 City database that the "
+            "maxminddb-geolite2 package ships."),
 )
 
 _SETTING_BY_ENV = {s.env: s for s in SETTINGS}
@@ -121,6 +131,8 @@ class Settings:
     max_body_bytes: int
     max_batch_events: int
     log_level: str
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    geoip_database: Path | None = None
     queue_name: str = "inlet"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -150,6 +162,8 @@ class Settings:
                 max_body_bytes=int(get("INLET_MAX_BODY_BYTES")),
                 max_batch_events=int(get("INLET_MAX_BATCH_EVENTS")),
                 log_level=get("INLET_LOG_LEVEL").upper(),
+                trusted_proxies=parse_networks(get("INLET_TRUSTED_PROXIES")),
+                geoip_database=_geoip_path(get("INLET_GEOIP_DATABASE")),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from None
@@ -163,6 +177,26 @@ class Settings:
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """``10.0.0.1, 10.1.0.0/16`` -> networks; a bare address is a /32 (or /128)."""
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in text.split(",") if part.strip()
+        )
+    except ValueError as exc:
+        raise ValueError(f"INLET_TRUSTED_PROXIES: {exc}") from None
+
+
+def _geoip_path(text: str) -> Path | None:
+    if not text:
+        return None
+    path = Path(text).resolve()
+    if not path.is_file():
+        raise ValueError(f"INLET_GEOIP_DATABASE: no such file: {path}")
+    return path
 
 
 def _absolute_sqlite(url: str) -> str:

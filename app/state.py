@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from app import queue as q
+from app.api_keys import ApiKeyStore
 from app.auth import CredentialStore, Partner
 from app.db import make_engine
 from app.errors import RateLimited, ServiceUnavailable
@@ -36,6 +37,7 @@ class AppState:
     queue: Queue
     credentials: CredentialStore
     limiter: RateLimiter
+    api_keys: ApiKeyStore
 
     @classmethod
     def open(cls, settings: Settings) -> AppState:
@@ -48,6 +50,7 @@ class AppState:
             queue=q.make_queue(settings, redis),
             credentials=CredentialStore(engine, settings.secret_key),
             limiter=RateLimiter(redis),
+            api_keys=ApiKeyStore(engine, settings.secret_key),
         )
 
     def close(self) -> None:

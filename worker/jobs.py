@@ -21,7 +21,7 @@ from rq.timeouts import JobTimeoutException
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
-from worker import context, store
+from worker import context, store, thrad_store
 
 log = logging.getLogger("inlet.jobs")
 
@@ -92,4 +92,18 @@ def ingest_onside(
 ) -> int:
     return store.insert_onside_events(
         conn, partner_id=partner_id, received_at=received_at, events=events, job_id=job_id
+    )
+
+
+@batch_job
+def ingest_thrad(
+    conn: Connection,
+    partner_id: int,
+    received_at: datetime,
+    events: list[dict[str, Any]],
+    job_id: str | None,
+) -> int:
+    return thrad_store.insert_thrad_events(
+        conn, partner_id=partner_id, received_at=received_at, events=events, job_id=job_id,
+        geoip_database=context.current().settings.geoip_database,
     )

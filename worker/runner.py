@@ -13,6 +13,7 @@ from rq.utils import current_timestamp, now
 from app.queue import JSONSerializer, make_queue, make_redis
 from app.settings import Settings
 from worker import context
+from worker.enrich import open_geo_database
 
 log = logging.getLogger("inlet.worker")
 
@@ -102,6 +103,7 @@ def build_worker(settings: Settings, *, name: str | None = None) -> InletWorker:
 def run_worker(settings: Settings, *, burst: bool = False) -> bool:
     """Run a worker until stopped (or, with ``burst``, until the queue is empty)."""
     context.open_context(settings)
+    open_geo_database(settings.geoip_database)
     logging.getLogger("rq.worker").addFilter(_QuietMaintenance())
     try:
         worker = build_worker(settings)

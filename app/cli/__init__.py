@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.cli import dev, events, partners, serve
+from app.cli import dev, events, keys, partners, serve
 from app.cli.common import setup_logging
 
 
@@ -16,5 +16,6 @@ def main() -> None:
 
 main.add_command(partners.partners)
 main.add_command(events.events)
+main.add_command(keys.keys)
 for command in (serve.migrate, serve.web, serve.worker, dev.dev):
     main.add_command(command)

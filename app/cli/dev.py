@@ -13,6 +13,7 @@ import orjson
 
 from app import migrations
 from app import partners as service
+from app.api_keys import DEFAULT_LABEL, create_api_key
 from app.cli.common import engine_for, load_settings
 from app.embedded_redis import EmbeddedRedis
 from app.settings import Settings
@@ -40,6 +41,35 @@ def demo_credentials(settings: Settings) -> dict[str, str]:
     with os.fdopen(fd, "wb") as fh:
         fh.write(orjson.dumps(creds))
     return creds
+
+
+def demo_api_key(settings: Settings, creds: dict[str, str]) -> str:
+    """The demo partner's Bearer key for the Thrad endpoint, made once and kept
+    beside its Basic credentials (data dirs from before API keys get one too)."""
+    if creds.get("api_key"):
+        return creds["api_key"]
+    with engine_for(settings) as engine:
+        key = create_api_key(engine, settings.secret_key, DEMO_PARTNER, DEFAULT_LABEL)
+    creds["api_key"] = key.api_key
+    path = settings.data_dir / "demo-partner.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(orjson.dumps(creds))
+    return key.api_key
+
+
+def thrad_curl_example(settings: Settings, api_key: str) -> str:
+    """Thrad's documented example, only the host changed."""
+    return (
+        f"export THRAD_API_KEY='{api_key}'\n"
+        f"curl -i -X POST http://{settings.host}:{settings.port}/api/collect \\\n"
+        '  -H "Authorization: Bearer $THRAD_API_KEY" \\\n'
+        '  -H "Content-Type: application/json" \\\n'
+        """  -d '{"tag_id": "<YOUR_TAG_ID>", "event_name": "items_added", "event_id": "evt_42", """
+        """"timestamp": 1748275200, "click_id": "clk_xyz", "session_id": "sess_abc", """
+        """"params": {"content_id": "sku_123", "quantity": 2, "value": 58.00, """
+        """"currency": "USD"}}'"""
+    )
 
 
 def curl_example(settings: Settings, creds: dict[str, str]) -> str:
@@ -79,6 +109,8 @@ def dev() -> None:
         if creds:
             click.echo("\nPartner 'demo' is ready. Send the reference's example event:\n")
             click.echo(curl_example(settings, creds))
+            click.echo("\nOr a single event in Thrad's format:\n")
+            click.echo(thrad_curl_example(settings, demo_api_key(settings, creds)))
             click.echo(f"\nThen: inlet events export --partner {DEMO_PARTNER}\n")
         # The venv's bin first, so the Procfile's `inlet` is this one.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

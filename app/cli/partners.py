@@ -6,6 +6,7 @@ import click
 import orjson
 
 from app import partners as service
+from app.api_keys import DEFAULT_LABEL, create_api_key
 from app.cli.common import engine_for, load_settings, operator_errors
 
 
@@ -23,12 +24,18 @@ def create(name: str, rate_limit: str | None, as_json: bool) -> None:
     settings = load_settings()
     with engine_for(settings) as engine, operator_errors():
         new = service.create_partner(engine, settings.secret_key, name, rate_limit)
+        # Its first Bearer key for the Thrad endpoint; `inlet keys` makes more.
+        key = create_api_key(engine, settings.secret_key, new.name, DEFAULT_LABEL)
     if as_json:
-        click.echo(orjson.dumps({"name": new.name, "username": new.username, "password": new.password}))
+        click.echo(orjson.dumps({
+            "name": new.name, "username": new.username, "password": new.password,
+            "api_key": key.api_key,
+        }))
         return
     click.echo(f"Partner {new.name!r} created. Its credentials are shown this once only:")
     click.echo(f"  username: {new.username}")
     click.echo(f"  password: {new.password}")
+    click.echo(f"  api key:  {key.api_key}  (Bearer, label {key.label!r})")
 
 
 @partners.command("list")

@@ -6,6 +6,7 @@ import click
 
 from app import migrations
 from app.cli.common import load_settings
+from app.errors import ConfigError
 
 
 @click.command()
@@ -45,4 +46,7 @@ def worker(burst: bool) -> None:
     from worker.runner import run_worker
 
     settings = load_settings()
-    run_worker(settings, burst=burst)
+    try:
+        run_worker(settings, burst=burst)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,0 +1,97 @@
+"""Thrad's Events API: ``POST /v1/api/collect`` (and its alias ``/api/collect``).
+
+Bearer API key -> partner -> rate limit (the same per-partner limit as the
+batch endpoint) -> shape check -> server-side fields -> one RQ job -> 204.
+Geo and user-agent enrichment happen in the worker, off the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app import queue as q
+from app.api_keys import KeyOwner
+from app.body import read_body
+from app.errors import ServiceUnavailable, Unauthorized
+from app.state import AppState
+from app.thrad_event import client_address, server_fields, validate_event
+
+log = logging.getLogger("inlet.thrad")
+
+# One event; Thrad's Tag sends a few hundred bytes. 64 KiB leaves room for big params.
+MAX_BODY_BYTES = 64 * 1024
+_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="inlet"'}
+
+
+def bearer_token(header: str | None) -> str | None:
+    """``Authorization: Bearer <token>`` -> token, or None."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+async def authenticate_bearer(state: AppState, request: Request) -> KeyOwner:
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        # Thrad's exact bodies, so partners' error handling keeps working.
+        raise Unauthorized("Missing bearer token", headers=_BEARER_CHALLENGE)
+    try:
+        owner = await run_in_threadpool(state.api_keys.check, token)
+    except SQLAlchemyError as exc:
+        log.warning("API key lookup failed: %s", type(exc).__name__)
+        raise ServiceUnavailable(
+            "Credentials cannot be checked right now; nothing was accepted. Retry later.",
+            headers={"Retry-After": "5"},
+        ) from None
+    if owner is None:
+        raise Unauthorized("Invalid API key", headers=_BEARER_CHALLENGE)
+    return owner
+
+
+async def collect(request: Request) -> Response:
+    """Accept one event; 204 once it is durably queued."""
+    state: AppState = request.app.state.inlet
+    received_at = datetime.now(UTC)
+    owner = await authenticate_bearer(state, request)
+    partner = owner.partner
+    request.scope["inlet.partner"] = partner.name
+    await state.enforce_rate_limit(partner)
+    # No Content-Type check, unlike the batch endpoint: a backend that posts
+    # with `curl -d` (form-urlencoded) or none at all works against Thrad's
+    # endpoint today and must keep working here. The body must still be JSON.
+    body = await read_body(request, MAX_BODY_BYTES)
+    event = validate_event(body)
+    request.scope["inlet.events"] = 1
+    peer = request.client.host if request.client else None
+    queued = server_fields(
+        event,
+        headers=request.headers,
+        ip_address=client_address(
+            peer, request.headers.get("x-forwarded-for"), state.settings.trusted_proxies
+        ),
+        partner_id=partner.id,
+        key_label=owner.label,
+        received_at=received_at,
+    )
+    queued["api_key_id"] = owner.api_key_id
+    job_id = await state.run_redis(
+        q.enqueue_batch,
+        state.queue,
+        state.settings,
+        func=q.INGEST_THRAD,
+        partner_id=partner.id,
+        partner_name=partner.name,
+        events=[queued],
+        received_at=received_at,
+    )
+    log.debug("queued job %s: one event for %s", job_id, partner.name)
+    return Response(status_code=204)

@@ -1,0 +1,185 @@
+"""Thrad's event object: the shape check, and what the server adds before queueing.
+
+Thrad checks types, not values ("no per-event validation feedback beyond the
+basic shape check"): only ``event_name`` is required, every other known
+field is optional and must have its documented type, and unknown fields are
+ignored. A ``null`` counts as the field being absent. The few value checks
+here only keep out what could not be stored (U+0000, which PostgreSQL
+refuses), so that an accepted event always lands.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.batch import NUL_MESSAGE, contains_nul, decode_json
+from app.errors import InvalidRequest
+from app.settings import IPNetwork
+
+# The reference table's string fields, plus impression_state.
+STRING_FIELDS = (
+    "tag_id", "event_id", "page_url", "referrer", "user_agent", "session_id", "client_id",
+    "click_id", "impression_id", "bid_id", "attribution_type", "impression_state",
+)
+NUMBER_FIELDS = ("timestamp", "view_time_ms")
+OBJECT_FIELDS = ("consent", "params")
+INTEGRATION = "partner_s2s"
+
+
+def _problem(field: str | None, message: str) -> dict[str, Any]:
+    return {"index": None, "field": field, "message": message}
+
+
+def validate_event(body: bytes) -> dict[str, Any]:
+    """The known fields of the event, type-checked; a 400 naming each bad field."""
+    document = decode_json(body)
+    if not isinstance(document, dict):
+        raise InvalidRequest(
+            "The body must be one JSON object (an event)",
+            errors=[_problem(None, "must be a JSON object")],
+        )
+    may_hold_nul = b"\\u0000" in body
+    problems: list[dict[str, Any]] = []
+    event: dict[str, Any] = {}
+
+    name = document.get("event_name")
+    if name is None:
+        problems.append(_problem("event_name", "is required"))
+    elif not isinstance(name, str):
+        problems.append(_problem("event_name", "must be a string"))
+    elif not name.strip():
+        problems.append(_problem("event_name", "must not be empty"))
+    else:
+        event["event_name"] = name
+
+    for field in STRING_FIELDS:
+        value = document.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            problems.append(_problem(field, "must be a string"))
+        else:
+            event[field] = value
+    for field in NUMBER_FIELDS:
+        value = document.get(field)
+        if value is None:
+            continue
+        # bool is an int in Python, not a number in JSON.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(_problem(field, "must be a number"))
+        elif not math.isfinite(float(value)):
+            problems.append(_problem(field, "must be a finite number"))
+        else:
+            event[field] = value
+    for field in OBJECT_FIELDS:
+        value = document.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            problems.append(_problem(field, "must be a JSON object"))
+        else:
+            event[field] = value
+
+    if may_hold_nul:
+        for field, value in event.items():
+            if contains_nul(value):
+                problems.append(_problem(field, NUL_MESSAGE))
+    if problems:
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise InvalidRequest(
+            f"The event has {len(problems)} {noun}; nothing was accepted", errors=problems
+        )
+    return event
+
+
+def host_of(url: str | None) -> str | None:
+    """The lowercased host of a URL, or None when there is none to be had."""
+    if not url:
+        return None
+    try:
+        host = urlsplit(url.strip()).hostname
+    except ValueError:
+        return None
+    return host or None
+
+
+def derive_tag_id(event: Mapping[str, Any], headers: Mapping[str, str]) -> str:
+    """``tag_id`` as sent, else ``site:<host>`` of page_url, Origin, Referer, in turn."""
+    if event.get("tag_id"):
+        return str(event["tag_id"])
+    for source in (event.get("page_url"), headers.get("origin"), headers.get("referer")):
+        host = host_of(source)
+        if host:
+            return f"site:{host}"
+    return "site:unknown"
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+             proxies: Iterable[IPNetwork]) -> bool:
+    return any(address in network for network in proxies)
+
+
+def client_address(
+    peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[IPNetwork, ...]
+) -> str | None:
+    """The client's address: the direct peer, unless that is a trusted proxy.
+
+    Behind trusted proxies, X-Forwarded-For is read from the right (each
+    proxy appends the address it saw) and the first hop that is not itself a
+    trusted proxy is the client; anything left of it could be made up by
+    the client. A peer that is not a trusted proxy can't vouch for any
+    header, so a spoofed X-Forwarded-For is ignored.
+    """
+    current = _address(peer) if peer else None
+    if current is None:
+        return None
+    if forwarded_for and _trusted(current, trusted_proxies):
+        for hop in reversed(forwarded_for.split(",")):
+            address = _address(hop)
+            if address is None:
+                break  # garbage from here leftwards: keep the last hop we could believe
+            current = address
+            if not _trusted(current, trusted_proxies):
+                break
+    return str(current)
+
+
+def server_fields(
+    event: dict[str, Any],
+    *,
+    headers: Mapping[str, str],
+    ip_address: str | None,
+    partner_id: int,
+    key_label: str,
+    received_at: datetime,
+) -> dict[str, Any]:
+    """The event as queued: what the partner sent plus what the server stamps."""
+    params = dict(event.get("params") or {})
+    # The stamps are the server's facts and win over a partner's keys of the same names.
+    params.update(integration=INTEGRATION, partner_id=partner_id, api_key_label=key_label)
+    timestamp = event.get("timestamp")
+    return {
+        **event,
+        "tag_id": derive_tag_id(event, headers),
+        "timestamp": received_at.timestamp() if timestamp is None else timestamp,
+        "channel": "server",
+        "params": params,
+        "ip_address": ip_address,
+        "ingest_id": str(uuid.uuid4()),
+    }

@@ -1,0 +1,37 @@
+"""Hypothesis strategies for Thrad event bodies (beside tests/strategies.py's batches)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from app.thrad_event import NUMBER_FIELDS, OBJECT_FIELDS, STRING_FIELDS
+from tests.strategies import json_text, json_values
+
+# Strings as a partner might send them: anything JSON can carry, U+0000 included.
+any_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+numbers = st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+
+
+def _well_typed(field: str) -> st.SearchStrategy[Any]:
+    if field in NUMBER_FIELDS:
+        return numbers
+    if field in OBJECT_FIELDS:
+        return st.dictionaries(json_text, json_values, max_size=4)
+    return any_text
+
+
+FIELDS = ("event_name", *STRING_FIELDS, *NUMBER_FIELDS, *OBJECT_FIELDS)
+
+
+@st.composite
+def event_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """Mostly well-typed events, with now and then a field of any JSON type."""
+    body: dict[str, Any] = {}
+    for field in draw(st.lists(st.sampled_from(FIELDS), unique=True, max_size=len(FIELDS))):
+        body[field] = draw(json_values if draw(st.integers(0, 9)) == 0 else _well_typed(field))
+    if draw(st.booleans()):
+        body.setdefault("event_name", draw(any_text))
+    body.update(draw(st.dictionaries(json_text, json_values, max_size=2)))  # unknown fields
+    return body

@@ -1,0 +1,69 @@
+"""The idempotent insert of Thrad events, enriched on the way in."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from app.db import thrad_events
+from app.thrad_event import STRING_FIELDS
+from worker.enrich import geo_fields, ua_fields
+from worker.store import _insert
+
+
+def thrad_row(
+    event: dict[str, Any],
+    *,
+    partner_id: int,
+    received_at: datetime,
+    job_id: str | None,
+    geoip_database: Path | None,
+) -> dict[str, Any]:
+    """One queued event (see app.thrad_event.server_fields) -> one row."""
+    row: dict[str, Any] = {field: event.get(field) for field in STRING_FIELDS}
+    view_time = event.get("view_time_ms")
+    row.update(
+        partner_id=partner_id,
+        api_key_id=event["api_key_id"],
+        ingest_id=event["ingest_id"],
+        event_name=event["event_name"],
+        event_timestamp=float(event["timestamp"]),
+        view_time_ms=None if view_time is None else float(view_time),
+        consent=event.get("consent"),
+        params=event["params"],
+        channel=event["channel"],
+        ip_address=event.get("ip_address"),
+        received_at=received_at,
+        job_id=job_id,
+        **geo_fields(event.get("ip_address"), geoip_database),
+        **ua_fields(event.get("user_agent")),
+    )
+    return row
+
+
+def insert_thrad_events(
+    conn: Connection,
+    *,
+    partner_id: int,
+    received_at: datetime,
+    events: list[dict[str, Any]],
+    job_id: str | None,
+    geoip_database: Path | None,
+) -> int:
+    """Insert the events; return how many were new.
+
+    Two unique keys absorb repeats: (partner_id, tag_id, event_id), Thrad's
+    dedup key, for events that carry an event_id; and ingest_id, given to
+    each accepted request, so a job that runs again after a commit whose
+    acknowledgement was lost adds nothing, with or without event_id.
+    """
+    rows = [
+        thrad_row(event, partner_id=partner_id, received_at=received_at, job_id=job_id,
+                  geoip_database=geoip_database)
+        for event in events
+    ]
+    stmt = _insert(conn, thrad_events).on_conflict_do_nothing().returning(thrad_events.c.id)
+    return sum(len(conn.execute(stmt, row).all()) for row in rows)
