@@ -54,6 +54,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest batch body, after gzip decompression (Onside's 1 MB)."),
     Setting("INLET_MAX_BATCH_EVENTS", "1000", "Most events in one batch (Onside's 1,000)."),
     Setting("INLET_LOG_LEVEL", "INFO", "Log level of the web and worker processes."),
+    Setting("PROMETHEUS_MULTIPROC_DIR", "",
+            "Directory where every web and worker process writes its metrics, so that "
+            "`GET /metrics` adds them up. Empty: INLET_DATA_DIR/metrics. All processes "
+            "of one deployment must share it."),
 )
 
 _SETTING_BY_ENV = {s.env: s for s in SETTINGS}
@@ -121,6 +125,7 @@ class Settings:
     max_body_bytes: int
     max_batch_events: int
     log_level: str
+    metrics_dir: Path = Path("var/metrics")
     queue_name: str = "inlet"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -150,6 +155,7 @@ class Settings:
                 max_body_bytes=int(get("INLET_MAX_BODY_BYTES")),
                 max_batch_events=int(get("INLET_MAX_BATCH_EVENTS")),
                 log_level=get("INLET_LOG_LEVEL").upper(),
+                metrics_dir=Path(get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve(),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from None

@@ -7,6 +7,7 @@ import logging
 from rq import SimpleWorker
 from rq.job import Job
 
+from app import metrics
 from app.queue import JSONSerializer, make_queue, make_redis
 from app.settings import Settings
 from worker import context
@@ -61,6 +62,7 @@ def build_worker(settings: Settings, *, name: str | None = None) -> InletWorker:
 
 def run_worker(settings: Settings, *, burst: bool = False, with_scheduler: bool = True) -> bool:
     """Run a worker until stopped (or, with ``burst``, until the queue is empty)."""
+    metrics.configure(settings.metrics_dir)
     context.open_context(settings)
     logging.getLogger("rq.worker").addFilter(_QuietMaintenance())
     try:
@@ -72,3 +74,4 @@ def run_worker(settings: Settings, *, burst: bool = False, with_scheduler: bool 
         )
     finally:
         context.close_context()
+        metrics.process_exited()

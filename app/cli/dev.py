@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,8 @@ def dev() -> None:
     try:
         settings = load_settings()
         migrations.upgrade(settings.database_url)
+        # Metrics files of processes from an earlier run would be added forever.
+        shutil.rmtree(settings.metrics_dir, ignore_errors=True)
         creds = demo_credentials(settings)
         if creds:
             click.echo("\nPartner 'demo' is ready. Send the reference's example event:\n")
