@@ -46,7 +46,8 @@ def parse_when(value: str | None, option: str) -> datetime | None:
         return None
     parsed = parse_datetime(value if ("T" in value or " " in value) else value + "T00:00:00")
     if parsed is None:
-        raise click.BadParameter("expected e.g. 2026-05-05 or 2026-05-05T12:00:00Z", param_hint=option)
+        raise click.BadParameter("expected e.g. 2026-05-05 or 2026-05-05T12:00:00Z",
+                                 param_hint=option)
     return parsed
 
 
@@ -82,7 +83,8 @@ def export(partner: str, since: str | None, until: str | None, limit: int | None
         with engine.connect() as conn:
             total = None
             if sys.stderr.isatty():
-                total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar()
+                counting = sa.select(sa.func.count()).select_from(query.subquery())
+                total = conn.execute(counting).scalar()
             # Streamed in chunks: a large export runs in constant memory.
             result = conn.execution_options(stream_results=True, yield_per=1000).execute(query)
             if total:
