@@ -71,7 +71,8 @@ class ObserveRequests:
             reason = scope.get("inlet.error_code") or f"http_{status}"
             m.batches_rejected.labels(partner or "(unknown)", reason).inc()
             kind, amount = stats.REJECTED, 1
-        if state is not None:
+        # "unavailable" means Redis just failed this request: don't wait on it again.
+        if state is not None and reason != "unavailable":
             try:
                 await run_in_threadpool(stats.record, state.redis, partner, kind, amount, reason)
             except Exception:  # counts are best effort; the response is already sent

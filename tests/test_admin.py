@@ -14,23 +14,14 @@ from starlette.testclient import TestClient
 
 from app import migrations, stats
 from app.admin.security import csrf_token
-from app.admins import NewAdmin, create_admin
+from app.admins import NewAdmin
 from app.main import create_app
 from app.partners import NewPartner
 from app.settings import Settings
 from tests.cli_runner import run_cli
+from tests.conftest import admin_auth
 from tests.test_failed import fail_for_real
 from tests.test_jobs import event_ids, make_event
-
-
-def admin_auth(admin: NewAdmin) -> dict[str, str]:
-    token = base64.b64encode(f"{admin.username}:{admin.password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-@pytest.fixture
-def admin(engine: Engine, settings: Settings) -> NewAdmin:
-    return create_admin(engine, settings.secret_key, "support")
 
 
 def csrf_of(html: str) -> str:

@@ -26,7 +26,6 @@ from app.main import create_app
 from app.partners import NewPartner
 from app.settings import Settings
 from tests.services import free_port, wait_for
-from tests.test_admin import admin  # noqa: F401 - the fixture is used by name
 from tests.test_jobs import event_ids, make_event, unreachable
 
 CHROMIUM = "/usr/bin/chromium"
@@ -67,7 +66,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, admin: NewAdmin, request: pytest.FixtureRequest) -> Iterator[Page]:  # noqa: F811
+def page(browser: Browser, admin: NewAdmin, request: pytest.FixtureRequest) -> Iterator[Page]:
     context = browser.new_context(
         http_credentials={"username": admin.username, "password": admin.password})
     page = context.new_page()

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pytest
@@ -15,7 +21,9 @@ from app.admins import NewAdmin
 from app.main import create_app
 from app.partners import NewPartner
 from app.settings import Settings
-from tests.test_admin import admin, admin_auth  # noqa: F401 - the fixture is used by name
+from tests.cli_runner import cli_env
+from tests.conftest import admin_auth, basic_auth
+from tests.services import free_port, wait_for
 from tests.test_failed import fail_for_real
 from tests.test_jobs import make_event, unreachable
 
@@ -71,11 +79,11 @@ def scrape(client: TestClient, admin: NewAdmin) -> dict[tuple[str, frozenset], f
 
 def test_metrics_count_requests_events_jobs_and_read_the_queue(
     settings: Settings, redis: Redis, client: TestClient, partner: NewPartner,
-    admin: NewAdmin, auth: dict[str, str], drain: Callable[..., None],  # noqa: F811
+    admin: NewAdmin, auth: dict[str, str], drain: Callable[..., None],
 ) -> None:
     before = scrape(client, admin)
-    assert client.post(URL, json={"events": [onside(1), onside(2)]}, headers=auth).status_code == 204
-    assert client.post(URL, json={"events": [onside(2), onside(3)]}, headers=auth).status_code == 204
+    for batch in ([onside(1), onside(2)], [onside(2), onside(3)]):
+        assert client.post(URL, json={"events": batch}, headers=auth).status_code == 204
     assert client.post(URL, json={"events": [{}]}, headers=auth).status_code == 400
     assert client.post(URL, json={"events": []}).status_code == 401
     queued = scrape(client, admin)
@@ -131,3 +139,58 @@ def test_logs_carry_ids_and_counts_never_secrets_or_payloads(
     assert job["partner"] == "acme" and job["events"] == 2
     assert (job["inserted"], job["duplicates"]) == (1, 1)
     assert job["job_id"] and job["duration_ms"] >= 0
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_metrics_add_up_across_real_web_and_worker_processes(
+    settings: Settings, partner: NewPartner, admin: NewAdmin, tmp_path: Path,
+) -> None:
+    """Two uvicorn processes take batches, a separate worker stores them: one scrape sees all."""
+    port = free_port()
+    env = {**os.environ, **cli_env(settings), "PORT": str(port), "WEB_CONCURRENCY": "2",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "INLET_LOG_LEVEL": "WARNING"}
+    inlet = str(Path(sys.executable).parent / "inlet")
+    base = f"http://127.0.0.1:{port}"
+    web = subprocess.Popen([inlet, "web"], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _get(f"{base}/readyz")[0] == 200, timeout=30, message="inlet web")
+        for n in range(6):
+            body = orjson.dumps({"events": [onside(2 * n), onside(2 * n + 1)]})
+            assert _post(f"{base}{URL}", body, basic_auth(partner)) == 204
+        subprocess.run([inlet, "worker", "--burst"], env=env, check=True, timeout=60,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        status, text = _get(f"{base}/metrics", admin_auth(admin))
+    finally:
+        web.terminate()
+        web.wait(15)
+    assert status == 200
+    samples = {(s.name, frozenset(s.labels.items())): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("inlet_http_requests_total", frozenset(
+        {"route": URL, "method": "POST", "status": "204"}.items()))] == 6
+    assert samples[("inlet_events_accepted_total",
+                    frozenset({"partner": "acme", "endpoint": "onside"}.items()))] == 12
+    # Written by the worker process, read by a web process.
+    assert samples[("inlet_rows_inserted_total", frozenset({"partner": "acme"}.items()))] == 12
+    assert samples[("inlet_queue_depth", frozenset())] == 0
+    # Each process writes its own file (web and worker at least): the sum is across processes.
+    assert len(list((tmp_path / "metrics").glob("counter_*.db"))) >= 2
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                    timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except OSError:
+        return 0, ""
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(
+        url, data=body, headers={**headers, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)

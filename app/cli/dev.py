@@ -83,6 +83,8 @@ def dev() -> None:
             click.echo("\nPartner 'demo' is ready. Send the reference's example event:\n")
             click.echo(curl_example(settings, creds))
             click.echo(f"\nThen: inlet events export --partner {DEMO_PARTNER}\n")
+        click.echo(f"Admin page: http://{settings.host}:{settings.port}/admin "
+                   "(a login: .venv/bin/inlet admin create YOUR_NAME)\n")
         # The venv's bin first, so the Procfile's `inlet` is this one.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         honcho = subprocess.Popen(

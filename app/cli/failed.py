@@ -47,14 +47,16 @@ def list_(partner: str | None, as_json: bool) -> None:
     settings = load_settings()
     with queue_for(settings) as queue:
         jobs = service.list_failed(queue, partner)
+    columns = ("job_id", "partner", "endpoint", "events", "first_failure", "last_failure",
+               "attempts", "error")
+    if jobs and not as_json:
+        click.echo("\t".join(columns))
     for job in jobs:
         row = job.as_dict()
         if as_json:
             click.echo(orjson.dumps(row))
         else:
-            click.echo("\t".join(_when(row[key]) for key in (
-                "job_id", "partner", "endpoint", "events", "first_failure", "last_failure",
-                "attempts", "error")))
+            click.echo("\t".join(_when(row[key]) for key in columns))
     if not jobs and not as_json:
         click.echo("No failed jobs.", err=True)
 

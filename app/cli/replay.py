@@ -9,6 +9,7 @@ from typing import BinaryIO
 import click
 import orjson
 
+from app import metrics
 from app import partners as partners_service
 from app.cli.common import engine_for, load_settings, operator_errors
 from app.cli.failed import queue_for
@@ -46,6 +47,7 @@ def replay(file: BinaryIO, partner: str, as_json: bool) -> None:
     duplicates and not queued again.
     """
     settings = load_settings()
+    metrics.configure(settings.metrics_dir)
     with engine_for(settings) as engine, operator_errors(), queue_for(settings) as queue:
         partner_id = partners_service.get_partner_id(engine, partner)
         replayer = Replayer(engine, queue, settings, partner_id, partner)
