@@ -108,10 +108,17 @@ def _describe(job: Job, with_traceback: bool = False) -> FailedJob:
     )
 
 
-def list_failed(queue: Queue, partner: str | None = None) -> list[FailedJob]:
-    """Every job in the failed registry, newest failure first."""
+def list_failed(queue: Queue, partner: str | None = None,
+                limit: int | None = None) -> list[FailedJob]:
+    """The jobs in the failed registry, newest failure first (the newest ``limit`` only).
+
+    The registry is ordered by expiry, i.e. failure time plus a constant TTL,
+    in whole seconds, so its last entries are the most recent failures (to
+    the second: which of several failures in the same second are kept is
+    arbitrary).
+    """
     registry = FailedJobRegistry(queue=queue)
-    ids = registry.get_job_ids()
+    ids = registry.get_job_ids(0, limit - 1, desc=True) if limit else registry.get_job_ids()
     jobs = Job.fetch_many(ids, connection=queue.connection, serializer=queue.serializer)
     found = [_describe(job) for job in jobs if job is not None]
     if partner is not None:

@@ -147,3 +147,15 @@ def test_error_line_is_the_exception_not_its_parameters() -> None:
     line = failed.error_line(traceback)
     assert line.startswith("sqlalchemy.exc.IntegrityError: (psycopg.errors.ForeignKeyViolation)")
     assert "secret" not in line
+
+
+def test_list_can_be_limited_to_the_newest_failures(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None]
+) -> None:
+    ids = [fail_for_real(settings, redis, partner, drain, [make_event(n)]) for n in range(3)]
+    queue = q.make_queue(settings, redis)
+    everything = failed.list_failed(queue)
+    assert [job.job_id for job in everything] == ids[::-1]
+    newest = failed.list_failed(queue, limit=2)
+    assert len(newest) == 2 and {job.job_id for job in newest} <= set(ids)
+    assert newest == sorted(newest, key=lambda job: job.last_failure, reverse=True)

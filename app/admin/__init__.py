@@ -34,6 +34,8 @@ from app.state import AppState
 log = logging.getLogger("inlet.admin")
 
 MAX_FORM_BYTES = 4096
+# The page lists the most recent failures; the tile and `inlet failed list` count them all.
+PAGE_FAILED_JOBS = 100
 # The page shows everything it knows; frames, scripts and other origins get nothing.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -80,7 +82,7 @@ async def dashboard(request: Request) -> Response:
 
     def gather() -> tuple[Any, Any, Any]:
         return (_try(failed_jobs.queue_state, state.queue), _try(stats.last_hour, state.redis),
-                _try(failed_jobs.list_failed, state.queue))
+                _try(failed_jobs.list_failed, state.queue, None, PAGE_FAILED_JOBS))
 
     queue, hours, failed = await run_in_threadpool(gather)
     notice = None
@@ -135,7 +137,7 @@ async def act_on_job(request: Request) -> Response:
     except failed_jobs.FailedJobError:
         return _back(done="gone", job=job_id)
     log.info("admin %s: %s job %s", admin, action, job_id)
-    return _back(done=f"{action}d" if action == "requeue" else "deleted", job=job_id)
+    return _back(done="requeued" if action == "requeue" else "deleted", job=job_id)
 
 
 async def requeue_all(request: Request) -> Response:

@@ -113,7 +113,7 @@ def _failed_section(failed: list[FailedJob] | None, csrf: str) -> str:
             f'<td class="num">{esc(job.events)}</td><td>{when(job.first_failure)}</td>'
             f'<td>{when(job.last_failure)}</td><td class="num">{job.attempts}</td>'
             f'<td class="err">{esc(job.error)}</td><td>{actions}</td></tr>')
-    requeue_all = _button("/admin/failed/requeue-all", f"Requeue all {len(failed)}", csrf)
+    requeue_all = _button("/admin/failed/requeue-all", "Requeue all failed jobs", csrf)
     return (f'<table id="failed"><tr><th>job</th><th>partner</th><th>endpoint</th>'
             f'<th>events</th><th>first failure</th><th>last failure</th><th>attempts</th>'
             f'<th>error</th><th></th></tr>{"".join(rows)}</table><p>{requeue_all}</p>')
