@@ -198,3 +198,29 @@ def test_admin_users_migration_matches_the_table_and_downgrades(database_url: st
     migrations.downgrade(database_url, "0001")
     migrations.upgrade(database_url)
     migrations.check(database_url)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "body"),
+    [
+        ("GET", "/admin", {"Authorization": "Basic !!!"}, b""),
+        ("GET", "/admin", {"Authorization": "Basic " + base64.b64encode(b"\xff:\xfe").decode()},
+         b""),
+        ("GET", "/admin?done=requeued&job=%3Cscript%3E{0}", None, b""),
+        ("GET", "/admin/failed/%00%2F..", None, b""),
+        ("POST", "/admin/failed/x/requeue", None, b"\xff\xfe"),
+        ("POST", "/admin/failed/x/requeue", None, b"a=" + b"x" * 5000),
+        ("POST", "/admin/failed/x/requeue", None, b"&".join(b"k%d=v" % i for i in range(20))),
+        ("POST", "/admin/failed/requeue-all", {"Content-Type": "multipart/form-data"}, b"--x"),
+        ("DELETE", "/admin", None, b""),
+        ("GET", "/admin/failed/x/requeue", None, b""),
+    ],
+)
+def test_odd_admin_requests_never_get_a_500(
+    client: TestClient, admin: NewAdmin, method: str, path: str,
+    headers: dict[str, str] | None, body: bytes,
+) -> None:
+    response = client.request(method, path, content=body,
+                              headers=headers if headers is not None else admin_auth(admin))
+    assert response.status_code < 500, response.text
+    assert "<script>" not in response.text
