@@ -64,6 +64,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Path of a MaxMind-format City database (GeoLite2, DB-IP City Lite) for the "
             "Thrad rows' geo fields; empty: the GeoLite2 City database that the "
             "maxminddb-geolite2 package ships."),
+    Setting("PROMETHEUS_MULTIPROC_DIR", "",
+            "Directory where every web and worker process writes its metrics, so that "
+            "`GET /metrics` adds them up. Empty: INLET_DATA_DIR/metrics. All processes "
+            "of one deployment must share it."),
 )
 
 _SETTING_BY_ENV = {s.env: s for s in SETTINGS}
@@ -133,6 +137,7 @@ class Settings:
     log_level: str
     trusted_proxies: tuple[IPNetwork, ...] = ()
     geoip_database: Path | None = None
+    metrics_dir: Path = Path("var/metrics")
     queue_name: str = "inlet"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -164,6 +169,7 @@ class Settings:
                 log_level=get("INLET_LOG_LEVEL").upper(),
                 trusted_proxies=parse_networks(get("INLET_TRUSTED_PROXIES")),
                 geoip_database=_geoip_path(get("INLET_GEOIP_DATABASE")),
+                metrics_dir=Path(get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve(),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from None
