@@ -19,7 +19,11 @@ log = logging.getLogger("inlet.observe")
 
 # Routes that take events, and the name their counts go under. An ingest
 # endpoint added later adds its path here.
-INGEST_ROUTES = {"/attribution-api/v1/events": "onside"}
+INGEST_ROUTES = {
+    "/attribution-api/v1/events": "onside",
+    "/v1/api/collect": "thrad",
+    "/api/collect": "thrad",
+}
 
 
 def route_of(scope: Scope) -> str:

@@ -15,9 +15,11 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
+from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
 from app.admins import NewAdmin
+from app.api_keys import create_api_key
 from app.main import create_app
 from app.partners import NewPartner
 from app.settings import Settings
@@ -194,3 +196,29 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
         url, data=body, headers={**headers, "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return int(response.status)
+
+
+
+@pytest.fixture
+def api_key(engine: Engine, settings: Settings, partner: NewPartner) -> str:
+    return create_api_key(engine, settings.secret_key, partner.name, "metrics").api_key
+
+
+def test_thrad_requests_count_as_ingest_too(
+    client: TestClient, partner: NewPartner, admin: NewAdmin, api_key: str
+) -> None:
+    """Both Thrad paths are ingest routes: accepted and rejected events are counted."""
+    before = scrape(client, admin)
+    bearer = {"Authorization": f"Bearer {api_key}"}
+    ok = client.post("/api/collect", json={"event_name": "items_added"}, headers=bearer)
+    assert ok.status_code == 204
+    bad = client.post("/v1/api/collect", json={"event_name": 5}, headers=bearer)
+    assert bad.status_code == 400
+    after = scrape(client, admin)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("inlet_events_accepted_total", partner="acme", endpoint="thrad") == 1
+    assert delta("inlet_batches_rejected_total", partner="acme", reason="invalid_request") == 1
