@@ -10,6 +10,7 @@ from redis import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
+from rq.job import Job
 
 from app.settings import Settings
 
@@ -32,6 +33,30 @@ class JSONSerializer:
         return orjson.loads(data)
 
 
+class PlainJob(Job):
+    """RQ's Job, with its data stored as the serializer wrote it, not zlib-compressed.
+
+    RQ compresses every job's data; for a 1,000-event batch that took about
+    4.5 ms, a third of the web process's time per batch. Reading needs
+    nothing special: RQ's ``Job.restore`` tries to decompress and falls back
+    to the bytes as they are, and JSON can never pass for a zlib stream (its
+    first byte is ``[``, not a zlib header), so stock workers and the ``rq``
+    tools read these jobs as they read any other.
+    """
+
+    def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[str, Any]:
+        data = self.data
+        # Job.to_dict compresses self.data unconditionally: hand it nothing
+        # to compress, then put the real bytes in.
+        self._data = b""
+        try:
+            obj = super().to_dict(include_meta=include_meta, include_result=include_result)
+        finally:
+            self._data = data
+        obj["data"] = data
+        return obj
+
+
 def make_redis(url: str, timeout: float | None = None) -> Redis:
     """A Redis client whose every call is bounded in time.
 
@@ -49,7 +74,9 @@ def make_redis(url: str, timeout: float | None = None) -> Redis:
 
 
 def make_queue(settings: Settings, redis: Redis) -> Queue:
-    return Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
+    return Queue(
+        settings.queue_name, connection=redis, serializer=JSONSerializer, job_class=PlainJob
+    )
 
 
 def retry_policy(settings: Settings) -> Retry | None:

@@ -7,7 +7,7 @@ import logging
 from rq import SimpleWorker
 from rq.job import Job
 
-from app.queue import JSONSerializer, make_queue, make_redis
+from app.queue import JSONSerializer, PlainJob, make_queue, make_redis
 from app.settings import Settings
 from worker import context
 
@@ -40,6 +40,10 @@ class InletWorker(SimpleWorker):
     maintenance pass: a killed worker's batch sat for ten minutes or more.
     Here it waits the job timeout plus a few seconds.
     """
+
+    # RQ saves a job back when it finishes; PlainJob skips zlib-compressing
+    # the whole batch again only for the job to be deleted.
+    job_class = PlainJob
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         timeout = job.timeout if job.timeout and job.timeout > 0 else 180
