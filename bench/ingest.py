@@ -119,6 +119,9 @@ def measure_server(stack: Stack, name: str, body_files: list[str], cfg: IngestCo
         process.terminate()
         process.wait(30)
         reset_redis(stack.settings.redis_url)
+    for run_ in (peak, half):
+        if set(run_["statuses"]) != {"204"} or run_["failures"]:
+            raise RuntimeError(f"{name}: not every request got a 204: {run_}")
     events = cfg.events_per_batch
     return {
         "requests_per_s": peak["ok_per_s"],
