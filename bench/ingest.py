@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,11 +86,28 @@ def load(spec: dict[str, Any]) -> dict[str, Any]:
     return orjson.loads(out.stdout)
 
 
+def _rewriting(client: Redis) -> bool:
+    info = client.info("persistence")
+    return bool(info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {condition}")
+        time.sleep(0.05)
+
+
 def reset_redis(url: str) -> None:
+    """Empty Redis and shrink its AOF, which would otherwise keep every body sent
+    so far; wait for the rewrite so that it doesn't run into the next measurement."""
     client = Redis.from_url(url)
     try:
         client.flushall()
-        client.bgrewriteaof()  # the AOF would otherwise keep every body sent so far
+        wait_until(lambda: not _rewriting(client))  # Redis may have started one itself
+        client.bgrewriteaof()
+        wait_until(lambda: not _rewriting(client))
     finally:
         client.close()
 
