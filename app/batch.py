@@ -158,11 +158,14 @@ def _accept_fast(raw_events: list[Any]) -> list[dict[str, Any]] | None:
     for raw in raw_events:
         if type(raw) is not dict:
             return None
-        name = raw.get("event_name")
-        payload = raw.get("payload")
-        when = raw.get("event_datetime")
-        event_id = raw.get("event_id")
-        installation_id = raw.get("installation_id")
+        try:
+            name = raw["event_name"]
+            payload = raw["payload"]
+            when = raw["event_datetime"]
+            event_id = raw["event_id"]
+            installation_id = raw["installation_id"]
+        except KeyError:
+            return None
         if (
             type(name) is not str
             or type(payload) is not dict

@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     if args.quick:
-        ingest_cfg = ingest.IngestConfig(seconds=0.5, warmup=0.2, connections=2, bodies=1,
-                                         events_per_batch=20)
+        ingest_cfg = ingest.IngestConfig(seconds=0.5, half_rate_seconds=0.5, warmup=0.2,
+                                         connections=2, bodies=1, events_per_batch=20)
         drain_cfg = drain.DrainConfig(batches=3, events_per_batch=20)
         validation_calls, validation_events = 2, 20
     else:
