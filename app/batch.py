@@ -183,7 +183,8 @@ def _accept_fast(raw_events: list[Any]) -> list[dict[str, Any]] | None:
         except ValueError:
             return None
         if (
-            moment.tzinfo is UTC and len(when) >= 20 and when[10] == "T" and when[4] == when[7] == "-"
+            moment.tzinfo is UTC and len(when) >= 20
+            and when[10] == "T" and when[4] == when[7] == "-"
             and when[13] == when[16] == ":" and when[11:13] != "24"
         ):
             # Already UTC and written YYYY-MM-DDTHH:MM:SS: the date and time

@@ -77,9 +77,10 @@ def enqueue(stack: Stack, events_batches: list[list[dict[str, Any]]]) -> None:
     queue = q.make_queue(stack.settings, redis)
     try:
         for events in events_batches:
-            q.enqueue_batch(queue, stack.settings, func=q.INGEST_ONSIDE, partner_id=stack.partner.id,
-                            partner_name=stack.partner.name, events=events,
-                            received_at=datetime.now(UTC))
+            q.enqueue_batch(
+                queue, stack.settings, func=q.INGEST_ONSIDE, partner_id=stack.partner.id,
+                partner_name=stack.partner.name, events=events, received_at=datetime.now(UTC),
+            )
     finally:
         redis.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -75,10 +76,8 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     def fig(name: str, pick: Any) -> None:
         values = []
         for r in rounds:
-            try:
+            with contextlib.suppress(KeyError, TypeError):  # a part left out of the run
                 values.append(pick(r))
-            except (KeyError, TypeError):
-                pass
         if values:
             figures[name] = median(values)
 
@@ -92,7 +91,10 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     for name in ("fresh_1", "replay_1", "fresh_2", "copy_floor"):
         fig(f"drain_{name}_rows_per_s", lambda r, n=name: r["drain"][n]["rows_per_s"])
     targets = {
-        key: {"label": label, "median": medians[key], "target": text, "holds": bool(test(medians[key]))}
+        key: {
+            "label": label, "median": medians[key], "target": text,
+            "holds": bool(test(medians[key])),
+        }
         for label, key, test, text in TARGETS if key in medians
     }
     return {"figures": figures, "ratios": medians, "targets": targets}
@@ -126,7 +128,8 @@ def markdown(summary: dict[str, Any], rounds: int) -> str:
             f"{f['ingest_work_floor_peak_rss_mb']:.0f}", "")
     if "validation_ms" in f:
         row("validate one 1,000-event batch, ms (floor: orjson.loads)",
-            f"{f['validation_ms']:.2f}", f"{f['orjson_loads_ms']:.2f}", f"{r['validation_ratio']:.2f}")
+            f"{f['validation_ms']:.2f}", f"{f['orjson_loads_ms']:.2f}",
+            f"{r['validation_ratio']:.2f}")
     if "drain_fresh_1_rows_per_s" in f:
         floor = f"{f['drain_copy_floor_rows_per_s']:,.0f}"
         row("drain, rows/s, 1 worker (floor: COPY, unlogged)",

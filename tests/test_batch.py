@@ -164,7 +164,9 @@ def test_one_corruption_is_caught_at_its_index(
 
 
 @given(batches)
-def test_the_fast_path_accepts_exactly_what_the_slow_path_does(events: list[dict[str, Any]]) -> None:
+def test_the_fast_path_accepts_exactly_what_the_slow_path_does(
+    events: list[dict[str, Any]],
+) -> None:
     """validate_batch takes a fast path for valid batches; its output must be the slow path's."""
     raw = body(*events)
     assert validate_batch(raw, 1000) == validate_events(orjson.loads(raw)["events"])
