@@ -9,6 +9,7 @@ durability costs. Redis is the embedded one with `appendfsync always`, as
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -58,6 +59,8 @@ def stack() -> Iterator[Stack]:
     """PostgreSQL (migrated), Redis, and a partner with a limit nobody reaches."""
     with ExitStack() as stack_:
         root = Path(tempfile.mkdtemp(prefix="inlet-bench-"))
+        # Registered first, so it runs last: Redis's AOF alone can reach a GB.
+        stack_.callback(shutil.rmtree, root, True)
         cluster = DurablePostgres().init()
         cluster.start()
         stack_.callback(cluster.destroy)
