@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test soak lint clean
+.PHONY: install run test soak bench lint clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,17 @@ test: install
 # The fault tests with five times the load and the fault cycles (~10 minutes).
 soak: install
 	INLET_SOAK=5 $(BIN)/python -m pytest tests/test_faults.py -s $(PYTEST_ARGS)
+
+# Benchmarks against their floors (see README, Performance). Needs PostgreSQL's
+# binaries like `make test`; installs them with apt when missing (as root).
+bench: install $(VENV)/.bench-installed
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: pyproject.toml
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	touch $@
 
 lint: install
 	$(BIN)/python -m ruff check app worker tests

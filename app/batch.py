@@ -7,6 +7,7 @@ partner can fix its batch in one round trip.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -101,8 +102,19 @@ def validate_batch(body: bytes, max_events: int) -> list[dict[str, Any]]:
         )
 
     # U+0000 can only be in the document as the escape \u0000: if the bytes
-    # don't hold that, no string does, and the deep scan is skipped.
-    may_hold_nul = b"\\u0000" in body
+    # don't hold that, no string does, and the deep scan is skipped. Most
+    # bodies hold no backslash at all, which a one-byte search (memchr)
+    # tells fifty times faster than a search for the whole escape.
+    may_hold_nul = b"\\" in body and b"\\u0000" in body
+    if not may_hold_nul:
+        accepted = _accept_fast(raw_events)
+        if accepted is not None:
+            return accepted
+    return validate_events(raw_events, may_hold_nul)
+
+
+def validate_events(raw_events: list[Any], may_hold_nul: bool = True) -> list[dict[str, Any]]:
+    """The slow path: check every event and collect every problem with its index."""
     problems = _Problems()
     events: list[dict[str, Any]] = []
     for index, raw in enumerate(raw_events):
@@ -118,6 +130,93 @@ def validate_batch(body: bytes, max_events: int) -> list[dict[str, Any]]:
             errors=problems.items,
         )
     return events
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_valid_name(name: str) -> bool:
+    # Batches repeat a handful of names: check each once, as the slow path would.
+    return (
+        "\x00" not in name
+        and len(name) <= MAX_EVENT_NAME_CHARS
+        and bool(normalize_event_name(name))
+    )
+
+
+def _accept_fast(raw_events: list[Any]) -> list[dict[str, Any]] | None:
+    """The events of a batch where every event is valid; None at the first doubt.
+
+    The common case, tight: the same checks as ``_validate_event`` and the
+    same output, without collecting problems. Whenever an event fails a
+    check (or the body may hold a NUL, which the caller rules out), the
+    batch goes through the slow path, which lists every problem.
+    """
+    out: list[dict[str, Any]] = []
+    append = out.append
+    uuid4_match = _UUID4_RE.fullmatch
+    uuid_match = _UUID_RE.fullmatch
+    fromisoformat = datetime.fromisoformat
+    for raw in raw_events:
+        if type(raw) is not dict:
+            return None
+        try:
+            name = raw["event_name"]
+            payload = raw["payload"]
+            when = raw["event_datetime"]
+            event_id = raw["event_id"]
+            installation_id = raw["installation_id"]
+        except KeyError:
+            return None
+        if (
+            type(name) is not str
+            or type(payload) is not dict
+            or type(when) is not str
+            or type(event_id) is not str
+            or type(installation_id) is not str
+            or not uuid4_match(event_id)
+            or not uuid_match(installation_id)
+            or not _is_valid_name(name)
+            or ("T" not in when and " " not in when)
+        ):
+            return None
+        try:
+            moment = fromisoformat(when)
+        except ValueError:
+            return None
+        if (
+            moment.tzinfo is UTC and len(when) >= 20
+            and when[10] == "T" and when[4] == when[7] == "-"
+            and when[13] == when[16] == ":" and when[11:13] != "24"
+        ):
+            # Already UTC and written YYYY-MM-DDTHH:MM:SS: the date and time
+            # are those very characters, and only the fraction needs
+            # formatting. The same string as parse_datetime(when).isoformat()
+            # (tests/test_batch.py checks the two paths agree), at a third
+            # of the cost: isoformat was most of the time spent per event.
+            micro = moment.microsecond
+            utc = f"{when[:19]}.{micro:06d}+00:00" if micro else when[:19] + "+00:00"
+        else:
+            parsed = parse_datetime(when)
+            if parsed is None:
+                return None
+            utc = parsed.isoformat()
+        if len(raw) == 5:
+            # Exactly the five fields: normalize the decoded event in place
+            # rather than copy it (the document is ours, decoded for this
+            # call). Should a later event send the batch to the slow path,
+            # this one is still valid there, normalized to the same values.
+            raw["event_id"] = event_id.lower()
+            raw["installation_id"] = installation_id.lower()
+            raw["event_datetime"] = utc
+            append(raw)
+        else:
+            append({
+                "event_id": event_id.lower(),
+                "installation_id": installation_id.lower(),
+                "event_name": name,
+                "event_datetime": utc,
+                "payload": payload,
+            })
+    return out
 
 
 def _validate_event(

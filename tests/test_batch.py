@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.batch import MAX_LISTED_ERRORS, parse_datetime, validate_batch
+from app.batch import MAX_LISTED_ERRORS, parse_datetime, validate_batch, validate_events
 from app.errors import InvalidRequest, PayloadTooLarge
 from tests.strategies import batches, corruptions
 
@@ -161,3 +161,37 @@ def test_one_corruption_is_caught_at_its_index(
     broken[index][field] = value
     found = problems(body(*broken))
     assert found == [{"index": index, "field": field, "message": found[0]["message"]}]
+
+
+@given(batches)
+def test_the_fast_path_accepts_exactly_what_the_slow_path_does(
+    events: list[dict[str, Any]],
+) -> None:
+    """validate_batch takes a fast path for valid batches; its output must be the slow path's."""
+    raw = body(*events)
+    assert validate_batch(raw, 1000) == validate_events(orjson.loads(raw)["events"])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-05-05T12:00:00Z", "2026-05-05T12:00:00.000Z", "2026-05-05T12:00:00.5Z",
+        "2026-05-05T12:00:00.123Z", "2026-05-05T12:00:00.123456Z", "2026-05-05T12:00:00.1234567Z",
+        "2026-05-05T12:00:00+00:00", "2026-05-05T12:00:00-00:00", "2026-05-05T12:00:00,5Z",
+        "2026-05-05 12:00:00Z", "2026-05-05T12:00Z", "2026-05-05T12Z", "20260505T120000Z",
+        "2026-W19-2T12:00:00Z", "2026-125T12:00:00Z", "2026-05-05T23:59:59.999999+01:00",
+        "2026-05-05T12:00:00", "2026-05-05T24:00:00Z", "2026-05-05T12:00:00+0000",
+        "2026-05-05T1:00:00Z", "2026-05-05T12:00:0Z", "2026-05-05T12:00:00.Z",
+        "2026-05-05t12:00:00z", "2026-05-05T12:00:00 Z", "2026-05-05T12:00:00+00",
+    ],
+)
+def test_both_paths_store_the_same_utc_datetime(value: str) -> None:
+    raw = body(dict(VALID, event_datetime=value))
+    expected = parse_datetime(value)
+    if expected is None:
+        [problem] = problems(raw)
+        assert problem["field"] == "event_datetime"
+    else:
+        [event] = validate_batch(raw, 1000)
+        assert event["event_datetime"] == expected.isoformat()
+        assert [event] == validate_events(orjson.loads(raw)["events"])

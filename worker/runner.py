@@ -11,7 +11,7 @@ from rq.registry import clean_registries
 from rq.utils import current_timestamp, now
 
 from app import metrics
-from app.queue import JSONSerializer, make_queue, make_redis
+from app.queue import JSONSerializer, PlainJob, make_queue, make_redis
 from app.settings import Settings
 from worker import context
 from worker.enrich import open_geo_database
@@ -54,6 +54,10 @@ class InletWorker(SimpleWorker):
       altogether). Here the maintenance pass moves due retries back to the
       queue itself.
     """
+
+    # RQ saves a job back when it finishes; PlainJob skips zlib-compressing
+    # the whole batch again only for the job to be deleted.
+    job_class = PlainJob
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         timeout = job.timeout if job.timeout and job.timeout > 0 else 180

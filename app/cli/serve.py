@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from app import migrations
 from app.cli.common import load_settings
 from app.errors import ConfigError
+from app.settings import Settings
 
 
 @click.command()
@@ -23,9 +26,12 @@ def web() -> None:
     import uvicorn
 
     settings = load_settings()
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
+    uvicorn.run("app.main:create_app", factory=True, **uvicorn_options(settings))
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How `inlet web` runs uvicorn; the benchmark's floors run on the same options."""
+    return dict(
         host=settings.host,
         port=settings.port,
         workers=settings.web_concurrency,

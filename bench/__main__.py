@@ -1,0 +1,73 @@
+"""``python -m bench``: every benchmark, several rounds, a markdown table and a JSON file.
+
+Usage: ``python -m bench [--rounds N] [--quick] [--out PATH] [--only ingest,validation,drain]``.
+``--quick`` shrinks every workload to a smoke test (what ``make test`` runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import drain, ingest, report, validation
+from bench.services import stack
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="tiny workloads: a smoke test")
+    parser.add_argument("--out", default="var/bench.json")
+    parser.add_argument("--only", default="validation,ingest,drain")
+    args = parser.parse_args(argv)
+    parts = set(args.only.split(","))
+    if args.quick:
+        ingest_cfg = ingest.IngestConfig(seconds=0.5, half_rate_seconds=0.5, warmup=0.2,
+                                         connections=2, bodies=1, events_per_batch=20)
+        drain_cfg = drain.DrainConfig(batches=3, events_per_batch=20)
+        validation_calls, validation_events = 2, 20
+    else:
+        ingest_cfg, drain_cfg = ingest.IngestConfig(), drain.DrainConfig(batches=150)
+        validation_calls, validation_events = 40, 1000
+
+    info = report.machine()
+    started = time.time()
+    rounds: list[dict[str, Any]] = []
+    with stack() as services:
+        for n in range(args.rounds):
+            round_: dict[str, Any] = {}
+            if "validation" in parts:
+                round_["validation"] = validation.run(validation_calls, validation_events)
+            if "ingest" in parts:
+                round_["ingest"] = ingest.run(services, ingest_cfg)
+            if "drain" in parts:
+                round_["drain"] = drain.run(services, drain_cfg, seed=100 + n)
+            rounds.append(round_)
+            print(f"round {n + 1}/{args.rounds} done", file=sys.stderr)
+    summary = report.summarize(rounds)
+    result = {
+        "command": "make bench",
+        "machine": info,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": time.time() - started,
+        "quick": args.quick,
+        "config": {"ingest": vars(ingest_cfg), "drain": vars(drain_cfg)},
+        **summary,
+        "rounds": rounds,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}")
+    print(report.markdown(summary, len(rounds)))
+    print(f"\nFigures written to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

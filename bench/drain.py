@@ -1,0 +1,173 @@
+"""Drain: queued batches -> PostgreSQL, against a psycopg COPY floor.
+
+The batches are validated and queued exactly as the web tier does it, then
+worker processes are started, each builds its RQ worker, and all wait at a
+barrier; the clock runs from their release until the last job is done (its
+transaction committed), and the row count is checked: every event once.
+
+The floor is psycopg ``COPY`` of the same rows (built beforehand, outside
+the clock) into an unlogged table of the same shape, created with
+``LIKE events INCLUDING ALL``: the same columns, primary key, unique
+(partner_id, event_id) index and the received_at index.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+import sqlalchemy as sa
+from redis import Redis
+
+from app import queue as q
+from app.batch import validate_batch
+from app.db import make_engine
+from app.names import normalize_event_name
+from app.settings import Settings
+from bench.services import Stack
+from bench.workload import make_batches
+
+FLOOR_TABLE = "bench_copy_floor"
+COLUMNS = ("partner_id", "event_id", "event_name", "sent_event_name", "event_datetime",
+           "installation_id", "payload", "received_at", "job_id")
+
+
+@dataclass
+class DrainConfig:
+    batches: int = 60
+    events_per_batch: int = 1000
+
+
+def _worker(settings: Settings, ready: Any, go: Any, ends: Any) -> None:
+    from worker import context
+    from worker.runner import build_worker
+
+    context.open_context(settings)
+    worker = build_worker(settings)
+    # The clock stops when the last job is done (its rows committed), not
+    # when the worker has finished tidying up after it.
+    last_done = [time.time()]
+    handle_success = worker.handle_job_success
+
+    def timed_success(*args: Any, **kwargs: Any) -> Any:
+        result = handle_success(*args, **kwargs)
+        last_done[0] = time.time()
+        return result
+
+    worker.handle_job_success = timed_success  # type: ignore[method-assign]
+    ready.wait(timeout=120)
+    go.wait()
+    worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+    ends.put(last_done[0])
+    context.close_context()
+
+
+def drain(settings: Settings, workers: int) -> float:
+    """Seconds from the workers' release until the last job is done."""
+    ctx = mp.get_context("spawn")
+    ready, go, ends = ctx.Barrier(workers + 1), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(settings, ready, go, ends)) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    ready.wait(timeout=120)  # a worker that died on start breaks the barrier
+    started = time.time()
+    go.set()
+    finished = [ends.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    return max(finished) - started
+
+
+def enqueue(stack: Stack, events_batches: list[list[dict[str, Any]]]) -> None:
+    redis = q.make_redis(stack.settings.redis_url)
+    queue = q.make_queue(stack.settings, redis)
+    try:
+        for events in events_batches:
+            q.enqueue_batch(
+                queue, stack.settings, func=q.INGEST_ONSIDE, partner_id=stack.partner.id,
+                partner_name=stack.partner.name, events=events, received_at=datetime.now(UTC),
+            )
+    finally:
+        redis.close()
+
+
+def count_rows(engine: sa.Engine, table: str = "events") -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def truncate(engine: sa.Engine, table: str = "events") -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {table}"))
+
+
+def floor_rows(partner_id: int, events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    now = datetime.now(UTC)
+    return [
+        (partner_id, e["event_id"], normalize_event_name(e["event_name"]), e["event_name"],
+         datetime.fromisoformat(e["event_datetime"]), e["installation_id"],
+         orjson.dumps(e["payload"]).decode(), now, "bench-floor")
+        for e in events
+    ]
+
+
+def copy_floor(dsn: str, batches: list[list[tuple[Any, ...]]]) -> float:
+    """Seconds to COPY every batch, one transaction per batch, into the floor table."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
+        conn.execute(f"CREATE UNLOGGED TABLE {FLOOR_TABLE} (LIKE events INCLUDING ALL)")
+        conn.commit()
+        statement = f"COPY {FLOOR_TABLE} ({', '.join(COLUMNS)}) FROM STDIN"
+        started = time.perf_counter()
+        for rows in batches:
+            with conn.cursor() as cur, cur.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            conn.commit()
+        elapsed = time.perf_counter() - started
+        count = conn.execute(f"SELECT count(*) FROM {FLOOR_TABLE}").fetchone()
+        assert count is not None and count[0] == sum(len(b) for b in batches)
+        conn.execute(f"DROP TABLE {FLOOR_TABLE}")
+        conn.commit()
+    return elapsed
+
+
+def libpq_dsn(url: str) -> str:
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def run(stack: Stack, cfg: DrainConfig, seed: int = 2) -> dict[str, Any]:
+    """One round: fresh (1 worker), replay (1 worker), fresh (2 workers), COPY floor."""
+    bodies = make_batches(cfg.batches, seed=seed, size=cfg.events_per_batch)
+    batches = [validate_batch(body, cfg.events_per_batch) for body in bodies]
+    total = sum(len(b) for b in batches)
+    engine = make_engine(stack.settings.database_url)
+    redis = Redis.from_url(stack.settings.redis_url)
+    results: dict[str, Any] = {"rows": total}
+    try:
+        def measure(name: str, workers: int, fresh: bool) -> None:
+            if fresh:
+                truncate(engine)
+            redis.flushall()
+            enqueue(stack, batches)
+            seconds = drain(stack.settings, workers)
+            rows = count_rows(engine)
+            if rows != total:
+                raise AssertionError(f"{name}: {rows} rows in the table, expected {total}")
+            results[name] = {"seconds": seconds, "rows_per_s": total / seconds, "workers": workers}
+
+        measure("fresh_1", 1, fresh=True)
+        measure("replay_1", 1, fresh=False)
+        measure("fresh_2", 2, fresh=True)
+        rows = [floor_rows(stack.partner.id, b) for b in batches]
+        seconds = copy_floor(libpq_dsn(stack.settings.database_url), rows)
+        results["copy_floor"] = {"seconds": seconds, "rows_per_s": total / seconds}
+    finally:
+        redis.close()
+        engine.dispose()
+    return results

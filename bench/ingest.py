@@ -1,0 +1,178 @@
+"""Ingest: Inlet's web process against the HTTP floor and the work floor.
+
+Each server runs as its own process under ``bench.serve`` with the options
+of ``inlet web``, pinned (with Redis) away from the load generator's core.
+For each: the peak rate (closed loop), then the latency at half that peak
+(open loop), and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis import Redis
+
+from bench.services import Stack, cpus, environ
+from bench.workload import make_batches
+
+ONSIDE_PATH = "/attribution-api/v1/events"
+SERVERS = {
+    "http_floor": "bench.floors:http_floor",
+    "work_floor": "bench.floors:work_floor",
+    "inlet": "app.main:create_app",
+}
+
+
+@dataclass
+class IngestConfig:
+    seconds: float = 4.0
+    # The half-rate run is longer: its p99 rests on its few slowest requests.
+    half_rate_seconds: float = 8.0
+    warmup: float = 1.0
+    connections: int = 8
+    bodies: int = 4
+    events_per_batch: int = 1000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def split_cpus() -> tuple[list[int], list[int]]:
+    """(server cpus, load generator cpus): the generator gets the last core to itself."""
+    all_cpus = cpus()
+    if len(all_cpus) < 2:
+        return all_cpus, all_cpus
+    return all_cpus[:-1], all_cpus[-1:]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                if sock.recv(12).startswith(b"HTTP/1.1 2"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not become ready")
+
+
+def load(spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen"], input=orjson.dumps(spec),
+        capture_output=True, check=True,
+    )
+    return orjson.loads(out.stdout)
+
+
+def _rewriting(client: Redis) -> bool:
+    info = client.info("persistence")
+    return bool(info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {condition}")
+        time.sleep(0.05)
+
+
+def reset_redis(url: str) -> None:
+    """Empty Redis and shrink its AOF, which would otherwise keep every body sent
+    so far; wait for the rewrite so that it doesn't run into the next measurement."""
+    client = Redis.from_url(url)
+    try:
+        client.flushall()
+        wait_until(lambda: not _rewriting(client))  # Redis may have started one itself
+        client.bgrewriteaof()
+        wait_until(lambda: not _rewriting(client))
+    finally:
+        client.close()
+
+
+def measure_server(stack: Stack, name: str, body_files: list[str], cfg: IngestConfig,
+                   auth: str) -> dict[str, Any]:
+    server_cpus, gen_cpus = split_cpus()
+    port = free_port()
+    settings = stack.settings.replace(port=port)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.serve", SERVERS[name]],
+        env=environ(settings, PORT=str(port)),
+        preexec_fn=lambda: __import__("os").sched_setaffinity(0, server_cpus),
+    )
+    try:
+        wait_ready(port, process)
+        spec = {
+            "host": "127.0.0.1", "port": port, "path": ONSIDE_PATH,
+            "headers": {"Content-Type": "application/json", "Authorization": auth},
+            "body_files": body_files, "connections": cfg.connections, "cpus": gen_cpus,
+        }
+        load({**spec, "seconds": cfg.warmup})
+        peak = load({**spec, "seconds": cfg.seconds})
+        half = load({**spec, "seconds": cfg.half_rate_seconds,
+                     "rate": max(1.0, peak["ok_per_s"] / 2)})
+        rss = peak_rss_mb(process.pid)
+    finally:
+        process.terminate()
+        process.wait(30)
+        reset_redis(stack.settings.redis_url)
+    for run_ in (peak, half):
+        if set(run_["statuses"]) != {"204"} or run_["failures"]:
+            raise RuntimeError(f"{name}: not every request got a 204: {run_}")
+    events = cfg.events_per_batch
+    return {
+        "requests_per_s": peak["ok_per_s"],
+        "events_per_s": peak["ok_per_s"] * events,
+        "p50_ms": peak["p50_ms"],
+        "p99_ms": peak["p99_ms"],
+        "half_rate_per_s": half["ok_per_s"],
+        "half_p50_ms": half["p50_ms"],
+        "half_p99_ms": half["p99_ms"],
+        "peak_rss_mb": rss,
+        "statuses": peak["statuses"],
+        "half_statuses": half["statuses"],
+        "failures": peak["failures"] + half["failures"],
+    }
+
+
+def run(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
+    """One round: the three servers in turn, on the same bodies."""
+    server_cpus, _ = split_cpus()
+    if stack.redis.process is not None:
+        import os
+
+        os.sched_setaffinity(stack.redis.process.pid, server_cpus)
+    bodies_dir = stack.root / "bodies"
+    bodies_dir.mkdir(exist_ok=True)
+    body_files = []
+    for i, body in enumerate(make_batches(cfg.bodies, seed=1, size=cfg.events_per_batch)):
+        path = bodies_dir / f"batch-{i}.json"
+        path.write_bytes(body)
+        body_files.append(str(path))
+    token = f"{stack.partner.username}:{stack.partner.password}".encode()
+    auth = "Basic " + base64.b64encode(token).decode()
+    return {name: measure_server(stack, name, body_files, cfg, auth) for name in SERVERS}

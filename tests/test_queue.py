@@ -1,0 +1,66 @@
+"""How batches sit in Redis: plain JSON, one transaction, never rewritten by a worker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+from rq.job import Job
+
+from app import queue as q
+from app.embedded_redis import EmbeddedRedis
+from tests.conftest import make_settings
+
+
+def events(n: int) -> list[dict[str, Any]]:
+    return [{
+        "event_id": f"550e8400-e29b-41d4-a716-{i:012d}",
+        "installation_id": "550e8400-e29b-41d4-a716-446655440000",
+        "event_name": "purchase_completed",
+        "event_datetime": "2026-05-05T12:00:00+00:00",
+        "payload": {"n": i},
+    } for i in range(n)]
+
+
+def enqueue(redis: Redis, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path,
+            batch: list[dict[str, Any]]) -> str:
+    settings = make_settings(sqlite_url, redis_server.url, tmp_path)
+    queue = q.make_queue(settings, redis)
+    return q.enqueue_batch(queue, settings, func=q.INGEST_ONSIDE, partner_id=1,
+                           partner_name="acme", events=batch,
+                           received_at=datetime(2026, 5, 5, tzinfo=UTC))
+
+
+def test_job_data_is_plain_json_that_stock_rq_reads(
+    redis: Redis, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path
+) -> None:
+    batch = events(3)
+    job_id = enqueue(redis, redis_server, sqlite_url, tmp_path, batch)
+    stored = redis.hget(f"rq:job:{job_id}", "data")
+    assert stored is not None and stored.startswith(b'["worker.jobs.ingest_onside"')
+    job = Job.fetch(job_id, connection=redis, serializer=q.JSONSerializer)
+    assert job.args[2] == batch
+    # The queue is registered (RQ's own SADD, sent in the same transaction).
+    assert b"rq:queue:inlet" in redis.smembers("rq:queues")
+    assert redis.lrange("rq:queue:inlet", 0, -1) == [job_id.encode()]
+
+
+def test_saving_a_fetched_job_keeps_its_batch_without_resending_it(
+    redis: Redis, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path
+) -> None:
+    batch = events(2)
+    job_id = enqueue(redis, redis_server, sqlite_url, tmp_path, batch)
+    job = q.PlainJob.fetch(job_id, connection=redis, serializer=q.JSONSerializer)
+    assert "data" not in job.to_dict()
+    job.meta["seen"] = True
+    job.save()
+    again = Job.fetch(job_id, connection=redis, serializer=q.JSONSerializer)
+    assert again.args[2] == batch and again.meta["seen"] is True
+    # Changed arguments are new data: those are written.
+    assert job.args[2] == batch
+    job.args = (1, "2026-05-05T00:00:00+00:00", batch[:1])
+    assert "data" in job.to_dict()
+    job.save()
+    assert Job.fetch(job_id, connection=redis, serializer=q.JSONSerializer).args[2] == batch[:1]
