@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import errors, onside, thrad
+from app import errors, onside, openapi, thrad
 from app.settings import Settings
 from app.state import AppState
 
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/v1/api/collect", thrad.collect, methods=["POST"]),
             Route("/api/collect", thrad.collect, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/openapi.json", openapi.serve, methods=["GET"]),
         ],
         exception_handlers={
             errors.ApiError: errors.handle_api_error,
