@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import gzip
+import zlib
+
 import orjson
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from redis import Redis
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
@@ -15,7 +20,10 @@ from starlette.testclient import TestClient
 from app.api_keys import create_api_key
 from app.batch import MAX_PAYLOAD_DEPTH
 from app.db import events as events_table
-from app.settings import Settings
+from app.main import create_app
+from app.partners import NewPartner
+from app.settings import RateLimit, Settings
+from tests.strategies import HostileRequest, hostile_requests
 from tests.test_onside_api import JSON, URL, assert_error_shape, event, queued_jobs
 
 
@@ -72,3 +80,68 @@ def test_thrad_params_nested_too_deep_gets_400_not_500(
     errors = assert_error_shape(response, 400, "invalid_request")["errors"]
     assert [e["field"] for e in errors] == ["params"]
     assert queued_jobs(redis) == 0
+
+
+def decoded(request: HostileRequest) -> bytes:
+    encoding = request.headers.get("Content-Encoding")
+    if encoding == "gzip":
+        return gzip.decompress(request.body)
+    if encoding == "deflate":
+        return zlib.decompress(request.body)
+    return request.body
+
+
+def as_numbers(value: Any) -> Any:
+    """JSON numbers compared by value: jsonb hands 7.1e+16 back as the integer 71000000000000000."""
+    if isinstance(value, dict):
+        return {k: as_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_numbers(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def test_hostile_bodies_never_500_and_every_204_lands(
+    settings: Settings, partner: NewPartner, auth: dict[str, str],
+    drain: Callable[[], None], engine: Engine,
+) -> None:
+    """Whatever arrives: a 4xx that queued nothing, or a 204 whose every event is in SQL."""
+    unlimited = settings.replace(rate_limit=RateLimit(1_000_000, 1.0))
+    landed: set[str] = set()
+    seen: dict[int, int] = {}
+
+    @hypothesis_settings(
+        max_examples=150, deadline=None, database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(request=hostile_requests())
+    def check(request: HostileRequest) -> None:
+        response = client.post(URL, content=request.body, headers={**auth, **request.headers})
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code in (204, 400, 413, 415), response.text[:500]
+        if response.status_code != 204:
+            assert_error_shape(response, response.status_code, response.json()["code"])
+            assert queued_jobs(redis) == 0
+            return
+        batch = orjson.loads(decoded(request))["events"]
+        drain()
+        assert queued_jobs(redis) == 0
+        rows = stored_payloads(engine)
+        for sent in batch:
+            event_id = sent["event_id"].lower()
+            assert event_id in rows, f"{event_id} got a 204 but is not in SQL"
+            if event_id not in landed:
+                # The first copy of an id wins; later copies are duplicates.
+                first = next(e for e in batch if e["event_id"].lower() == event_id)
+                assert as_numbers(rows[event_id]) == as_numbers(first["payload"])
+                landed.add(event_id)
+
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        with TestClient(create_app(unlimited)) as client:
+            check()
+    finally:
+        redis.close()
+    # The run exercised both sides: refusals and batches that landed.
+    assert seen.get(204) and seen.get(400), seen
