@@ -68,7 +68,7 @@ async def post_events(request: Request) -> Response:
     request.scope["inlet.partner"] = partner.name
     await state.enforce_rate_limit(partner)
     check_content_type(request)
-    body = await read_body(request, state.settings.max_body_bytes)
+    body = await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
     events = validate_batch(body, state.settings.max_batch_events)
     request.scope["inlet.events"] = len(events)
     job_id = await state.run_redis(

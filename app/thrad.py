@@ -68,7 +68,7 @@ async def collect(request: Request) -> Response:
     # No Content-Type check, unlike the batch endpoint: a backend that posts
     # with `curl -d` (form-urlencoded) or none at all works against Thrad's
     # endpoint today and must keep working here. The body must still be JSON.
-    body = await read_body(request, MAX_BODY_BYTES)
+    body = await read_body(request, MAX_BODY_BYTES, state.settings.body_timeout)
     event = validate_event(body)
     request.scope["inlet.events"] = 1
     peer = request.client.host if request.client else None
