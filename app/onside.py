@@ -53,12 +53,17 @@ async def authenticate_basic(state: AppState, request: Request) -> Partner:
     return partner
 
 
-def client_of(state: AppState, request: Request) -> str | None:
-    """The client's address, through trusted proxies only (INLET_TRUSTED_PROXIES)."""
+def client_of(state: AppState, request: Request) -> str:
+    """The client's address, through trusted proxies only (INLET_TRUSTED_PROXIES).
+
+    A peer that is no IP address (a Unix socket) is counted under its name,
+    or as "unknown": wrong credentials share one count, right ones still pass.
+    """
     peer = request.client.host if request.client else None
-    return client_address(
+    address = client_address(
         peer, request.headers.get("x-forwarded-for"), state.settings.trusted_proxies
     )
+    return address or peer or "unknown"
 
 
 async def post_events(request: Request) -> Response:
