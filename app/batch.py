@@ -55,6 +55,11 @@ def decode_json(body: bytes) -> Any:
 
 def parse_datetime(value: str) -> datetime | None:
     """ISO 8601 with a time; ``Z`` or an offset; naive means UTC. None if invalid."""
+    # RFC 3339 (OpenAPI's date-time) allows a lowercase separator and zone.
+    if value[10:11] == "t":
+        value = value[:10] + "T" + value[11:]
+    if value.endswith("z"):
+        value = value[:-1] + "Z"
     if "T" not in value and " " not in value:
         return None  # a date alone is not an event time
     try:

@@ -97,7 +97,10 @@ SCHEMAS: dict[str, JsonSchema] = {
             "event_datetime": {
                 "type": "string",
                 "format": "date-time",
-                "description": "ISO 8601 with a time; `Z` or an offset; naive means UTC.",
+                "description": (
+                    "ISO 8601 with a time; `Z` or an offset; naive means UTC. RFC 3339 "
+                    "date-times are accepted, but for a leap second (:60)."
+                ),
             },
             "event_id": {"type": "string", "pattern": UUID4_PATTERN,
                          "description": "A UUID version 4: the idempotency key, per partner."},
