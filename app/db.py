@@ -38,6 +38,17 @@ partners = sa.Table(
     sa.Column("revoked_at", Timestamp, nullable=True),
 )
 
+# Support staff for the admin page: separate from partners, so a partner's
+# credentials can never open it. Same keyed hash as partner secrets.
+admin_users = sa.Table(
+    "admin_users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("username", sa.Text, nullable=False, unique=True),
+    sa.Column("password_hash", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
+)
+
 events = sa.Table(
     "events",
     metadata,

@@ -101,6 +101,8 @@ def render(exc: ApiError) -> Response:
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    # For the request metrics: why this request was refused.
+    request.scope["inlet.error_code"] = exc.code
     return render(exc)
 
 

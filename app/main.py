@@ -16,7 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import errors, onside, openapi, thrad
+from app import admin, errors, health, metrics, onside, openapi, thrad
+from app.observe import ObserveRequests
 from app.settings import Settings
 from app.state import AppState
 
@@ -76,6 +77,7 @@ class RequestLog:
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the app; tests pass explicit settings instead of patching the environment."""
     settings = settings or Settings.from_env()
+    metrics.configure(settings.metrics_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -92,7 +94,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/v1/api/collect", thrad.collect, methods=["POST"]),
             Route("/api/collect", thrad.collect, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", health.readyz, methods=["GET"]),
             Route("/openapi.json", openapi.serve, methods=["GET"]),
+            *admin.routes,
         ],
         exception_handlers={
             errors.ApiError: errors.handle_api_error,
@@ -102,5 +106,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
+    app.add_middleware(ObserveRequests)
     app.add_middleware(RequestLog)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 
+from app import metrics
 from app.settings import Settings
 
 INGEST_ONSIDE = "worker.jobs.ingest_onside"
@@ -81,6 +83,7 @@ def enqueue_batch(
     meta = {"partner": partner_name, "endpoint": endpoint, "events": len(events)}
     if extra_meta:
         meta.update(extra_meta)
+    started = time.perf_counter()
     job = queue.enqueue_call(
         func,
         args=(partner_id, received_at.isoformat(), events),
@@ -92,4 +95,7 @@ def enqueue_batch(
         description=f"{endpoint} batch of {len(events)} events for {partner_name}",
         meta=meta,
     )
+    m = metrics.get()
+    m.enqueue_seconds.labels(endpoint).observe(time.perf_counter() - started)
+    m.batch_size.labels(endpoint).observe(len(events))
     return job.id

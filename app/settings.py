@@ -72,6 +72,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Path of a MaxMind-format City database (GeoLite2, DB-IP City Lite) for the "
             "Thrad rows' geo fields; empty: the GeoLite2 City database that the "
             "maxminddb-geolite2 package ships."),
+    Setting("PROMETHEUS_MULTIPROC_DIR", "",
+            "Directory where every web and worker process writes its metrics, so that "
+            "`GET /metrics` adds them up. Empty: INLET_DATA_DIR/metrics. All processes "
+            "of one deployment must share it."),
 )
 
 _SETTING_BY_ENV = {s.env: s for s in SETTINGS}
@@ -144,6 +148,7 @@ class Settings:
     body_timeout: float = 30.0
     keep_alive_timeout: int = 5
     geoip_database: Path | None = None
+    metrics_dir: Path = Path("var/metrics")
     queue_name: str = "inlet"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -178,6 +183,7 @@ class Settings:
                 body_timeout=_positive(get("INLET_BODY_TIMEOUT"), "INLET_BODY_TIMEOUT"),
                 keep_alive_timeout=int(get("INLET_KEEP_ALIVE_TIMEOUT")),
                 geoip_database=_geoip_path(get("INLET_GEOIP_DATABASE")),
+                metrics_dir=Path(get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve(),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from None

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
 from app import migrations
+from app.admins import NewAdmin, create_admin
 from app.db import make_engine, metadata
 from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
@@ -148,6 +149,17 @@ def basic_auth(partner: NewPartner) -> dict[str, str]:
 @pytest.fixture
 def auth(partner: NewPartner) -> dict[str, str]:
     return basic_auth(partner)
+
+
+@pytest.fixture
+def admin(engine: Engine, settings: Settings) -> NewAdmin:
+    """A support person's login for /admin and /metrics."""
+    return create_admin(engine, settings.secret_key, "support")
+
+
+def admin_auth(admin: NewAdmin) -> dict[str, str]:
+    token = base64.b64encode(f"{admin.username}:{admin.password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 @pytest.fixture

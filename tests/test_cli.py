@@ -38,7 +38,7 @@ def inlet(settings: Settings) -> Callable[..., Result]:
 
 def test_partner_lifecycle(inlet: Callable[..., Result], client: TestClient) -> None:
     created = orjson.loads(inlet("partners", "create", "shop", "--json").stdout)
-    assert set(created) == {"name", "username", "password"}
+    assert set(created) == {"name", "username", "password", "api_key"}
     assert created["name"] == "shop"
     partner = NewPartner(0, "shop", created["username"], created["password"])
     event = {"event_name": "x", "payload": {}, "event_datetime": "2026-05-05T12:00:00Z",
@@ -101,8 +101,9 @@ def test_export_writes_json_lines_oldest_first(
     lines = [orjson.loads(line) for line in inlet("events", "export", "--partner", "acme").stdout.splitlines()]
     assert [line["payload"]["n"] for line in lines] == [1, 2]
     first = lines[0]
-    assert set(first) == {"event_id", "event_name", "sent_event_name", "event_datetime",
+    assert set(first) == {"source", "event_id", "event_name", "sent_event_name", "event_datetime",
                           "installation_id", "payload", "received_at"}
+    assert first["source"] == "onside"
     assert first["event_name"] == "sign_up" and first["sent_event_name"] == "Sign_Up"
     assert first["event_datetime"] == "2026-05-05T12:00:00Z"
     assert first["installation_id"] == "550e8400-e29b-41d4-a716-446655440000"

@@ -91,7 +91,7 @@ def test_a_geo_database_that_cannot_be_read_stops_the_worker_at_start(
     bogus = tmp_path / "not-a.mmdb"
     bogus.write_bytes(b"this is no MaxMind database")
     with pytest.raises(ConfigError, match="INLET_GEOIP_DATABASE"):
-        run_worker(settings.replace(geoip_database=bogus), burst=True, with_scheduler=False)
+        run_worker(settings.replace(geoip_database=bogus), burst=True)
 
 
 def test_a_missing_geo_database_file_is_refused_with_the_settings(tmp_path: Path) -> None:

@@ -12,15 +12,18 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 from rq import get_current_job
+from rq.job import Job
 from rq.timeouts import JobTimeoutException
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
+from app import metrics, stats
 from worker import context, store, thrad_store
 
 log = logging.getLogger("inlet.jobs")
@@ -47,35 +50,79 @@ def is_transient(exc: BaseException) -> bool:
 
 BatchBody = Callable[[Connection, int, datetime, list[dict[str, Any]], str | None], int]
 
+MAX_ERROR_CHARS = 300
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: first line of the message``: for SQLAlchemy errors the later
+    lines hold the statement's parameters, i.e. event data, which stays out."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:MAX_ERROR_CHARS]
+
+
+def note_failure(job: Job, exc: BaseException, when: datetime) -> None:
+    """Record the attempt in the job's meta: RQ keeps no result for an attempt it retries,
+    and ``inlet failed list`` shows first and last failure and the attempts made."""
+    meta = job.meta
+    meta["attempts"] = int(meta.get("attempts") or 0) + 1
+    meta.setdefault("first_failed_at", when.isoformat())
+    meta["last_failed_at"] = when.isoformat()
+    meta["last_error"] = describe_error(exc)
+    try:
+        job.save_meta()
+    except RedisError:
+        log.warning("job %s: failure not noted in its meta (Redis unavailable)", job.id)
+
 
 def batch_job(body: BatchBody) -> Callable[[int, str, list[dict[str, Any]]], dict[str, int]]:
-    """Wrap a batch insert into a job: transaction, log line, retry policy."""
+    """Wrap a batch insert into a job: transaction, log line, metrics, retry policy."""
 
     @functools.wraps(body)
     def run(partner_id: int, received_at: str, events: list[dict[str, Any]]) -> dict[str, int]:
         job = get_current_job()
         job_id = job.id if job else None
+        meta = job.meta if job else {}
+        partner, endpoint = meta.get("partner"), meta.get("endpoint") or body.__name__
+        m = metrics.get()
         started = time.perf_counter()
+        received = datetime.fromisoformat(received_at)
         try:
             with context.current().engine.begin() as conn:
-                inserted = body(conn, partner_id, datetime.fromisoformat(received_at), events, job_id)
+                inserted = body(conn, partner_id, received, events, job_id)
         except Exception as exc:
             # (A SystemExit from a cold shutdown passes through untouched: the
             # job is then retried as abandoned, like a killed worker's.)
-            if job is not None and not is_transient(exc):
-                # RQ retries whatever has retries left; a permanent failure
-                # goes straight to the failed registry instead.
-                job.retries_left = 0
+            transient = is_transient(exc)
+            final = job is None or not transient or not job.retries_left
+            if job is not None:
+                if not transient:
+                    # RQ retries whatever has retries left; a permanent failure
+                    # goes straight to the failed registry instead.
+                    job.retries_left = 0
+                note_failure(job, exc, datetime.now(UTC))
+                if final:
+                    stats.record(job.connection, partner, stats.FAILED, len(events))
+            m.jobs_failed.labels(partner or "(unknown)", str(final).lower()).inc()
+            m.job_seconds.labels(endpoint, "failed").observe(time.perf_counter() - started)
             log.warning(orjson.dumps({
-                "job_id": job_id, "partner_id": partner_id, "events": len(events),
-                "status": "failed", "transient": is_transient(exc),
-                "error": type(exc).__name__,
+                "job_id": job_id, "partner": partner, "partner_id": partner_id,
+                "endpoint": endpoint, "events": len(events), "status": "failed",
+                "transient": transient, "final": final, "error": type(exc).__name__,
+                "attempt": meta.get("attempts"),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             }).decode())
             raise
+        seconds = time.perf_counter() - started
+        lag = (datetime.now(UTC) - received).total_seconds()
         result = {"inserted": inserted, "duplicates": len(events) - inserted}
+        m.job_seconds.labels(endpoint, "ok").observe(seconds)
+        m.rows_inserted.labels(partner or "(unknown)").inc(inserted)
+        m.rows_duplicate.labels(partner or "(unknown)").inc(len(events) - inserted)
+        m.receive_to_insert_seconds.labels(endpoint).observe(max(lag, 0.0))
         log.info(orjson.dumps({
-            "job_id": job_id, "partner_id": partner_id, "events": len(events), **result,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "job_id": job_id, "partner": partner, "partner_id": partner_id,
+            "endpoint": endpoint, "events": len(events), **result, "status": "ok",
+            "duration_ms": round(seconds * 1000, 2), "lag_ms": round(lag * 1000, 1),
         }).decode())
         return result
 

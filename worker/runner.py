@@ -10,6 +10,7 @@ from rq.queue import Queue
 from rq.registry import clean_registries
 from rq.utils import current_timestamp, now
 
+from app import metrics
 from app.queue import JSONSerializer, make_queue, make_redis
 from app.settings import Settings
 from worker import context
@@ -102,6 +103,7 @@ def build_worker(settings: Settings, *, name: str | None = None) -> InletWorker:
 
 def run_worker(settings: Settings, *, burst: bool = False) -> bool:
     """Run a worker until stopped (or, with ``burst``, until the queue is empty)."""
+    metrics.configure(settings.metrics_dir)
     context.open_context(settings)
     open_geo_database(settings.geoip_database)
     logging.getLogger("rq.worker").addFilter(_QuietMaintenance())
@@ -110,3 +112,4 @@ def run_worker(settings: Settings, *, burst: bool = False) -> bool:
         return worker.work(burst=burst, logging_level=settings.log_level)
     finally:
         context.close_context()
+        metrics.process_exited()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.cli import dev, events, keys, partners, serve
+from app.cli import admin, dev, events, failed, keys, partners, replay, serve
 from app.cli.common import setup_logging
 
 
@@ -17,5 +17,8 @@ def main() -> None:
 main.add_command(partners.partners)
 main.add_command(events.events)
 main.add_command(keys.keys)
+main.add_command(failed.failed)
+main.add_command(admin.admin)
+main.add_command(replay.replay)
 for command in (serve.migrate, serve.web, serve.worker, dev.dev):
     main.add_command(command)

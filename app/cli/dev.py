@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,6 +106,8 @@ def dev() -> None:
     try:
         settings = load_settings()
         migrations.upgrade(settings.database_url)
+        # Metrics files of processes from an earlier run would be added forever.
+        shutil.rmtree(settings.metrics_dir, ignore_errors=True)
         creds = demo_credentials(settings)
         if creds:
             click.echo("\nPartner 'demo' is ready. Send the reference's example event:\n")
@@ -112,6 +115,8 @@ def dev() -> None:
             click.echo("\nOr a single event in Thrad's format:\n")
             click.echo(thrad_curl_example(settings, demo_api_key(settings, creds)))
             click.echo(f"\nThen: inlet events export --partner {DEMO_PARTNER}\n")
+        click.echo(f"Admin page: http://{settings.host}:{settings.port}/admin "
+                   "(a login: .venv/bin/inlet admin create YOUR_NAME)\n")
         # The venv's bin first, so the Procfile's `inlet` is this one.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         honcho = subprocess.Popen(

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Result
 
 from app import partners as service
+from app.batch import parse_datetime
 from app.cli.common import engine_for, load_settings, operator_errors
 from app.cli.thrad_export import thrad_export_row, thrad_query
 from app.db import events as events_table
@@ -45,26 +46,43 @@ def events() -> None:
     """Read stored events."""
 
 
+def parse_when(value: str | None, option: str) -> datetime | None:
+    """ISO 8601 date and time (naive means UTC), or a date alone (midnight UTC)."""
+    if value is None:
+        return None
+    parsed = parse_datetime(value if ("T" in value or " " in value) else value + "T00:00:00")
+    if parsed is None:
+        raise click.BadParameter("expected e.g. 2026-05-05 or 2026-05-05T12:00:00Z",
+                                 param_hint=option)
+    return parsed
+
+
 @events.command()
 @click.option("--partner", required=True, help="The partner whose events to export.")
+@click.option("--since", help="Only events received at or after this time (ISO 8601, UTC).")
+@click.option("--until", help="Only events received before this time (ISO 8601, UTC).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many events.")
-def export(partner: str, limit: int | None) -> None:
-    """Write a partner's events to stdout as JSON Lines, oldest first.
+def export(partner: str, since: str | None, until: str | None, limit: int | None) -> None:
+    """Write a partner's events to stdout as JSON Lines, oldest received first.
 
     Both wire formats, merged by receive time; each line says its "source":
-    "onside" (batch API) or "thrad" (Events API).
+    "onside" (batch API) or "thrad" (Events API). Streams in constant memory;
+    on a terminal, stderr shows a progress bar.
     """
+    start, end = parse_when(since, "--since"), parse_when(until, "--until")
     settings = load_settings()
     with engine_for(settings) as engine, operator_errors():
         partner_id = service.get_partner_id(engine, partner)
         t = events_table
-        onside_query = (
+        onside_query = _window(
             sa.select(t.c.event_id, t.c.event_name, t.c.sent_event_name, t.c.event_datetime,
                       t.c.installation_id, t.c.payload, t.c.received_at, t.c.id)
             .where(t.c.partner_id == partner_id)
-            .order_by(t.c.received_at, t.c.id)
+            .order_by(t.c.received_at, t.c.id),
+            t.c.received_at, start, end,
         )
         thrad = thrad_query(partner_id)
+        thrad = _window(thrad, thrad.selected_columns.received_at, start, end)
         if limit:
             onside_query, thrad = onside_query.limit(limit), thrad.limit(limit)
         out = sys.stdout.buffer
@@ -82,9 +100,37 @@ def export(partner: str, limit: int | None) -> None:
                  for row in thrad_rows),
                 key=lambda item: item[:3],
             )
-            for *_, item in itertools.islice(merged, limit):
-                out.write(orjson.dumps(item) + b"\n")
+            lines = (item for *_, item in itertools.islice(merged, limit))
+            total = _count(engine, onside_query, thrad, limit) if sys.stderr.isatty() else None
+            if total:
+                with click.progressbar(lines, length=total, label="exporting",
+                                       file=sys.stderr) as bar:
+                    for item in bar:
+                        out.write(orjson.dumps(item) + b"\n")
+            else:
+                for item in lines:
+                    out.write(orjson.dumps(item) + b"\n")
         out.flush()
+
+
+def _window(
+    query: sa.Select[Any], column: Any, start: datetime | None, end: datetime | None
+) -> sa.Select[Any]:
+    if start is not None:
+        query = query.where(column >= start)
+    if end is not None:
+        query = query.where(column < end)
+    return query
+
+
+def _count(engine: Any, *queries_and_limit: Any) -> int:
+    *queries, limit = queries_and_limit
+    with engine.connect() as conn:
+        total = sum(
+            conn.execute(sa.select(sa.func.count()).select_from(q.subquery())).scalar_one()
+            for q in queries
+        )
+    return min(total, limit) if limit else total
 
 
 def _stream(conn: Connection, query: sa.Select[Any]) -> Result[Any]:

@@ -1,0 +1,167 @@
+"""The admin page at ``/admin``: queue health, per-partner counts, failed jobs.
+
+Read-only views are GETs; requeue and delete are POST forms carrying a CSRF
+token (see ``app.admin.security``). A page whose Redis is down still renders,
+saying what it cannot show.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from app import failed as failed_jobs
+from app import stats
+from app.admin import page
+from app.admin.security import (
+    CSRF_COOKIE,
+    check_csrf,
+    csrf_token,
+    new_csrf_cookie,
+    require_admin,
+)
+from app.body import read_body
+from app.errors import InvalidRequest, NotFound
+from app.state import AppState
+
+log = logging.getLogger("inlet.admin")
+
+MAX_FORM_BYTES = 4096
+# The page lists the most recent failures; the tile and `inlet failed list` count them all.
+PAGE_FAILED_JOBS = 100
+# The page shows everything it knows; frames, scripts and other origins get nothing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+NOTICES = {
+    "requeued": "Job {job} was requeued.",
+    "deleted": "Job {job} was deleted.",
+    "requeued-all": "{count} failed jobs were requeued.",
+    "gone": "Job {job} is no longer failed (requeued or deleted already?).",
+}
+
+
+def _html(request: Request, admin: str, render) -> Response:  # type: ignore[no-untyped-def]
+    """Render with this browser's CSRF token, setting the cookie on first visit."""
+    state: AppState = request.app.state.inlet
+    cookie = request.cookies.get(CSRF_COOKIE)
+    fresh = cookie is None
+    if fresh:
+        cookie = new_csrf_cookie()
+    response = HTMLResponse(render(csrf_token(state.settings.secret_key, cookie, admin)),
+                            headers=SECURITY_HEADERS)
+    if fresh:
+        response.set_cookie(CSRF_COOKIE, cookie, path="/admin", httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+    return response
+
+
+def _try(call, *args: Any) -> Any:  # type: ignore[no-untyped-def]
+    try:
+        return call(*args)
+    except RedisError as exc:
+        log.warning("admin page: redis unavailable: %s", type(exc).__name__)
+        return None
+
+
+async def dashboard(request: Request) -> Response:
+    admin = await require_admin(request)
+    state: AppState = request.app.state.inlet
+
+    def gather() -> tuple[Any, Any, Any]:
+        return (_try(failed_jobs.queue_state, state.queue), _try(stats.last_hour, state.redis),
+                _try(failed_jobs.list_failed, state.queue, None, PAGE_FAILED_JOBS))
+
+    queue, hours, failed = await run_in_threadpool(gather)
+    notice = None
+    template = NOTICES.get(request.query_params.get("done", ""))
+    if template:
+        notice = template.format(job=request.query_params.get("job", ""),
+                                 count=request.query_params.get("count", ""))
+    return _html(request, admin, lambda csrf: page.dashboard(
+        admin=admin, queue=queue, hours=hours, failed=failed, csrf=csrf, notice=notice))
+
+
+async def job_detail(request: Request) -> Response:
+    admin = await require_admin(request)
+    state: AppState = request.app.state.inlet
+    job_id = request.path_params["job_id"]
+    try:
+        job, events = await state.run_redis(failed_jobs.show_failed, state.queue, job_id)
+    except failed_jobs.FailedJobError as exc:
+        raise NotFound(str(exc)) from None
+    return _html(request, admin, lambda csrf: page.job_detail(job, events, csrf))
+
+
+async def _form(request: Request, admin: str) -> dict[str, str]:
+    body = await read_body(request, MAX_FORM_BYTES)
+    try:
+        fields = parse_qs(body.decode("utf-8"), max_num_fields=10)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("The form could not be read") from None
+    form = {key: values[0] for key, values in fields.items()}
+    check_csrf(request, admin, form.get("csrf"))
+    return form
+
+
+def _back(**query: Any) -> RedirectResponse:
+    # 303: the browser follows with a GET, so a reload never repeats the POST.
+    return RedirectResponse(f"/admin?{urlencode(query)}", status_code=303)
+
+
+async def act_on_job(request: Request) -> Response:
+    admin = await require_admin(request)
+    await _form(request, admin)
+    state: AppState = request.app.state.inlet
+    job_id, action = request.path_params["job_id"], request.path_params["action"]
+    try:
+        if action == "requeue":
+            await state.run_redis(failed_jobs.requeue, state.queue, job_id,
+                                  len(state.settings.retry_delays))
+        elif action == "delete":
+            await state.run_redis(failed_jobs.delete, state.queue, job_id)
+        else:
+            raise NotFound()
+    except failed_jobs.FailedJobError:
+        return _back(done="gone", job=job_id)
+    log.info("admin %s: %s job %s", admin, action, job_id)
+    return _back(done="requeued" if action == "requeue" else "deleted", job=job_id)
+
+
+async def requeue_all(request: Request) -> Response:
+    admin = await require_admin(request)
+    form = await _form(request, admin)
+    state: AppState = request.app.state.inlet
+    done = await state.run_redis(failed_jobs.requeue_all, state.queue,
+                                 len(state.settings.retry_delays), form.get("partner") or None)
+    log.info("admin %s: requeued %d failed jobs", admin, len(done))
+    return _back(done="requeued-all", count=len(done))
+
+
+async def metrics_page(request: Request) -> Response:
+    """``/metrics`` behind admin credentials: its labels name partners."""
+    from app.health import metrics_endpoint
+
+    await require_admin(request)
+    return await metrics_endpoint(request)
+
+
+routes = [
+    Route("/admin", dashboard, methods=["GET"]),
+    Route("/admin/failed/requeue-all", requeue_all, methods=["POST"]),
+    Route("/admin/failed/{job_id}", job_detail, methods=["GET"]),
+    Route("/admin/failed/{job_id}/{action}", act_on_job, methods=["POST"]),
+    Route("/metrics", metrics_page, methods=["GET"]),
+]

@@ -1,0 +1,102 @@
+"""Admin users: the support staff's own credentials for ``/admin``.
+
+Kept in their own table, never in ``partners``: a partner's username and
+password are simply unknown here. Passwords are generated 256-bit secrets,
+stored as the same keyed BLAKE2b hash as partner secrets (see app/auth.py).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from app.auth import hash_secret, new_secret
+from app.db import admin_users
+
+_USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+# A deleted admin stops working within this many seconds.
+CACHE_SECONDS = 2.0
+
+
+class AdminError(Exception):
+    """An admin-user operation that can't be done, with a message for the operator."""
+
+
+@dataclass(frozen=True)
+class NewAdmin:
+    username: str
+    password: str
+
+
+def create_admin(engine: Engine, secret_key: bytes, username: str) -> NewAdmin:
+    username = username.strip()
+    if not _USERNAME_RE.fullmatch(username):
+        raise AdminError("an admin username is 1 to 64 letters, digits or . _ @ -")
+    password = new_secret()
+    with engine.begin() as conn:
+        taken = conn.execute(
+            sa.select(admin_users.c.id).where(admin_users.c.username == username)
+        ).first()
+        if taken:
+            raise AdminError(f"an admin named {username!r} already exists")
+        conn.execute(
+            admin_users.insert().values(
+                username=username, password_hash=hash_secret(secret_key, password)
+            )
+        )
+    return NewAdmin(username, password)
+
+
+def delete_admin(engine: Engine, username: str) -> None:
+    with engine.begin() as conn:
+        result = conn.execute(admin_users.delete().where(admin_users.c.username == username))
+    if result.rowcount == 0:
+        raise AdminError(f"no admin named {username!r}")
+
+
+def list_admins(engine: Engine) -> list[sa.Row]:
+    query = sa.select(admin_users.c.username, admin_users.c.created_at).order_by(admin_users.c.id)
+    with engine.connect() as conn:
+        return list(conn.execute(query))
+
+
+class AdminStore:
+    """Checks admin credentials in constant time, with a short cache.
+
+    ``check`` does blocking I/O on a cache miss: call it from a thread.
+    """
+
+    def __init__(self, engine: Engine, secret_key: bytes) -> None:
+        self._engine = engine
+        self._key = secret_key
+        self._cache: dict[str, tuple[float, bytes | None]] = {}
+        self._lock = threading.Lock()
+        self._dummy = hash_secret(secret_key, new_secret())
+
+    def check(self, username: str, password: str) -> bool:
+        stored = self._lookup(username)
+        expected = stored if stored is not None else self._dummy
+        matches = hmac.compare_digest(hash_secret(self._key, password), expected)
+        return stored is not None and matches
+
+    def _lookup(self, username: str) -> bytes | None:
+        now = time.monotonic()
+        cached = self._cache.get(username)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(admin_users.c.password_hash).where(admin_users.c.username == username)
+            ).first()
+        value = bytes(row.password_hash) if row is not None else None
+        with self._lock:
+            if len(self._cache) > 1000:
+                self._cache.clear()
+            self._cache[username] = (now + CACHE_SECONDS, value)
+        return value

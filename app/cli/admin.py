@@ -1,0 +1,55 @@
+"""``inlet admin``: the support staff's own credentials for /admin and /metrics."""
+
+from __future__ import annotations
+
+import click
+import orjson
+
+from app import admins as service
+from app.cli.common import engine_for, load_settings
+
+
+@click.group()
+def admin() -> None:
+    """Manage admin users (never partners) for the /admin page."""
+
+
+@admin.command()
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True, help="Print the credentials as one JSON object.")
+def create(username: str, as_json: bool) -> None:
+    """Create an admin user and print a generated password (shown this once only)."""
+    settings = load_settings()
+    with engine_for(settings) as engine:
+        try:
+            new = service.create_admin(engine, settings.secret_key, username)
+        except service.AdminError as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(orjson.dumps({"username": new.username, "password": new.password}))
+        return
+    click.echo(f"Admin {new.username!r} created. The password is shown this once only:")
+    click.echo(f"  username: {new.username}")
+    click.echo(f"  password: {new.password}")
+
+
+@admin.command("list")
+def list_() -> None:
+    """List admin users (never their passwords)."""
+    settings = load_settings()
+    with engine_for(settings) as engine:
+        for row in service.list_admins(engine):
+            click.echo(f"{row.username}\t{row.created_at:%Y-%m-%d %H:%M}")
+
+
+@admin.command()
+@click.argument("username")
+def delete(username: str) -> None:
+    """Delete an admin user; the page refuses it within seconds."""
+    settings = load_settings()
+    with engine_for(settings) as engine:
+        try:
+            service.delete_admin(engine, username)
+        except service.AdminError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"Admin {username!r} deleted.")

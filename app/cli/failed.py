@@ -1,0 +1,112 @@
+"""``inlet failed``: see what failed, why, for whom; requeue or delete it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+import orjson
+from redis.exceptions import RedisError
+from rq import Queue
+
+from app import failed as service
+from app.cli.common import load_settings
+from app.queue import make_queue, make_redis
+from app.settings import Settings
+
+
+@contextmanager
+def queue_for(settings: Settings) -> Iterator[Queue]:
+    """The queue, with Redis and failed-job problems as one-line messages."""
+    redis = make_redis(settings.redis_url, timeout=10)
+    try:
+        yield make_queue(settings, redis)
+    except RedisError as exc:
+        raise click.ClickException(f"Redis is unavailable ({type(exc).__name__}: {exc})") from None
+    except service.FailedJobError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        redis.close()
+
+
+def _when(value: object) -> str:
+    return str(value or "-")
+
+
+@click.group()
+def failed() -> None:
+    """Jobs that failed for good: list, show, requeue, delete."""
+
+
+@failed.command("list")
+@click.option("--partner", help="Only this partner's failed jobs.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_(partner: str | None, as_json: bool) -> None:
+    """One line per failed job, most recent failure first."""
+    settings = load_settings()
+    with queue_for(settings) as queue:
+        jobs = service.list_failed(queue, partner)
+    columns = ("job_id", "partner", "endpoint", "events", "first_failure", "last_failure",
+               "attempts", "error")
+    if jobs and not as_json:
+        click.echo("\t".join(columns))
+    for job in jobs:
+        row = job.as_dict()
+        if as_json:
+            click.echo(orjson.dumps(row))
+        else:
+            click.echo("\t".join(_when(row[key]) for key in columns))
+    if not jobs and not as_json:
+        click.echo("No failed jobs.", err=True)
+
+
+@failed.command()
+@click.argument("job_id")
+@click.option("--events", "count", default=5, show_default=True,
+              type=click.IntRange(min=0), help="How many of the batch's events to print.")
+def show(job_id: str, count: int) -> None:
+    """The job's metadata, full traceback and the first events of its batch."""
+    settings = load_settings()
+    with queue_for(settings) as queue:
+        job, events = service.show_failed(queue, job_id, count)
+    for key, value in job.as_dict().items():
+        click.echo(f"{key + ':':15} {_when(value)}")
+    click.echo("\nmeta:")
+    click.echo(orjson.dumps(job.meta, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    click.echo("\ntraceback:")
+    click.echo(job.traceback.rstrip() or "(none recorded)")
+    click.echo(f"\nfirst {len(events)} of {job.events} events:")
+    for event in events:
+        click.echo(orjson.dumps(event))
+
+
+@failed.command()
+@click.argument("job_id", required=False)
+@click.option("--all", "all_", is_flag=True, help="Every failed job (of --partner, if given).")
+@click.option("--partner", help="With --all: only this partner's jobs.")
+def requeue(job_id: str | None, all_: bool, partner: str | None) -> None:
+    """Put JOB_ID (or --all) back on the queue. Rows land once, whatever landed before."""
+    if bool(job_id) == all_:
+        raise click.UsageError("give either a JOB_ID or --all")
+    if partner and not all_:
+        raise click.UsageError("--partner goes with --all")
+    settings = load_settings()
+    retries = len(settings.retry_delays)
+    with queue_for(settings) as queue:
+        if job_id:
+            service.requeue(queue, job_id, retries)
+            click.echo(f"Requeued {job_id}.")
+        else:
+            done = service.requeue_all(queue, retries, partner)
+            click.echo(f"Requeued {len(done)} failed job{'s' if len(done) != 1 else ''}.")
+
+
+@failed.command()
+@click.argument("job_id")
+def delete(job_id: str) -> None:
+    """Drop a failed job and its batch for good (export or replay first if unsure)."""
+    settings = load_settings()
+    with queue_for(settings) as queue:
+        service.delete(queue, job_id)
+    click.echo(f"Deleted {job_id}.")

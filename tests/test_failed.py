@@ -1,0 +1,161 @@
+"""Failed jobs from the command line: a real failure, list, show, requeue, delete."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import orjson
+from redis import Redis
+from sqlalchemy.engine import Engine
+
+from app import failed
+from app import queue as q
+from app.partners import NewPartner, create_partner
+from app.settings import Settings
+from tests.cli_runner import run_cli
+from tests.test_jobs import enqueue, event_ids, make_event, unreachable
+
+
+def fail_for_real(settings: Settings, redis: Redis, partner: NewPartner,
+                  drain: Callable[..., None], events: list[dict]) -> str:
+    """Queue a batch; run it on a worker whose database is unreachable until it fails for good."""
+    quick = settings.replace(retry_delays=(0, 0))
+    job_id = enqueue(quick, redis, partner, events)
+    drain(unreachable(quick))
+    return job_id
+
+
+def failed_rows(settings: Settings, *args: str) -> list[dict]:
+    out = run_cli(settings, "failed", "list", "--json", *args).stdout
+    return [orjson.loads(line) for line in out.splitlines()]
+
+
+def test_failed_list_shows_a_real_failure_with_its_attempts_and_error(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None]
+) -> None:
+    job_id = fail_for_real(settings, redis, partner, drain, [make_event(n) for n in range(3)])
+    [row] = failed_rows(settings)
+    assert row["job_id"] == job_id
+    assert row["partner"] == "acme"
+    assert row["endpoint"] == "onside"
+    assert row["events"] == 3
+    assert row["attempts"] == 3  # the first try and both retries
+    first, last = (datetime.fromisoformat(row[k]) for k in ("first_failure", "last_failure"))
+    assert first <= last
+    assert row["error"].startswith("sqlalchemy.exc.OperationalError")
+    text = run_cli(settings, "failed", "list").stdout
+    assert job_id in text and "OperationalError" in text
+
+
+def test_failed_list_filters_by_partner(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
+    engine: Engine,
+) -> None:
+    other = create_partner(engine, settings.secret_key, "globex")
+    fail_for_real(settings, redis, partner, drain, [make_event(1)])
+    theirs = fail_for_real(settings, redis, other, drain, [make_event(2)])
+    assert [r["job_id"] for r in failed_rows(settings, "--partner", "globex")] == [theirs]
+    assert len(failed_rows(settings)) == 2
+    assert failed_rows(settings, "--partner", "nobody") == []
+
+
+def test_failed_show_prints_traceback_meta_and_first_events(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None]
+) -> None:
+    events = [make_event(n) for n in range(8)]
+    job_id = fail_for_real(settings, redis, partner, drain, events)
+    out = run_cli(settings, "failed", "show", job_id, "--events", "2").stdout
+    assert "Traceback (most recent call last)" in out
+    assert '"partner": "acme"' in out and '"attempts": 3' in out
+    assert "first 2 of 8 events:" in out
+    assert events[0]["event_id"] in out and events[1]["event_id"] in out
+    assert events[2]["event_id"] not in out
+
+
+def test_requeue_with_a_good_worker_lands_every_row_once(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
+    engine: Engine,
+) -> None:
+    events = [make_event(n) for n in range(4)]
+    job_id = fail_for_real(settings, redis, partner, drain, events)
+    # Half the batch lands meanwhile (say the partner resent it): requeue must not double it.
+    enqueue(settings, redis, partner, events[:2])
+    drain()
+    assert run_cli(settings, "failed", "requeue", job_id).stdout.strip() == f"Requeued {job_id}."
+    assert failed_rows(settings) == []
+    drain()
+    assert event_ids(engine) == sorted(e["event_id"] for e in events)
+    # Requeueing it again is refused: it is no longer failed.
+    result = run_cli(settings, "failed", "requeue", job_id, expect=1)
+    assert "no failed job" in result.stderr
+
+
+def test_requeued_job_gets_its_retries_back(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None]
+) -> None:
+    job_id = fail_for_real(settings, redis, partner, drain, [make_event(1)])
+    queue = q.make_queue(settings, redis)
+    failed.requeue(queue, job_id, retries=2)
+    job = queue.fetch_job(job_id)
+    assert job is not None and job.retries_left == 2 and job.meta["requeued"] == 1
+
+
+def test_requeue_all_of_one_partner(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
+    engine: Engine,
+) -> None:
+    other = create_partner(engine, settings.secret_key, "globex")
+    fail_for_real(settings, redis, partner, drain, [make_event(1)])
+    fail_for_real(settings, redis, partner, drain, [make_event(2)])
+    kept = fail_for_real(settings, redis, other, drain, [make_event(3)])
+    out = run_cli(settings, "failed", "requeue", "--all", "--partner", "acme").stdout
+    assert out.strip() == "Requeued 2 failed jobs."
+    assert [r["job_id"] for r in failed_rows(settings)] == [kept]
+    drain()
+    assert event_ids(engine) == [make_event(1)["event_id"], make_event(2)["event_id"]]
+
+
+def test_requeue_needs_a_job_id_or_all(settings: Settings) -> None:
+    assert "either a JOB_ID or --all" in run_cli(settings, "failed", "requeue", expect=2).stderr
+    result = run_cli(settings, "failed", "requeue", "x", "--partner", "p", expect=2)
+    assert "--partner goes with --all" in result.stderr
+
+
+def test_delete_drops_the_job_and_its_batch(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
+    engine: Engine,
+) -> None:
+    job_id = fail_for_real(settings, redis, partner, drain, [make_event(1)])
+    assert run_cli(settings, "failed", "delete", job_id).stdout.strip() == f"Deleted {job_id}."
+    assert failed_rows(settings) == []
+    assert q.make_queue(settings, redis).fetch_job(job_id) is None
+    drain()
+    assert event_ids(engine) == []
+    assert "no failed job" in run_cli(settings, "failed", "delete", job_id, expect=1).stderr
+
+
+def test_error_line_is_the_exception_not_its_parameters() -> None:
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    g()\n'
+        "sqlalchemy.exc.IntegrityError: (psycopg.errors.ForeignKeyViolation) violates fk\n"
+        "DETAIL:  Key (partner_id)=(9) is not present.\n"
+        "[SQL: INSERT INTO events ...]\n[parameters: {'payload': 'secret'}]\n"
+        "(Background on this error at: https://sqlalche.me/e/20/gkpj)\n"
+    )
+    line = failed.error_line(traceback)
+    assert line.startswith("sqlalchemy.exc.IntegrityError: (psycopg.errors.ForeignKeyViolation)")
+    assert "secret" not in line
+
+
+def test_list_can_be_limited_to_the_newest_failures(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None]
+) -> None:
+    ids = [fail_for_real(settings, redis, partner, drain, [make_event(n)]) for n in range(3)]
+    queue = q.make_queue(settings, redis)
+    everything = failed.list_failed(queue)
+    assert [job.job_id for job in everything] == ids[::-1]
+    newest = failed.list_failed(queue, limit=2)
+    assert len(newest) == 2 and {job.job_id for job in newest} <= set(ids)
+    assert newest == sorted(newest, key=lambda job: job.last_failure, reverse=True)
