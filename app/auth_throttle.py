@@ -16,11 +16,17 @@ has an old password. Only failures touch Redis; a good request costs nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from redis import Redis
 from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
-from app.settings import RateLimit
+from app.errors import TooManyFailedLogins
+from app.ratelimit import retry_after
+from app.settings import IPNetwork, RateLimit
+from app.thrad_event import client_address
 
 log = logging.getLogger("inlet.auth")
 
@@ -67,3 +73,30 @@ class AuthFailureThrottle:
         if int(count) == self._limit.limit + 1:
             log.warning("too many failed logins from %s: throttled for %.0f s", address, ttl_ms / 1000)
         return max(int(ttl_ms), 1) / 1000
+
+
+def client_key(request: Request, trusted_proxies: Iterable[IPNetwork]) -> str:
+    """The client's address, through trusted proxies only (INLET_TRUSTED_PROXIES).
+
+    A peer that is no IP address (a Unix socket) is counted under its name,
+    or as "unknown": wrong credentials share one count, right ones still pass.
+    """
+    peer = request.client.host if request.client else None
+    address = client_address(
+        peer, request.headers.get("x-forwarded-for"), tuple(trusted_proxies)
+    )
+    return address or peer or "unknown"
+
+
+async def count_failed_login(throttle: AuthFailureThrottle, request: Request,
+                             trusted_proxies: Iterable[IPNetwork]) -> None:
+    """Count a failed authentication; raise the 429 once the address is over its limit.
+
+    The caller raises its own 401 when this returns.
+    """
+    wait = await run_in_threadpool(throttle.failed, client_key(request, trusted_proxies))
+    if wait > 0:
+        raise TooManyFailedLogins(
+            f"Too many failed authentications from this address; retry in {retry_after(wait)} s",
+            headers={"Retry-After": retry_after(wait)},
+        )

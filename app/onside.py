@@ -19,10 +19,9 @@ from app import queue as q
 from app.auth import Partner, parse_basic
 from app.batch import validate_batch
 from app.body import check_content_type, read_body
-from app.errors import ServiceUnavailable, TooManyFailedLogins, Unauthorized
-from app.ratelimit import retry_after
+from app.auth_throttle import count_failed_login
+from app.errors import ServiceUnavailable, Unauthorized
 from app.state import AppState
-from app.thrad_event import client_address
 
 log = logging.getLogger("inlet.onside")
 
@@ -42,28 +41,9 @@ async def authenticate_basic(state: AppState, request: Request) -> Partner:
             headers={"Retry-After": "5"},
         ) from None
     if partner is None:
-        wait = await run_in_threadpool(state.auth_throttle.failed, client_of(state, request))
-        if wait > 0:
-            raise TooManyFailedLogins(
-                f"Too many failed authentications from this address; retry in "
-                f"{retry_after(wait)} s",
-                headers={"Retry-After": retry_after(wait)},
-            )
+        await count_failed_login(state.auth_throttle, request, state.settings.trusted_proxies)
         raise Unauthorized("Invalid credentials", headers=_BASIC_CHALLENGE)
     return partner
-
-
-def client_of(state: AppState, request: Request) -> str:
-    """The client's address, through trusted proxies only (INLET_TRUSTED_PROXIES).
-
-    A peer that is no IP address (a Unix socket) is counted under its name,
-    or as "unknown": wrong credentials share one count, right ones still pass.
-    """
-    peer = request.client.host if request.client else None
-    address = client_address(
-        peer, request.headers.get("x-forwarded-for"), state.settings.trusted_proxies
-    )
-    return address or peer or "unknown"
 
 
 async def post_events(request: Request) -> Response:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from app import queue as q
 from app.api_keys import KeyOwner
+from app.auth_throttle import count_failed_login
 from app.body import read_body
 from app.errors import ServiceUnavailable, Unauthorized
 from app.state import AppState
@@ -53,6 +54,7 @@ async def authenticate_bearer(state: AppState, request: Request) -> KeyOwner:
             headers={"Retry-After": "5"},
         ) from None
     if owner is None:
+        await count_failed_login(state.auth_throttle, request, state.settings.trusted_proxies)
         raise Unauthorized("Invalid API key", headers=_BEARER_CHALLENGE)
     return owner
 

@@ -7,8 +7,10 @@ from ipaddress import ip_network
 
 import pytest
 from redis import Redis
+from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
+from app.api_keys import create_api_key
 from app.main import create_app
 from app.partners import NewPartner
 from app.settings import RateLimit, Settings
@@ -103,3 +105,16 @@ def test_redis_down_fails_open_to_401(settings: Settings, partner: NewPartner, t
         codes = [client.post(URL, json={"events": [event(1)]}, headers=wrong(partner)).status_code
                  for _ in range(3)]
     assert codes == [401, 401, 401]
+
+
+def test_thrad_bearer_keys_are_throttled_the_same_way(
+    attacker: TestClient, engine: Engine, throttled: Settings, partner: NewPartner
+) -> None:
+    key = create_api_key(engine, throttled.secret_key, partner.name, "backend")
+    wrong_key = {"Authorization": f"Bearer {key.api_key[:-1]}{'A' if key.api_key[-1] != 'A' else 'B'}"}
+    body = {"event_name": "items_added"}
+    codes = [attacker.post("/v1/api/collect", json=body, headers=wrong_key).status_code
+             for _ in range(LIMIT.limit + 1)]
+    assert codes == [401] * LIMIT.limit + [429]
+    right = {"Authorization": f"Bearer {key.api_key}"}
+    assert attacker.post("/v1/api/collect", json=body, headers=right).status_code == 204
