@@ -71,7 +71,9 @@ class AuthFailureThrottle:
         if int(count) <= self._limit.limit:
             return 0.0
         if int(count) == self._limit.limit + 1:
-            log.warning("too many failed logins from %s: throttled for %.0f s", address, ttl_ms / 1000)
+            log.warning(
+                "too many failed logins from %s: throttled for %.0f s", address, ttl_ms / 1000
+            )
         return max(int(ttl_ms), 1) / 1000
 
 
@@ -82,14 +84,13 @@ def client_key(request: Request, trusted_proxies: Iterable[IPNetwork]) -> str:
     or as "unknown": wrong credentials share one count, right ones still pass.
     """
     peer = request.client.host if request.client else None
-    address = client_address(
-        peer, request.headers.get("x-forwarded-for"), tuple(trusted_proxies)
-    )
+    address = client_address(peer, request.headers.get("x-forwarded-for"), tuple(trusted_proxies))
     return address or peer or "unknown"
 
 
-async def count_failed_login(throttle: AuthFailureThrottle, request: Request,
-                             trusted_proxies: Iterable[IPNetwork]) -> None:
+async def count_failed_login(
+    throttle: AuthFailureThrottle, request: Request, trusted_proxies: Iterable[IPNetwork]
+) -> None:
     """Count a failed authentication; raise the 429 once the address is over its limit.
 
     The caller raises its own 401 when this returns.

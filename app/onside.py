@@ -17,9 +17,9 @@ from starlette.responses import Response
 
 from app import queue as q
 from app.auth import Partner, parse_basic
+from app.auth_throttle import count_failed_login
 from app.batch import validate_batch
 from app.body import check_content_type, read_body
-from app.auth_throttle import count_failed_login
 from app.errors import ServiceUnavailable, Unauthorized
 from app.state import AppState
 

@@ -22,7 +22,9 @@ from app.batch import MAX_EVENT_NAME_CHARS
 JsonSchema = dict[str, Any]
 
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-UUID4_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
+UUID4_PATTERN = (
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
+)
 # No U+0000 anywhere (PostgreSQL's jsonb can't store it): refused with a 400.
 NO_NUL_PATTERN = "^[^\\u0000]*$"
 
@@ -60,8 +62,11 @@ SCHEMAS: dict[str, JsonSchema] = {
         "type": "object",
         "required": ["index", "field", "message"],
         "properties": {
-            "index": {"type": ["integer", "null"], "minimum": 0,
-                      "description": "The event's position in the batch; null for the whole body."},
+            "index": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "The event's position in the batch; null for the whole body.",
+            },
             "field": {"type": ["string", "null"]},
             "message": {"type": "string"},
         },
@@ -102,8 +107,11 @@ SCHEMAS: dict[str, JsonSchema] = {
                     "date-times are accepted, but for a leap second (:60)."
                 ),
             },
-            "event_id": {"type": "string", "pattern": UUID4_PATTERN,
-                         "description": "A UUID version 4: the idempotency key, per partner."},
+            "event_id": {
+                "type": "string",
+                "pattern": UUID4_PATTERN,
+                "description": "A UUID version 4: the idempotency key, per partner.",
+            },
             "installation_id": {"type": "string", "pattern": UUID_PATTERN},
         },
         "description": "Unknown extra fields are ignored.",
@@ -179,8 +187,12 @@ RESPONSES: dict[str, JsonSchema] = {
 
 def error_responses(*statuses: str) -> dict[str, JsonSchema]:
     names = {
-        "400": "BadRequest", "401": "Unauthorized", "408": "RequestTimeout",
-        "413": "PayloadTooLarge", "415": "UnsupportedMediaType", "429": "TooManyRequests",
+        "400": "BadRequest",
+        "401": "Unauthorized",
+        "408": "RequestTimeout",
+        "413": "PayloadTooLarge",
+        "415": "UnsupportedMediaType",
+        "429": "TooManyRequests",
         "503": "Unavailable",
     }
     return {status: {"$ref": f"#/components/responses/{names[status]}"} for status in statuses}
@@ -198,7 +210,9 @@ ONSIDE_EVENTS: JsonSchema = {
         "security": [{"basicAuth": []}],
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OnsideBatch"}}},
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/OnsideBatch"}}
+            },
         },
         "responses": {
             "204": {"description": "The whole batch is durably queued and will land."},

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import gzip
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -103,8 +102,11 @@ def as_numbers(value: Any) -> Any:
 
 
 def test_hostile_bodies_never_500_and_every_204_lands(
-    settings: Settings, partner: NewPartner, auth: dict[str, str],
-    drain: Callable[[], None], engine: Engine,
+    settings: Settings,
+    partner: NewPartner,
+    auth: dict[str, str],
+    drain: Callable[[], None],
+    engine: Engine,
 ) -> None:
     """Whatever arrives: a 4xx that queued nothing, or a 204 whose every event is in SQL."""
     unlimited = settings.replace(rate_limit=RateLimit(1_000_000, 1.0))
@@ -112,7 +114,9 @@ def test_hostile_bodies_never_500_and_every_204_lands(
     seen: dict[int, int] = {}
 
     @hypothesis_settings(
-        max_examples=150, deadline=None, database=None,
+        max_examples=150,
+        deadline=None,
+        database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(request=hostile_requests())

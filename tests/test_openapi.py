@@ -24,9 +24,11 @@ URL = "/attribution-api/v1/events"
 EXAMPLES = {GenerationMode.POSITIVE: 60, GenerationMode.NEGATIVE: 60}
 # Invalid data must get one of the document's 4xx; schemathesis's default list
 # lacks 413, which is this endpoint's answer to more than 1,000 events.
-CONFIG = SchemathesisConfig.from_dict({
-    "checks": {"negative_data_rejection": {"expected-statuses": ["400", "401", "413", "415"]}},
-})
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "checks": {"negative_data_rejection": {"expected-statuses": ["400", "401", "413", "415"]}},
+    }
+)
 
 
 @pytest.fixture
@@ -35,9 +37,11 @@ def api(settings: Settings) -> Iterator[OpenApiSchema]:
     # Limits no example run reaches: a 429 would be correct (the document has it), but
     # schemathesis's ignored-auth check sends a wrong password per example and wants
     # 401 every time; the failed-login throttle has tests of its own.
-    app = create_app(settings.replace(
-        rate_limit=RateLimit(1_000_000, 1.0), auth_failure_limit=RateLimit(1_000_000, 1.0)
-    ))
+    app = create_app(
+        settings.replace(
+            rate_limit=RateLimit(1_000_000, 1.0), auth_failure_limit=RateLimit(1_000_000, 1.0)
+        )
+    )
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG)
     try:
         yield schema
@@ -68,7 +72,9 @@ def test_onside_endpoint_conforms_to_the_document(
     statuses: list[int] = []
 
     @hypothesis_settings(
-        max_examples=EXAMPLES[mode], deadline=None, database=None,
+        max_examples=EXAMPLES[mode],
+        deadline=None,
+        database=None,
         suppress_health_check=list(HealthCheck),
     )
     @given(case=operation.as_strategy(generation_mode=mode))

@@ -4,6 +4,7 @@ secrets that never reach logs, error bodies, exports or Redis."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import random
 import statistics
@@ -42,7 +43,9 @@ def last_char_changed(password: str) -> str:
     return password[:-1] + ("A" if password[-1] != "A" else "B")
 
 
-def median_ns_per_case(store: CredentialStore, cases: dict[str, tuple[str, str]]) -> dict[str, float]:
+def median_ns_per_case(
+    store: CredentialStore, cases: dict[str, tuple[str, str]]
+) -> dict[str, float]:
     """Per case, the median over rounds of each round's median call time."""
     rounds: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(ROUNDS):
@@ -70,7 +73,10 @@ def test_credential_check_takes_the_same_time_for_near_misses_and_strangers(
     store = CredentialStore(engine, settings.secret_key, ttl=3600)
     cases = {
         "near miss": (partner.username, last_char_changed(partner.password)),
-        "random password": (partner.username, base64.urlsafe_b64encode(random.randbytes(32)).decode()[:43]),
+        "random password": (
+            partner.username,
+            base64.urlsafe_b64encode(random.randbytes(32)).decode()[:43],
+        ),
         "unknown username": ("pk_" + "0" * 24, last_char_changed(partner.password)),
         "right": (partner.username, partner.password),
     }
@@ -80,7 +86,7 @@ def test_credential_check_takes_the_same_time_for_near_misses_and_strangers(
     medians = median_ns_per_case(store, cases)
     print("check_basic medians (ns):", {k: round(v) for k, v in medians.items()})
     reference = medians["near miss"]
-    for name, value in medians.items():
+    for value in medians.values():
         assert abs(value - reference) <= TOLERANCE * reference, medians
 
 
@@ -90,8 +96,9 @@ def test_credential_check_takes_the_same_time_for_near_misses_and_strangers(
 def rows_of(engine: Engine, partner_id: int) -> dict[str, Any]:
     with engine.connect() as conn:
         result = conn.execute(
-            sa.select(events_table.c.event_id, events_table.c.payload)
-            .where(events_table.c.partner_id == partner_id)
+            sa.select(events_table.c.event_id, events_table.c.payload).where(
+                events_table.c.partner_id == partner_id
+            )
         )
         return {str(r.event_id): r.payload for r in result}
 
@@ -115,18 +122,30 @@ def test_a_partner_cannot_overwrite_or_deduplicate_away_anothers_events(
 
 
 def test_export_shows_only_one_partners_rows(
-    client: TestClient, engine: Engine, settings: Settings, drain: Callable[[], None],
+    client: TestClient,
+    engine: Engine,
+    settings: Settings,
+    drain: Callable[[], None],
     inlet: Callable[..., Result],  # noqa: F811
 ) -> None:
     a = create_partner(engine, settings.secret_key, "partner-a")
     b = create_partner(engine, settings.secret_key, "partner-b")
     client.post(URL, json={"events": [event(1, payload={"owner": "a"})]}, headers=basic_auth(a))
-    client.post(URL, json={"events": [event(1, payload={"owner": "b"}), event(2, payload={"owner": "b"})]},
-                headers=basic_auth(b))
+    client.post(
+        URL,
+        json={"events": [event(1, payload={"owner": "b"}), event(2, payload={"owner": "b"})]},
+        headers=basic_auth(b),
+    )
     drain()
-    exported = [orjson.loads(line) for line in inlet("events", "export", "--partner", "partner-a").stdout.splitlines()]
+    exported = [
+        orjson.loads(line)
+        for line in inlet("events", "export", "--partner", "partner-a").stdout.splitlines()
+    ]
     assert [e["payload"] for e in exported] == [{"owner": "a"}]
-    exported = [orjson.loads(line) for line in inlet("events", "export", "--partner", "partner-b").stdout.splitlines()]
+    exported = [
+        orjson.loads(line)
+        for line in inlet("events", "export", "--partner", "partner-b").stdout.splitlines()
+    ]
     assert [e["payload"] for e in exported] == [{"owner": "b"}, {"owner": "b"}]
 
 
@@ -152,20 +171,25 @@ def redis_contents(redis: Redis) -> bytes:
             values = [member for member, _ in redis.zrange(key, 0, -1, withscores=True)]
         for value in values:
             parts.append(value)
-            try:
+            with contextlib.suppress(zlib.error):
                 parts.append(zlib.decompress(value))
-            except zlib.error:
-                pass
         parts.append(key)
     return b"\n".join(parts)
 
 
 def test_secrets_never_reach_logs_error_bodies_exports_or_redis(
-    settings: Settings, engine: Engine, partner: NewPartner, auth: dict[str, str],
-    redis: Redis, drain: Callable[[], None], caplog: pytest.LogCaptureFixture,
+    settings: Settings,
+    engine: Engine,
+    partner: NewPartner,
+    auth: dict[str, str],
+    redis: Redis,
+    drain: Callable[[], None],
+    caplog: pytest.LogCaptureFixture,
     inlet: Callable[..., Result],  # noqa: F811
 ) -> None:
-    near = NewPartner(partner.id, partner.name, partner.username, last_char_changed(partner.password))
+    near = NewPartner(
+        partner.id, partner.name, partner.username, last_char_changed(partner.password)
+    )
     secrets = {
         "password": partner.password.encode(),
         "near-miss password": near.password.encode(),
@@ -178,11 +202,11 @@ def test_secrets_never_reach_logs_error_bodies_exports_or_redis(
     throttled = settings.replace(auth_failure_limit=RateLimit(2, 60.0))
     with TestClient(create_app(throttled)) as client:
         for headers, body in [
-            (auth, {"events": [event(1)]}),                     # 204
-            (auth, {"events": [event(2, event_id="bad")]}),     # 400
-            (basic_auth(near), {"events": [event(3)]}),         # 401
-            (basic_auth(near), {"events": [event(3)]}),         # 401
-            (basic_auth(near), {"events": [event(3)]}),         # 429
+            (auth, {"events": [event(1)]}),  # 204
+            (auth, {"events": [event(2, event_id="bad")]}),  # 400
+            (basic_auth(near), {"events": [event(3)]}),  # 401
+            (basic_auth(near), {"events": [event(3)]}),  # 401
+            (basic_auth(near), {"events": [event(3)]}),  # 429
         ]:
             response = client.post(URL, json=body, headers=headers)
             seen.append(response.content + str(response.headers).encode())

@@ -26,8 +26,9 @@ TRICKLERS = 20
 
 @pytest.fixture
 def web(settings: Settings, tmp_path: Path) -> Iterator[WebProcess]:
-    env = process_env(settings, INLET_BODY_TIMEOUT=str(BODY_TIMEOUT),
-                      INLET_KEEP_ALIVE_TIMEOUT=str(KEEP_ALIVE))
+    env = process_env(
+        settings, INLET_BODY_TIMEOUT=str(BODY_TIMEOUT), INLET_KEEP_ALIVE_TIMEOUT=str(KEEP_ALIVE)
+    )
     process = WebProcess(env, tmp_path / "web.log")
     try:
         yield process
@@ -112,7 +113,9 @@ def test_trickled_bodies_get_408_while_a_normal_client_gets_204(
                 assert response.status_code == 204, response.text
         # Prompt: nowhere near the body deadline the tricklers are held to.
         assert max(latencies) < 1.0, latencies
-        print(f"normal client under {TRICKLERS} tricklers: {[round(x * 1000) for x in latencies]} ms")
+        print(
+            f"normal client under {TRICKLERS} tricklers: {[round(x * 1000) for x in latencies]} ms"
+        )
         for trickler in tricklers:
             trickler.join(timeout=BODY_TIMEOUT + 10)
             assert not trickler.is_alive()
@@ -123,8 +126,10 @@ def test_trickled_bodies_get_408_while_a_normal_client_gets_204(
         # The live process's own log saw 25 requests with credentials: none of it leaks.
         log = web.log()
         assert partner.password not in log and basic(partner) not in log
-        print(f"tricklers cut off after {min(t.elapsed for t in tricklers):.2f}"
-              f"-{max(t.elapsed for t in tricklers):.2f} s")
+        print(
+            f"tricklers cut off after {min(t.elapsed for t in tricklers):.2f}"
+            f"-{max(t.elapsed for t in tricklers):.2f} s"
+        )
     finally:
         for trickler in tricklers:
             trickler.stop.set()
