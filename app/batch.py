@@ -19,6 +19,12 @@ from app.names import normalize_event_name
 
 MAX_LISTED_ERRORS = 100
 MAX_EVENT_NAME_CHARS = 256
+# How deep objects and arrays may nest inside a payload. orjson (the job
+# serializer) refuses to write more than 254 levels, and the job wraps the
+# payload in five more; past that an accepted batch could not be queued.
+# 64 is far beyond any real event and well inside every limit downstream.
+MAX_PAYLOAD_DEPTH = 64
+DEPTH_MESSAGE = f"must not nest objects and arrays more than {MAX_PAYLOAD_DEPTH} levels deep"
 
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _UUID4_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}")
@@ -50,6 +56,11 @@ def decode_json(body: bytes) -> Any:
 
 def parse_datetime(value: str) -> datetime | None:
     """ISO 8601 with a time; ``Z`` or an offset; naive means UTC. None if invalid."""
+    # RFC 3339 (OpenAPI's date-time) allows a lowercase separator and zone.
+    if value[10:11] == "t":
+        value = value[:10] + "T" + value[11:]
+    if value.endswith("z"):
+        value = value[:-1] + "Z"
     if "T" not in value and " " not in value:
         return None  # a date alone is not an event time
     try:
@@ -74,6 +85,23 @@ def contains_nul(value: Any) -> bool:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+    return False
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """True if objects and arrays inside ``value`` nest more than ``limit`` levels."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
 
 
@@ -247,6 +275,8 @@ def _validate_event(
             problems.add(index, "payload", "must be a JSON object")
         elif may_hold_nul and contains_nul(payload):
             problems.add(index, "payload", NUL_MESSAGE)
+        elif nested_deeper_than(payload, MAX_PAYLOAD_DEPTH):
+            problems.add(index, "payload", DEPTH_MESSAGE)
 
     when = raw.get("event_datetime")
     parsed_when = None

@@ -4,15 +4,23 @@ The limit holds before anything is buffered past it: a declared
 Content-Length over the limit is refused unread, a chunked body is counted
 as it streams, and a gzip body is inflated at most one byte past the limit,
 so a small gzip bomb costs a bounded amount of memory and gets a 413.
+
+The whole body must arrive within a deadline: a client that trickles its
+upload a byte at a time gets 408 instead of holding a request open forever
+(the event loop is never blocked by it, but its memory and its slot are).
 """
 
 from __future__ import annotations
 
 import zlib
 
+import anyio
 from starlette.requests import ClientDisconnect, Request
 
-from app.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from app.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+
+# INLET_BODY_TIMEOUT's default, for callers that don't pass their own.
+DEFAULT_BODY_TIMEOUT = 30.0
 
 _JSON_TYPES = ("application/json", "text/json")
 
@@ -32,8 +40,8 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The request body is larger than {limit} bytes")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The decoded body, at most ``limit`` bytes, or a 4xx.
+async def read_body(request: Request, limit: int, timeout: float = DEFAULT_BODY_TIMEOUT) -> bytes:
+    """The decoded body, at most ``limit`` bytes, within ``timeout`` seconds, or a 4xx.
 
     Raises ``ClientDisconnect`` if the client goes away mid-upload; the caller
     queues nothing then.
@@ -54,11 +62,18 @@ async def read_body(request: Request, limit: int) -> bytes:
 
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    with anyio.move_on_after(timeout) as deadline:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    if deadline.cancelled_caught:
+        # The rest of the body is never read: the server closes the connection.
+        raise RequestTimeout(
+            f"The request body did not arrive within {timeout:g} seconds; nothing was accepted",
+            headers={"Connection": "close"},
+        )
     raw = b"".join(chunks)
     if encoding in ("gzip", "x-gzip"):
         return _inflate(raw, limit, wbits=31)

@@ -77,6 +77,14 @@ class RateLimited(ApiError):
     status, code, message = 429, "rate_limited", "Too many requests"
 
 
+class TooManyFailedLogins(RateLimited):
+    code, message = "too_many_failed_logins", "Too many failed authentications from this address"
+
+
+class RequestTimeout(ApiError):
+    status, code, message = 408, "request_timeout", "The request body took too long to arrive"
+
+
 class ServiceUnavailable(ApiError):
     status, code, message = 503, "unavailable", "The service is temporarily unavailable"
 

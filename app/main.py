@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import admin, errors, health, metrics, onside, thrad
+from app import admin, errors, health, metrics, onside, openapi, thrad
 from app.observe import ObserveRequests
 from app.settings import Settings
 from app.state import AppState
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/api/collect", thrad.collect, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", health.readyz, methods=["GET"]),
+            Route("/openapi.json", openapi.serve, methods=["GET"]),
             *admin.routes,
         ],
         exception_handlers={

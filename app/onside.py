@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from app import queue as q
 from app.auth import Partner, parse_basic
+from app.auth_throttle import count_failed_login
 from app.batch import validate_batch
 from app.body import check_content_type, read_body
 from app.errors import ServiceUnavailable, Unauthorized
@@ -40,6 +41,7 @@ async def authenticate_basic(state: AppState, request: Request) -> Partner:
             headers={"Retry-After": "5"},
         ) from None
     if partner is None:
+        await count_failed_login(state.auth_throttle, request, state.settings.trusted_proxies)
         raise Unauthorized("Invalid credentials", headers=_BASIC_CHALLENGE)
     return partner
 
@@ -51,7 +53,7 @@ async def post_events(request: Request) -> Response:
     request.scope["inlet.partner"] = partner.name
     await state.enforce_rate_limit(partner)
     check_content_type(request)
-    body = await read_body(request, state.settings.max_body_bytes)
+    body = await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
     events = validate_batch(body, state.settings.max_batch_events)
     request.scope["inlet.events"] = len(events)
     job_id = await state.run_redis(

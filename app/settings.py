@@ -57,6 +57,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest batch body, after gzip decompression (Onside's 1 MB)."),
     Setting("INLET_MAX_BATCH_EVENTS", "1000", "Most events in one batch (Onside's 1,000)."),
     Setting("INLET_LOG_LEVEL", "INFO", "Log level of the web and worker processes."),
+    Setting("INLET_AUTH_FAILURE_LIMIT", "20/minute",
+            "Failed authentications one client address may make per window before it gets "
+            "429 with Retry-After instead of 401; correct credentials always pass."),
+    Setting("INLET_BODY_TIMEOUT", "30",
+            "Seconds a client has to send a whole request body; a slower upload gets 408 "
+            "and nothing is queued."),
+    Setting("INLET_KEEP_ALIVE_TIMEOUT", "5",
+            "Seconds `inlet web` keeps an idle keep-alive connection open."),
     Setting("INLET_TRUSTED_PROXIES", "",
             "Comma-separated addresses or CIDR networks of proxies whose X-Forwarded-For "
             "the Thrad endpoint believes; empty: the direct peer is the client."),
@@ -136,6 +144,9 @@ class Settings:
     max_batch_events: int
     log_level: str
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    auth_failure_limit: RateLimit = RateLimit(20, 60.0)
+    body_timeout: float = 30.0
+    keep_alive_timeout: int = 5
     geoip_database: Path | None = None
     metrics_dir: Path = Path("var/metrics")
     queue_name: str = "inlet"
@@ -168,6 +179,9 @@ class Settings:
                 max_batch_events=int(get("INLET_MAX_BATCH_EVENTS")),
                 log_level=get("INLET_LOG_LEVEL").upper(),
                 trusted_proxies=parse_networks(get("INLET_TRUSTED_PROXIES")),
+                auth_failure_limit=RateLimit.parse(get("INLET_AUTH_FAILURE_LIMIT")),
+                body_timeout=_positive(get("INLET_BODY_TIMEOUT"), "INLET_BODY_TIMEOUT"),
+                keep_alive_timeout=int(get("INLET_KEEP_ALIVE_TIMEOUT")),
                 geoip_database=_geoip_path(get("INLET_GEOIP_DATABASE")),
                 metrics_dir=Path(get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve(),
             )
@@ -183,6 +197,13 @@ class Settings:
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _positive(text: str, name: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds: {text!r}")
+    return value
 
 
 def parse_networks(text: str) -> tuple[IPNetwork, ...]:

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app import queue as q
 from app.api_keys import ApiKeyStore
 from app.auth import CredentialStore, Partner
+from app.auth_throttle import AuthFailureThrottle
 from app.db import make_engine
 from app.errors import RateLimited, ServiceUnavailable
 from app.ratelimit import RateLimiter, retry_after
@@ -38,6 +39,7 @@ class AppState:
     credentials: CredentialStore
     limiter: RateLimiter
     api_keys: ApiKeyStore
+    auth_throttle: AuthFailureThrottle
 
     @classmethod
     def open(cls, settings: Settings) -> AppState:
@@ -51,6 +53,7 @@ class AppState:
             credentials=CredentialStore(engine, settings.secret_key),
             limiter=RateLimiter(redis),
             api_keys=ApiKeyStore(engine, settings.secret_key),
+            auth_throttle=AuthFailureThrottle(redis, settings.auth_failure_limit),
         )
 
     def close(self) -> None:

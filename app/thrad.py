@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from app import queue as q
 from app.api_keys import KeyOwner
+from app.auth_throttle import count_failed_login
 from app.body import read_body
 from app.errors import ServiceUnavailable, Unauthorized
 from app.state import AppState
@@ -53,6 +54,7 @@ async def authenticate_bearer(state: AppState, request: Request) -> KeyOwner:
             headers={"Retry-After": "5"},
         ) from None
     if owner is None:
+        await count_failed_login(state.auth_throttle, request, state.settings.trusted_proxies)
         raise Unauthorized("Invalid API key", headers=_BEARER_CHALLENGE)
     return owner
 
@@ -68,7 +70,7 @@ async def collect(request: Request) -> Response:
     # No Content-Type check, unlike the batch endpoint: a backend that posts
     # with `curl -d` (form-urlencoded) or none at all works against Thrad's
     # endpoint today and must keep working here. The body must still be JSON.
-    body = await read_body(request, MAX_BODY_BYTES)
+    body = await read_body(request, MAX_BODY_BYTES, state.settings.body_timeout)
     event = validate_event(body)
     request.scope["inlet.events"] = 1
     peer = request.client.host if request.client else None

@@ -18,7 +18,14 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.batch import NUL_MESSAGE, contains_nul, decode_json
+from app.batch import (
+    DEPTH_MESSAGE,
+    MAX_PAYLOAD_DEPTH,
+    NUL_MESSAGE,
+    contains_nul,
+    decode_json,
+    nested_deeper_than,
+)
 from app.errors import InvalidRequest
 from app.settings import IPNetwork
 
@@ -83,6 +90,8 @@ def validate_event(body: bytes) -> dict[str, Any]:
             continue
         if not isinstance(value, dict):
             problems.append(_problem(field, "must be a JSON object"))
+        elif nested_deeper_than(value, MAX_PAYLOAD_DEPTH):
+            problems.append(_problem(field, DEPTH_MESSAGE))
         else:
             event[field] = value
 

@@ -104,6 +104,7 @@ def test_the_listed_problems_are_capped_but_counted() -> None:
         ("2026-05-05T12:00:00", "2026-05-05T12:00:00+00:00"),  # naive means UTC
         ("2026-05-05T12:00:00.123456Z", "2026-05-05T12:00:00.123456+00:00"),
         ("2026-05-05 07:00:00-05:00", "2026-05-05T12:00:00+00:00"),
+        ("2026-05-05t12:00:00z", "2026-05-05T12:00:00+00:00"),  # RFC 3339 allows lowercase
     ],
 )
 def test_datetimes_are_stored_as_utc(value: str, expected: str) -> None:
@@ -112,7 +113,8 @@ def test_datetimes_are_stored_as_utc(value: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["2026-05-05", "yesterday", "", "2026-02-30T00:00:00Z", "0001-01-01T00:00:00+01:00"]
+    "value", ["2026-05-05", "yesterday", "", "2026-02-30T00:00:00Z", "0001-01-01T00:00:00+01:00",
+              "z", "t", "2026-05-05tz", "2026-05-05T12:00:60Z"]
 )
 def test_invalid_datetimes_are_refused(value: str) -> None:
     assert parse_datetime(value) is None

@@ -40,7 +40,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         proxy_headers=False,
         server_header=False,
         access_log=False,
-        timeout_keep_alive=5,
+        # An idle keep-alive connection is closed after this; a trickled body
+        # is cut off by INLET_BODY_TIMEOUT in the app (uvicorn has no body deadline).
+        timeout_keep_alive=settings.keep_alive_timeout,
         log_level=settings.log_level.lower(),
     )
 

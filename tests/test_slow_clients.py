@@ -1,0 +1,147 @@
+"""Slow clients against a live ``inlet web``: trickled bodies get 408, idle keep-alive
+connections are closed, and a normal client is answered promptly all along."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import orjson
+import pytest
+
+from app.partners import NewPartner
+from app.settings import Settings
+from tests.processes import WebProcess, process_env
+from tests.test_onside_api import URL, event
+
+BODY_TIMEOUT = 2
+KEEP_ALIVE = 1
+TRICKLERS = 20
+
+
+@pytest.fixture
+def web(settings: Settings, tmp_path: Path) -> Iterator[WebProcess]:
+    env = process_env(
+        settings, INLET_BODY_TIMEOUT=str(BODY_TIMEOUT), INLET_KEEP_ALIVE_TIMEOUT=str(KEEP_ALIVE)
+    )
+    process = WebProcess(env, tmp_path / "web.log")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def basic(partner: NewPartner) -> str:
+    return base64.b64encode(f"{partner.username}:{partner.password}".encode()).decode()
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+class Trickler(threading.Thread):
+    """Sends valid headers, then one byte of its body every 200 ms, for ever."""
+
+    def __init__(self, port: int, partner: NewPartner) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.partner = partner
+        self.response = b""
+        self.elapsed = 0.0
+        self.stop = threading.Event()
+        self.uploading = threading.Event()
+
+    def run(self) -> None:
+        body = orjson.dumps({"events": [event(99)]})
+        started = time.monotonic()
+        self.sock.sendall(
+            f"POST {URL} HTTP/1.1\r\nHost: inlet\r\nContent-Type: application/json\r\n"
+            f"Authorization: Basic {basic(self.partner)}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        # Drip until the server answers (or the test ends); never finish the body.
+        for byte in body[:-1]:
+            if self.stop.wait(0.2):
+                break
+            try:
+                self.sock.sendall(bytes([byte]))
+            except OSError:
+                break  # the server gave up on us: expected
+            self.uploading.set()
+            self.sock.setblocking(False)
+            try:
+                peek = self.sock.recv(65536, socket.MSG_PEEK)
+            except BlockingIOError:
+                peek = None
+            finally:
+                self.sock.setblocking(True)
+            if peek is not None:
+                break
+        self.response = read_response(self.sock)
+        self.elapsed = time.monotonic() - started
+        self.sock.close()
+
+
+pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+def test_trickled_bodies_get_408_while_a_normal_client_gets_204(
+    web: WebProcess, partner: NewPartner
+) -> None:
+    tricklers = [Trickler(web.port, partner) for _ in range(TRICKLERS)]
+    for trickler in tricklers:
+        trickler.start()
+    try:
+        for trickler in tricklers:
+            assert trickler.uploading.wait(10)
+        auth = {"Authorization": f"Basic {basic(partner)}"}
+        with httpx.Client(base_url=web.url, timeout=10) as normal:
+            latencies = []
+            for n in range(5):
+                started = time.monotonic()
+                response = normal.post(URL, json={"events": [event(n)]}, headers=auth)
+                latencies.append(time.monotonic() - started)
+                assert response.status_code == 204, response.text
+        # Prompt: nowhere near the body deadline the tricklers are held to.
+        assert max(latencies) < 1.0, latencies
+        print(
+            f"normal client under {TRICKLERS} tricklers: {[round(x * 1000) for x in latencies]} ms"
+        )
+        for trickler in tricklers:
+            trickler.join(timeout=BODY_TIMEOUT + 10)
+            assert not trickler.is_alive()
+            status_line = trickler.response.split(b"\r\n", 1)[0]
+            assert status_line == b"HTTP/1.1 408 Request Timeout", trickler.response[:200]
+            assert b'"code":"request_timeout"' in trickler.response
+            assert BODY_TIMEOUT - 0.5 < trickler.elapsed < BODY_TIMEOUT + 5, trickler.elapsed
+        # The live process's own log saw 25 requests with credentials: none of it leaks.
+        log = web.log()
+        assert partner.password not in log and basic(partner) not in log
+        print(
+            f"tricklers cut off after {min(t.elapsed for t in tricklers):.2f}"
+            f"-{max(t.elapsed for t in tricklers):.2f} s"
+        )
+    finally:
+        for trickler in tricklers:
+            trickler.stop.set()
+
+
+def test_idle_keep_alive_connection_is_closed(web: WebProcess) -> None:
+    with socket.create_connection(("127.0.0.1", web.port), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: inlet\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        idle_from = time.monotonic()
+        rest = read_response(sock)  # returns when the server closes the connection
+        idle = time.monotonic() - idle_from
+    assert rest == b""
+    assert KEEP_ALIVE - 0.5 < idle < KEEP_ALIVE + 5, idle
