@@ -206,6 +206,13 @@ def _accept_fast(raw_events: list[Any]) -> list[dict[str, Any]] | None:
             or ("T" not in when and " " not in when)
         ):
             return None
+        for value in payload.values():
+            # Flat payloads (the common case) cost one type check per value;
+            # a nested one is measured against the slow path's depth limit.
+            if type(value) is dict or type(value) is list:
+                if nested_deeper_than(payload, MAX_PAYLOAD_DEPTH):
+                    return None
+                break
         try:
             moment = fromisoformat(when)
         except ValueError:

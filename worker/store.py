@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 import psycopg
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import sqlite
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from app.db import events as events_table
@@ -54,6 +55,16 @@ SELECT %(partner_id)s, event_id, event_name, sent_event_name, event_datetime,
 FROM inlet_staging
 ON CONFLICT (partner_id, event_id) DO NOTHING
 """
+
+
+def dialect_insert(conn: Connection, table: sa.Table) -> Any:
+    """The INSERT with ON CONFLICT support of the connection's database."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database: {dialect}")
 
 
 def insert_onside_events(

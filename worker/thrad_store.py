@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from app.db import thrad_events
 from app.thrad_event import STRING_FIELDS
 from worker.enrich import geo_fields, ua_fields
-from worker.store import _insert
+from worker.store import dialect_insert
 
 
 def thrad_row(
@@ -65,5 +65,5 @@ def insert_thrad_events(
                   geoip_database=geoip_database)
         for event in events
     ]
-    stmt = _insert(conn, thrad_events).on_conflict_do_nothing().returning(thrad_events.c.id)
+    stmt = dialect_insert(conn, thrad_events).on_conflict_do_nothing().returning(thrad_events.c.id)
     return sum(len(conn.execute(stmt, row).all()) for row in rows)
