@@ -10,22 +10,19 @@ stamps into the rows it accepts.
 
 from __future__ import annotations
 
-import hmac
 import re
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import (
     CREDENTIAL_CACHE_SECONDS,
-    STALE_GRACE_SECONDS,
+    CachedLookup,
     Partner,
+    SecretHashes,
     hash_secret,
     new_secret,
 )
@@ -35,7 +32,6 @@ from app.settings import RateLimit
 
 KEY_PREFIX = "ik_"
 _KEY_RE = re.compile(r"(ik_[0-9a-f]{16})_([A-Za-z0-9_-]{16,128})")
-_CACHE_MAX_ENTRIES = 10_000
 DEFAULT_LABEL = "default"
 
 
@@ -120,39 +116,16 @@ class ApiKeyStore:
 
     def __init__(self, engine: Engine, secret_key: bytes, ttl: float = CREDENTIAL_CACHE_SECONDS):
         self._engine = engine
-        self._key = secret_key
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, _StoredKey | None]] = {}
-        self._lock = threading.Lock()
-        self._dummy_hash = hash_secret(secret_key, new_secret())
+        self._hashes = SecretHashes(secret_key)
+        self._keys = CachedLookup(self._load, ttl)
 
     def check(self, api_key: str) -> KeyOwner | None:
         parts = split_key(api_key)
         key_id, secret = parts if parts else ("", api_key)
-        stored = self._lookup(key_id) if parts else None
+        stored = self._keys.get(key_id) if parts else None
         # The same hash and comparison whether or not the key id exists.
-        expected = stored.key_hash if stored else self._dummy_hash
-        matches = hmac.compare_digest(hash_secret(self._key, secret), expected)
+        matches = self._hashes.matches(secret, stored.key_hash if stored else None)
         return stored.owner if (stored and matches) else None
-
-    def _lookup(self, key_id: str) -> _StoredKey | None:
-        now = time.monotonic()
-        cached = self._cache.get(key_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        try:
-            stored = self._load(key_id)
-        except SQLAlchemyError:
-            # As for Basic credentials: a key seen recently keeps working
-            # through a short database outage; an unknown one gets a 503.
-            if cached is not None and cached[0] + STALE_GRACE_SECONDS > now:
-                return cached[1]
-            raise
-        with self._lock:
-            if len(self._cache) >= _CACHE_MAX_ENTRIES:
-                self._cache.clear()
-            self._cache[key_id] = (now + self._ttl, stored)
-        return stored
 
     def _load(self, key_id: str) -> _StoredKey | None:
         query = (

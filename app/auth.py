@@ -14,7 +14,9 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -29,6 +31,8 @@ CREDENTIAL_CACHE_SECONDS = 2.0
 # How long a credential read earlier still counts while the database is down.
 STALE_GRACE_SECONDS = 300.0
 _CACHE_MAX_ENTRIES = 10_000
+
+T = TypeVar("T")
 
 
 def new_username() -> str:
@@ -74,47 +78,75 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return username, password
 
 
+class CachedLookup(Generic[T]):
+    """A short cache in front of a SQL lookup by key (a username, an API key id).
+
+    Entries are trusted for ``ttl`` seconds, so a revocation takes effect
+    within that. While the database is gone, an entry read earlier keeps
+    counting for STALE_GRACE_SECONDS: batches still queue in Redis, so a
+    partner seen recently keeps sending; an unknown one can't be checked and
+    the SQLAlchemyError reaches the caller, which answers 503.
+    ``get`` does blocking I/O on a miss: call it from a thread.
+    """
+
+    def __init__(self, load: Callable[[str], T | None], ttl: float = CREDENTIAL_CACHE_SECONDS):
+        self._load = load
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, T | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> T | None:
+        now = time.monotonic()
+        cached = self._entries.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            value = self._load(key)
+        except SQLAlchemyError:
+            if cached is not None and cached[0] + STALE_GRACE_SECONDS > now:
+                return cached[1]
+            raise
+        with self._lock:
+            if len(self._entries) >= _CACHE_MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[key] = (now + self._ttl, value)
+        return value
+
+
+class SecretHashes:
+    """Constant-time checks of a secret against its stored keyed hash.
+
+    With nothing stored (an unknown username or key id) the secret is hashed
+    and compared all the same, against a random hash, so that a miss costs
+    what a hit costs.
+    """
+
+    def __init__(self, secret_key: bytes) -> None:
+        self._key = secret_key
+        self._dummy_hash = hash_secret(secret_key, new_secret())
+
+    def matches(self, secret: str, stored_hash: bytes | None) -> bool:
+        expected = self._dummy_hash if stored_hash is None else stored_hash
+        matches = hmac.compare_digest(hash_secret(self._key, secret), expected)
+        return matches and stored_hash is not None
+
+
 class CredentialStore:
-    """Looks credentials up in SQL, with a short cache in front of it.
+    """Checks Basic credentials against SQL, with a short cache in front of it.
 
     ``check_basic`` does blocking I/O on a cache miss: call it from a thread.
     """
 
     def __init__(self, engine: Engine, secret_key: bytes, ttl: float = CREDENTIAL_CACHE_SECONDS):
         self._engine = engine
-        self._key = secret_key
-        self._ttl = ttl
-        self._cache: dict[str, tuple[float, _Credential | None]] = {}
-        self._lock = threading.Lock()
-        # Compared against when the username is unknown, so that a miss costs
-        # the same hash and comparison as a hit.
-        self._dummy_hash = hash_secret(secret_key, new_secret())
+        self._hashes = SecretHashes(secret_key)
+        self._credentials = CachedLookup(self._load, ttl)
 
     def check_basic(self, username: str, password: str) -> Partner | None:
-        credential = self._lookup(username)
-        expected = credential.secret_hash if credential else self._dummy_hash
-        matches = hmac.compare_digest(hash_secret(self._key, password), expected)
+        credential = self._credentials.get(username)
+        # Hashed and compared even when the username is unknown: same cost.
+        matches = self._hashes.matches(password, credential.secret_hash if credential else None)
         return credential.partner if (credential and matches) else None
-
-    def _lookup(self, username: str) -> _Credential | None:
-        now = time.monotonic()
-        cached = self._cache.get(username)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        try:
-            credential = self._load(username)
-        except SQLAlchemyError:
-            # The database is briefly gone: batches still queue in Redis, so a
-            # credential seen recently keeps working; an unknown one can't be
-            # checked and the caller answers 503.
-            if cached is not None and cached[0] + STALE_GRACE_SECONDS > now:
-                return cached[1]
-            raise
-        with self._lock:
-            if len(self._cache) >= _CACHE_MAX_ENTRIES:
-                self._cache.clear()
-            self._cache[username] = (now + self._ttl, credential)
-        return credential
 
     def _load(self, username: str) -> _Credential | None:
         query = sa.select(
