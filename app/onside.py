@@ -10,17 +10,14 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app import queue as q
 from app.auth import Partner, parse_basic
-from app.auth_throttle import count_failed_login
 from app.batch import validate_batch
 from app.body import check_content_type, read_body
-from app.errors import ServiceUnavailable, Unauthorized
+from app.errors import Unauthorized
 from app.state import AppState
 
 log = logging.getLogger("inlet.onside")
@@ -32,18 +29,10 @@ async def authenticate_basic(state: AppState, request: Request) -> Partner:
     credentials = parse_basic(request.headers.get("authorization"))
     if credentials is None:
         raise Unauthorized("Basic authentication is required", headers=_BASIC_CHALLENGE)
-    try:
-        partner = await run_in_threadpool(state.credentials.check_basic, *credentials)
-    except SQLAlchemyError as exc:
-        log.warning("credential lookup failed: %s", type(exc).__name__)
-        raise ServiceUnavailable(
-            "Credentials cannot be checked right now; nothing was accepted. Retry later.",
-            headers={"Retry-After": "5"},
-        ) from None
-    if partner is None:
-        await count_failed_login(state.auth_throttle, request, state.settings.trusted_proxies)
-        raise Unauthorized("Invalid credentials", headers=_BASIC_CHALLENGE)
-    return partner
+    return await state.authenticate(
+        request, state.credentials.check_basic, *credentials,
+        refusal=Unauthorized("Invalid credentials", headers=_BASIC_CHALLENGE),
+    )
 
 
 async def post_events(request: Request) -> Response:

@@ -12,14 +12,16 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
 from app import queue as q
 from app.api_keys import ApiKeyStore
 from app.auth import CredentialStore, Partner
-from app.auth_throttle import AuthFailureThrottle
+from app.auth_throttle import AuthFailureThrottle, count_failed_login
 from app.db import make_engine
-from app.errors import RateLimited, ServiceUnavailable
+from app.errors import RateLimited, ServiceUnavailable, Unauthorized
 from app.ratelimit import RateLimiter, retry_after
 from app.settings import Settings
 
@@ -71,6 +73,28 @@ class AppState:
                 "The queue is unavailable; nothing was accepted. Retry later.",
                 headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
             ) from None
+
+    async def authenticate(
+        self, request: Request, check: Callable[..., T | None], *args: str,
+        refusal: Unauthorized,
+    ) -> T:
+        """Run a credential check off the event loop (SQL on a cache miss).
+
+        The database unreachable -> 503 (nothing accepted); no match -> the
+        failure counts toward the client's failed-login limit, then ``refusal``.
+        """
+        try:
+            found = await run_in_threadpool(check, *args)
+        except SQLAlchemyError as exc:
+            log.warning("credential lookup failed: %s", type(exc).__name__)
+            raise ServiceUnavailable(
+                "Credentials cannot be checked right now; nothing was accepted. Retry later.",
+                headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
+            ) from None
+        if found is None:
+            await count_failed_login(self.auth_throttle, request, self.settings.trusted_proxies)
+            raise refusal
+        return found
 
     async def enforce_rate_limit(self, partner: Partner) -> None:
         limit = partner.rate_limit or self.settings.rate_limit

@@ -10,16 +10,13 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app import queue as q
 from app.api_keys import KeyOwner
-from app.auth_throttle import count_failed_login
 from app.body import read_body
-from app.errors import ServiceUnavailable, Unauthorized
+from app.errors import Unauthorized
 from app.state import AppState
 from app.thrad_event import client_address, server_fields, validate_event
 
@@ -45,18 +42,10 @@ async def authenticate_bearer(state: AppState, request: Request) -> KeyOwner:
     if token is None:
         # Thrad's exact bodies, so partners' error handling keeps working.
         raise Unauthorized("Missing bearer token", headers=_BEARER_CHALLENGE)
-    try:
-        owner = await run_in_threadpool(state.api_keys.check, token)
-    except SQLAlchemyError as exc:
-        log.warning("API key lookup failed: %s", type(exc).__name__)
-        raise ServiceUnavailable(
-            "Credentials cannot be checked right now; nothing was accepted. Retry later.",
-            headers={"Retry-After": "5"},
-        ) from None
-    if owner is None:
-        await count_failed_login(state.auth_throttle, request, state.settings.trusted_proxies)
-        raise Unauthorized("Invalid API key", headers=_BEARER_CHALLENGE)
-    return owner
+    return await state.authenticate(
+        request, state.api_keys.check, token,
+        refusal=Unauthorized("Invalid API key", headers=_BEARER_CHALLENGE),
+    )
 
 
 async def collect(request: Request) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,9 +13,13 @@ import pytest
 import sqlalchemy as sa
 from redis import Redis
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.testclient import TestClient
 
+from app import migrations
+from app.auth import CredentialStore
 from app.db import events as events_table
+from app.db import make_engine
 from app.main import create_app
 from app.partners import NewPartner, create_partner, revoke_partner, set_rate_limit
 from app.settings import Settings
@@ -350,3 +355,40 @@ def test_unknown_path_gets_json_404(client: TestClient) -> None:
 def test_wrong_method_gets_json_405(client: TestClient) -> None:
     assert_error_shape(client.get(URL), 405, "method_not_allowed")
     assert_error_shape(client.put(URL, json={}), 405, "method_not_allowed")
+
+
+# -- the database unreachable from the web tier -------------------------------
+
+
+def test_credentials_that_cannot_be_checked_get_503_not_500(
+    settings: Settings, partner: NewPartner, auth: dict[str, str], redis: Redis
+) -> None:
+    """A web process that never saw the partner, with the database gone: 503, nothing queued."""
+    gone = settings.replace(database_url="postgresql+psycopg://postgres@127.0.0.1:9/none")
+    with TestClient(create_app(gone)) as c:
+        basic = c.post(URL, json={"events": [EVENT]}, headers=auth)
+        bearer = c.post("/v1/api/collect", json={"event_name": "x"},
+                        headers={"Authorization": "Bearer ik_0123456789abcdef_" + "x" * 43})
+    for response in (basic, bearer):
+        assert_error_shape(response, 503, "unavailable")
+        assert response.headers["retry-after"]
+    assert queued_jobs(redis) == 0
+
+
+def test_a_credential_seen_recently_survives_a_database_outage(tmp_path: Path) -> None:
+    """Within the stale grace, a cached credential keeps working when SQL fails."""
+    path = tmp_path / "creds.db"
+    url = f"sqlite:///{path}"
+    migrations.upgrade(url)
+    local = make_engine(url)
+    made = create_partner(local, b"key", "cached")
+    warm = CredentialStore(local, b"key", ttl=0.0)
+    assert warm.check_basic(made.username, made.password) is not None
+    path.rename(tmp_path / "gone.db")  # the next lookup finds no table: an OperationalError
+    local.dispose()
+    assert warm.check_basic(made.username, made.password) is not None
+    assert warm.check_basic(made.username, "wrong") is None
+    cold = CredentialStore(local, b"key")
+    with pytest.raises(SQLAlchemyError):
+        cold.check_basic(made.username, made.password)
+    local.dispose()
