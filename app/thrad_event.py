@@ -37,6 +37,13 @@ STRING_FIELDS = (
 NUMBER_FIELDS = ("timestamp", "view_time_ms")
 OBJECT_FIELDS = ("consent", "params")
 INTEGRATION = "partner_s2s"
+# tag_id and event_id together are the dedup key, held in a unique index:
+# PostgreSQL's btree entries stop at ~2.7 KB, so each is kept to 256
+# characters (1 KB of UTF-8 at most) and a longer one is refused, not lost.
+KEY_FIELDS = ("tag_id", "event_id")
+MAX_KEY_CHARS = 256
+# The longest host name DNS allows; a longer "host" is no host.
+MAX_HOST_CHARS = 253
 
 
 def _problem(field: str | None, message: str) -> dict[str, Any]:
@@ -71,6 +78,13 @@ def validate_event(body: bytes) -> dict[str, Any]:
             continue
         if not isinstance(value, str):
             problems.append(_problem(field, "must be a string"))
+        elif field in KEY_FIELDS and len(value) > MAX_KEY_CHARS:
+            problems.append(_problem(
+                field, f"must be at most {MAX_KEY_CHARS} characters (it is a deduplication key)"
+            ))
+        elif field in KEY_FIELDS and not value.strip():
+            # An empty id is no id: such events are all stored, as without one.
+            continue
         else:
             event[field] = value
     for field in NUMBER_FIELDS:
@@ -115,7 +129,9 @@ def host_of(url: str | None) -> str | None:
         host = urlsplit(url.strip()).hostname
     except ValueError:
         return None
-    return host or None
+    if not host or len(host) > MAX_HOST_CHARS:
+        return None
+    return host
 
 
 def derive_tag_id(event: Mapping[str, Any], headers: Mapping[str, str]) -> str:

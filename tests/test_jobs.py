@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from redis import Redis
@@ -131,6 +132,9 @@ def test_permanent_error_is_not_retried(
         (sa.exc.IntegrityError("x", {}, Exception("fk")), False),
         (ValueError("bug"), False),
         (TimeoutError(), True),
+        # psycopg raises an index row too large for a btree as an OperationalError.
+        (sa.exc.OperationalError("x", {}, psycopg.errors.ProgramLimitExceeded("index row")), False),
+        (sa.exc.OperationalError("x", {}, psycopg.errors.LockNotAvailable("lock")), True),
     ],
 )
 def test_transient_errors_are_told_from_permanent_ones(exc: BaseException, transient: bool) -> None:

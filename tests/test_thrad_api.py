@@ -460,3 +460,38 @@ def test_redis_down_gets_503(
         response = send(c, bearer, {"event_name": "x"})
     assert_error(response, 503, "unavailable")
     assert response.headers["retry-after"]
+
+
+@pytest.mark.parametrize("field", ["tag_id", "event_id"])
+def test_a_dedup_key_too_long_to_index_is_refused_not_lost(
+    client: TestClient, bearer: dict[str, str], redis: Redis, field: str
+) -> None:
+    """PostgreSQL can't index ~2.7 KB: a 6,000-character id would have got a 204 and never landed."""
+    response = send(client, bearer, {"event_name": "x", field: "a" * 6000})
+    errors = assert_error(response, 400, "invalid_request")["errors"]
+    assert [e["field"] for e in errors] == [field]
+    assert queued_jobs(redis) == 0
+
+
+def test_ids_at_the_limit_land_on_both_databases(
+    client: TestClient, bearer: dict[str, str], run_worker: Callable[[], None], engine: Engine
+) -> None:
+    # 256 four-byte characters each: the largest key the endpoint accepts.
+    body = {"event_name": "x", "tag_id": "\U0001F600" * 256, "event_id": "\U0001F601" * 256}
+    assert send(client, bearer, body).status_code == 204
+    assert send(client, bearer, {"event_name": "y", "page_url": "https://" + "h" * 3000 + ".com/"}).status_code == 204
+    run_worker()
+    stored = rows(engine)
+    assert len(stored) == 2
+    assert {r.tag_id for r in stored} == {"\U0001F600" * 256, "site:unknown"}
+
+
+def test_an_empty_event_id_is_no_event_id(
+    client: TestClient, bearer: dict[str, str], run_worker: Callable[[], None], engine: Engine
+) -> None:
+    """Three different events with event_id "" are three rows, as without an id."""
+    for n in range(3):
+        body = {"event_name": f"e{n}", "tag_id": "t", "event_id": "" if n < 2 else "  "}
+        assert send(client, bearer, body).status_code == 204
+    run_worker()
+    assert sorted(r.event_name for r in rows(engine)) == ["e0", "e1", "e2"]

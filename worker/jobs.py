@@ -42,9 +42,18 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLSTATE classes that say the data or the statement is at fault, whatever
+# the exception class the driver chose (psycopg raises "index row size
+# exceeds maximum", class 54, as an OperationalError): retrying can't help.
+PERMANENT_SQLSTATE_CLASSES = ("22", "23", "42", "54")
+
+
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate[:2] in PERMANENT_SQLSTATE_CLASSES:
+        return False
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
