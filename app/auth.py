@@ -73,7 +73,9 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     username, sep, password = decoded.partition(":")
-    if not sep:
+    # U+0000 is never in a credential Inlet made, and PostgreSQL refuses it
+    # in a query (a DataError that would read as "database down").
+    if not sep or "\x00" in decoded:
         return None
     return username, password
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import time
 from collections.abc import Callable, Iterator
@@ -392,3 +393,13 @@ def test_a_credential_seen_recently_survives_a_database_outage(tmp_path: Path) -
     with pytest.raises(SQLAlchemyError):
         cold.check_basic(made.username, made.password)
     local.dispose()
+
+
+def test_a_nul_in_basic_credentials_is_a_401_not_a_503(
+    client: TestClient, partner: NewPartner, redis: Redis
+) -> None:
+    """PostgreSQL refuses U+0000 in a query: that must not read as "database down"."""
+    token = base64.b64encode(f"{partner.username}\x00:{partner.password}".encode()).decode()
+    response = client.post(URL, json={"events": [EVENT]}, headers={"Authorization": f"Basic {token}"})
+    assert_error_shape(response, 401, "unauthorized")
+    assert queued_jobs(redis) == 0

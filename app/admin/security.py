@@ -77,9 +77,9 @@ def check_csrf(request: Request, username: str, submitted: str | None) -> None:
         raise Forbidden("Cross-site form submissions are refused")
     origin = request.headers.get("origin")
     if origin and origin != "null":
-        ours = f"{request.url.scheme}://{request.url.netloc}"
-        parts = urlsplit(origin)
-        if f"{parts.scheme}://{parts.netloc}" != ours:
+        # Host only: behind a TLS-terminating proxy the browser says https
+        # while this process sees http (uvicorn runs without proxy headers).
+        if urlsplit(origin).netloc.lower() != request.url.netloc.lower():
             raise Forbidden("Cross-site form submissions are refused")
     elif origin == "null":
         raise Forbidden("Cross-site form submissions are refused")
@@ -88,5 +88,6 @@ def check_csrf(request: Request, username: str, submitted: str | None) -> None:
         raise Forbidden("The form's CSRF token is missing; reload the page and try again")
     state: AppState = request.app.state.inlet
     expected = csrf_token(state.settings.secret_key, cookie, username)
-    if not hmac.compare_digest(expected, submitted):
+    # Bytes: compare_digest refuses non-ASCII str, and a form field can hold anything.
+    if not hmac.compare_digest(expected.encode(), submitted.encode("utf-8", "surrogatepass")):
         raise Forbidden("The form's CSRF token is invalid; reload the page and try again")
