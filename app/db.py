@@ -131,6 +131,9 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         "json_serializer": lambda obj: orjson.dumps(obj).decode(),
         "json_deserializer": orjson.loads,
         "pool_pre_ping": True,
+        # A failed statement's exception (logged by RQ with its traceback)
+        # must not carry the batch's payloads and addresses into the logs.
+        "hide_parameters": True,
     }
     if url.startswith("sqlite"):
         # Web, workers and the CLI share one file: wait for the lock instead of failing.

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +192,13 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if not settings.secret_key:
             key = env.get("INLET_SECRET_KEY") or ""
+            if not key and not settings.database_url.startswith("sqlite"):
+                # Every process must hash credentials with the same key; a
+                # key generated per host would turn every login into a 401.
+                raise ConfigError(
+                    "INLET_SECRET_KEY must be set when DATABASE_URL is not SQLite "
+                    "(the same value for every web, worker and CLI process)"
+                )
             secret = key.encode() if key else _load_or_create_key(settings.data_dir)
             settings = dataclasses.replace(settings, secret_key=secret)
         return settings
@@ -245,17 +253,21 @@ def _absolute_unix(url: str) -> str:
 
 def _load_or_create_key(data_dir: Path) -> bytes:
     path = data_dir / "secret.key"
-    try:
+    if path.exists():
         return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
     data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32).encode()
+    # Written whole to a file of our own, then linked into place: link fails
+    # if the key exists, so when two processes race both use the winner's
+    # key, and nobody ever reads a half-written one.
+    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".secret.key.")
     try:
-        # O_EXCL: when two processes race to create it, both end up with the winner's key.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
-    return key
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_urlsafe(32).encode())
+        os.chmod(tmp, 0o600)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+    return path.read_bytes().strip()

@@ -51,3 +51,12 @@ def test_defaults_are_embedded(tmp_path: Path) -> None:
 def test_invalid_settings_fail_loudly(env: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         Settings.from_env({"INLET_DATA_DIR": str(tmp_path), **env})
+
+
+def test_a_shared_database_needs_a_shared_secret_key(tmp_path: Path) -> None:
+    """A key generated per host would make every login a 401: refuse to start instead."""
+    with pytest.raises(ConfigError, match="INLET_SECRET_KEY"):
+        Settings.from_env({"INLET_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@h/db"})
+    settings = Settings.from_env({"INLET_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@h/db",
+                                  "INLET_SECRET_KEY": "k"})
+    assert settings.secret_key == b"k"
