@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
 import orjson
 from redis import Redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.job import Job
@@ -131,6 +134,7 @@ def enqueue_batch(
     if extra_meta:
         meta.update(extra_meta)
     started = time.perf_counter()
+    job_id = str(uuid.uuid4())
     with queue.connection.pipeline(transaction=True) as pipe:
         job = queue.enqueue_call(
             func,
@@ -142,9 +146,17 @@ def enqueue_batch(
             # RQ's default description is the repr of every argument: a whole batch.
             description=f"{endpoint} batch of {len(events)} events for {partner_name}",
             meta=meta,
+            job_id=job_id,
             pipeline=pipe,
         )
-        pipe.execute()
+        try:
+            pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError):
+            # The reply is lost, not necessarily the write. MULTI/EXEC is all
+            # or nothing, so the job's own key says which: queued means 204
+            # (a 503 would make the partner send it again), absent means 503.
+            if not queue.connection.exists(queue.job_class.key_for(job_id)):
+                raise
     m = metrics.get()
     m.enqueue_seconds.labels(endpoint).observe(time.perf_counter() - started)
     m.batch_size.labels(endpoint).observe(len(events))
