@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import WatchError
 from rq import Queue
-from rq.exceptions import InvalidJobOperation
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from rq.worker import Worker
@@ -149,10 +149,26 @@ def requeue(queue: Queue, job_id: str, retries: int | None) -> None:
     # Its retries were spent; give it the whole INLET_RETRY_DELAYS schedule again.
     job.retries_left = retries or None
     job.meta["requeued"] = int(job.meta.get("requeued") or 0) + 1
-    try:
-        FailedJobRegistry(queue=queue).requeue(job)
-    except InvalidJobOperation:
-        raise FailedJobError(f"failed job {job_id!r} was requeued by someone else") from None
+    registry = FailedJobRegistry(queue=queue)
+    # RQ's own requeue removes the job from the registry, then enqueues it in
+    # a second step: a Redis failure in between loses the batch from both.
+    # Here both happen in one MULTI/EXEC, watched so that two people
+    # requeueing the same job at once queue it once.
+    for _ in range(10):
+        with queue.connection.pipeline() as pipe:
+            try:
+                pipe.watch(registry.key)
+                if pipe.zscore(registry.key, job.id) is None:
+                    raise FailedJobError(f"failed job {job_id!r} was requeued by someone else")
+                pipe.multi()
+                pipe.zrem(registry.key, job.id)
+                job.started_at = job.ended_at = None
+                queue._enqueue_job(job, pipeline=pipe)
+                pipe.execute()
+                return
+            except WatchError:
+                continue  # the registry changed (another job failed, say): look again
+    raise FailedJobError(f"failed job {job_id!r} could not be requeued: the registry kept changing")
 
 
 def requeue_all(queue: Queue, retries: int | None, partner: str | None = None) -> list[str]:

@@ -27,6 +27,7 @@ from app import queue as q
 from app.db import events as events_table
 from app.db import make_engine
 from app.embedded_redis import EmbeddedRedis
+from app.failed import requeue_all
 from app.partners import NewPartner, create_partner
 from app.settings import Settings
 from tests.conftest import basic_auth, make_settings
@@ -195,8 +196,8 @@ def test_outage_longer_than_the_retry_budget_then_requeue(stack_factory, fault_p
     finally:
         fault_pg.start()
     assert stack.stored() == [warm[0]["event_id"]]
-    for job_id in failed.get_job_ids():
-        failed.requeue(job_id)
+    requeued = requeue_all(q.make_queue(stack.settings, redis), len(stack.settings.retry_delays))
+    assert len(requeued) == 5
     stack.assert_exactly_acknowledged(report)
     assert failed.count == 0
     redis.close()
