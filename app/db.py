@@ -24,6 +24,8 @@ metadata = sa.MetaData(
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # jsonb on PostgreSQL (smaller, indexable); JSON text on SQLite.
 Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# For optional JSON: an absent value is SQL NULL (``IS NULL`` finds it), not JSON null.
+OptionalJson = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 Timestamp = sa.DateTime(timezone=True)
 
 partners = sa.Table(
@@ -104,7 +106,7 @@ thrad_events = sa.Table(
         "impression_id", "bid_id", "attribution_type", "impression_state",
     )),
     sa.Column("view_time_ms", sa.Double, nullable=True),
-    sa.Column("consent", Json, nullable=True),
+    sa.Column("consent", OptionalJson, nullable=True),
     sa.Column("params", Json, nullable=False),
     sa.Column("channel", sa.Text, nullable=False),
     sa.Column("ip_address", sa.Text, nullable=True),

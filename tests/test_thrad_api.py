@@ -495,3 +495,16 @@ def test_an_empty_event_id_is_no_event_id(
         assert send(client, bearer, body).status_code == 204
     run_worker()
     assert sorted(r.event_name for r in rows(engine)) == ["e0", "e1", "e2"]
+
+
+def test_absent_consent_is_sql_null(
+    client: TestClient, bearer: dict[str, str], run_worker: Callable[[], None], engine: Engine
+) -> None:
+    assert send(client, bearer, {"event_name": "x"}).status_code == 204
+    assert send(client, bearer, {"event_name": "y", "consent": {"ads": True}}).status_code == 204
+    run_worker()
+    with engine.connect() as conn:
+        absent = conn.execute(
+            sa.select(thrad_events.c.event_name).where(thrad_events.c.consent.is_(None))
+        ).scalars().all()
+    assert absent == ["x"]
