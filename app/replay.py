@@ -67,6 +67,9 @@ def check_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, "malformed JSON"
     if not isinstance(raw, dict):
         return None, "must be a JSON object"
+    if raw.get("source") == "thrad":
+        # Say so plainly rather than list the Onside fields a Thrad row lacks.
+        return None, "a Thrad event (source: thrad): replay takes Onside events only"
     if isinstance(raw.get("sent_event_name"), str):
         # An export: replay the name as the partner sent it, not the normalized one.
         raw = {**raw, "event_name": raw["sent_event_name"]}

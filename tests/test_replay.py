@@ -147,3 +147,16 @@ def test_export_since_until_selects_by_receive_time(
     assert days("--since", "2026-05-05", "--until", "2026-05-06") == ["2026-05-05"]
     bad = run_cli(settings, "events", "export", "--partner", "acme", "--since", "soon", expect=2)
     assert "--since" in bad.stderr
+
+
+def test_thrad_lines_of_an_export_are_named_as_such(
+    settings: Settings, redis: Redis, partner: NewPartner, tmp_path: Path,
+) -> None:
+    """A mixed export replays its Onside lines and says why it skips the Thrad ones."""
+    path = write_lines(tmp_path / "mixed.jsonl", [
+        {**onside_event(1), "source": "onside"},
+        {"source": "thrad", "event_name": "items_added", "event_id": "evt_42", "channel": "server"},
+    ])
+    summary = replay_json(settings, path)
+    assert (summary["accepted"], summary["rejected"]) == (1, 1)
+    assert summary["reasons"] == {"a Thrad event (source: thrad): replay takes Onside events only": 1}
