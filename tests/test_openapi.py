@@ -12,6 +12,8 @@ from typing import Any
 
 import anyio
 import httpx2 as httpx
+import jsonschema_rs
+import orjson
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
@@ -35,7 +37,10 @@ from app import openapi
 from app.api_keys import create_api_key
 from app.main import create_app
 from app.partners import NewPartner, set_rate_limit
+from app.errors import InvalidRequest
 from app.settings import RateLimit, Settings
+from app.thrad_event import validate_event
+from tests.thrad_strategies import edge_event_bodies
 
 URL = "/attribution-api/v1/events"
 THRAD_URLS = ["/v1/api/collect", "/api/collect"]
@@ -280,3 +285,23 @@ def test_thrad_body_timeout_conforms_to_the_document(
     case = schema[THRAD_URLS[0]]["POST"].Case(body=_EVENT, media_type="application/json")
     case.validate_response(response, checks=[not_a_server_error, *CONFORMANCE])
     assert (response.status_code, response.json()["code"]) == (408, "request_timeout")
+
+
+THRAD_EVENT_VALIDATOR = jsonschema_rs.validator_for(
+    {"$ref": "#/components/schemas/ThradEvent", "components": openapi.document()["components"]}
+)
+
+
+def _accepted(body: dict[str, Any]) -> bool:
+    try:
+        validate_event(orjson.dumps(body))
+    except InvalidRequest:
+        return False
+    return True
+
+
+@hypothesis_settings(max_examples=300, deadline=None, database=None)
+@given(body=edge_event_bodies)
+def test_thrad_event_schema_accepts_exactly_what_the_endpoint_accepts(body: dict[str, Any]) -> None:
+    """The schema, read by a non-Python validator, agrees with validate_event both ways."""
+    assert THRAD_EVENT_VALIDATOR.is_valid(body) == _accepted(body), body
