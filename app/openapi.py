@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 document served at ``GET /openapi.json``.
 
-It describes each partner endpoint exactly: what the request may hold, which
+It describes each partner endpoint exactly (Onside's batch API here, Thrad's
+Events API in ``app/openapi_thrad.py``): what the request may hold, which
 credentials it takes, and every response with its headers and the one error
 shape of ``app/errors.py``. The test suite runs schemathesis against it, so
 the document and the code cannot drift apart.
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.batch import MAX_EVENT_NAME_CHARS
+from app.openapi_thrad import THRAD_PATHS, THRAD_RESPONSES, THRAD_SCHEMAS
 
 JsonSchema = dict[str, Any]
 
@@ -33,6 +35,12 @@ SECURITY_SCHEMES: dict[str, JsonSchema] = {
         "type": "http",
         "scheme": "basic",
         "description": "The partner's username and password from `inlet partners create`.",
+    },
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "ik_<16 hex digits>_<secret>",
+        "description": "A partner's API key from `inlet keys create`.",
     },
 }
 
@@ -128,6 +136,7 @@ SCHEMAS: dict[str, JsonSchema] = {
             },
         },
     },
+    **THRAD_SCHEMAS,
 }
 
 
@@ -169,7 +178,8 @@ RESPONSES: dict[str, JsonSchema] = {
         ["payload_too_large"],
     ),
     "UnsupportedMediaType": _error(
-        "A Content-Type other than JSON, or a Content-Encoding other than gzip/deflate/identity.",
+        "A Content-Encoding other than gzip/deflate/identity, or (batch endpoint only) "
+        "a Content-Type other than JSON.",
         ["unsupported_media_type"],
     ),
     "TooManyRequests": _error(
@@ -182,6 +192,7 @@ RESPONSES: dict[str, JsonSchema] = {
         ["unavailable"],
         {"Retry-After": _RETRY_AFTER},
     ),
+    **THRAD_RESPONSES,
 }
 
 
@@ -223,6 +234,7 @@ ONSIDE_EVENTS: JsonSchema = {
 
 PATHS: dict[str, JsonSchema] = {
     "/attribution-api/v1/events": ONSIDE_EVENTS,
+    **THRAD_PATHS,
 }
 
 
@@ -232,7 +244,10 @@ def document() -> JsonSchema:
         "info": {
             "title": "Inlet",
             "version": "1",
-            "description": "Server-to-server event ingestion, compatible with Onside's batch API.",
+            "description": (
+                "Server-to-server event ingestion, compatible with Onside's batch API "
+                "and Thrad's Events API."
+            ),
         },
         "paths": PATHS,
         "components": {

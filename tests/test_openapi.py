@@ -3,25 +3,52 @@ response against it (no 500s, status codes, headers, bodies) on the live app."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
+import httpx2 as httpx
+import jsonschema_rs
+import orjson
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi as schemathesis_asgi
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from schemathesis.specs.openapi.schemas import OpenApiSchema
+from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
+from starlette.types import Message
 
+from app import openapi
+from app.api_keys import create_api_key
 from app.main import create_app
+from app.partners import NewPartner, set_rate_limit
+from app.errors import InvalidRequest
 from app.settings import RateLimit, Settings
+from app.thrad_event import validate_event
+from tests.thrad_strategies import edge_event_bodies
 
 URL = "/attribution-api/v1/events"
+THRAD_URLS = ["/v1/api/collect", "/api/collect"]
 # Bounded so that both modes together stay well under a minute.
 EXAMPLES = {GenerationMode.POSITIVE: 60, GenerationMode.NEGATIVE: 60}
+# Per Thrad path (one event per request: about 1 s per 60 examples).
+THRAD_EXAMPLES = {GenerationMode.POSITIVE: 60, GenerationMode.NEGATIVE: 60}
+ERROR_STATUSES = {"204", "400", "401", "408", "413", "415", "429", "503"}
 # Invalid data must get one of the document's 4xx; schemathesis's default list
 # lacks 413, which is this endpoint's answer to more than 1,000 events.
 CONFIG = SchemathesisConfig.from_dict(
@@ -31,22 +58,28 @@ CONFIG = SchemathesisConfig.from_dict(
 )
 
 
-@pytest.fixture
-def api(settings: Settings) -> Iterator[OpenApiSchema]:
+@contextlib.contextmanager
+def live_schema(settings: Settings) -> Iterator[OpenApiSchema]:
     """The document as served, bound to a live app (its lifespan runs, Redis and SQL are real)."""
-    # Limits no example run reaches: a 429 would be correct (the document has it), but
-    # schemathesis's ignored-auth check sends a wrong password per example and wants
-    # 401 every time; the failed-login throttle has tests of its own.
-    app = create_app(
-        settings.replace(
-            rate_limit=RateLimit(1_000_000, 1.0), auth_failure_limit=RateLimit(1_000_000, 1.0)
-        )
-    )
+    app = create_app(settings)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG)
     try:
         yield schema
     finally:
         schemathesis_asgi.shutdown_lifespans()
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[OpenApiSchema]:
+    # Limits no example run reaches: a 429 would be correct (the document has it), but
+    # schemathesis's ignored-auth check sends a wrong password per example and wants
+    # 401 every time; the failed-login throttle has tests of its own.
+    with live_schema(
+        settings.replace(
+            rate_limit=RateLimit(1_000_000, 1.0), auth_failure_limit=RateLimit(1_000_000, 1.0)
+        )
+    ) as schema:
+        yield schema
 
 
 def test_document_is_served_and_names_every_status(client: TestClient) -> None:
@@ -56,11 +89,39 @@ def test_document_is_served_and_names_every_status(client: TestClient) -> None:
     document = response.json()
     assert document["openapi"].startswith("3.")
     operation = document["paths"][URL]["post"]
-    assert set(operation["responses"]) == {"204", "400", "401", "408", "413", "415", "429", "503"}
+    assert set(operation["responses"]) == ERROR_STATUSES
     assert operation["security"] == [{"basicAuth": []}]
     assert document["components"]["securitySchemes"]["basicAuth"]["scheme"] == "basic"
+    for path in THRAD_URLS:
+        operation = document["paths"][path]["post"]
+        assert set(operation["responses"]) == ERROR_STATUSES
+        assert operation["security"] == [{"bearerAuth": []}]
+    assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     for name in ("TooManyRequests", "Unavailable"):
         assert document["components"]["responses"][name]["headers"]["Retry-After"]["required"]
+
+
+def run_examples(
+    operation: Any, mode: GenerationMode, count: int, headers: dict[str, str]
+) -> list[int]:
+    """Send ``count`` generated requests, each response checked by schemathesis; their statuses."""
+    statuses: list[int] = []
+
+    @hypothesis_settings(
+        max_examples=count,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def check(case: Any) -> None:
+        response = case.call_and_validate(headers=headers)
+        statuses.append(response.status_code)
+
+    check()
+    # Shown with `pytest -s`: what the run exercised.
+    print(f"{operation.path} {mode}: {dict(sorted(Counter(statuses).items()))}")
+    return statuses
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -68,21 +129,179 @@ def test_document_is_served_and_names_every_status(client: TestClient) -> None:
 def test_onside_endpoint_conforms_to_the_document(
     api: OpenApiSchema, auth: dict[str, str], mode: GenerationMode
 ) -> None:
-    operation = api[URL]["POST"]
-    statuses: list[int] = []
-
-    @hypothesis_settings(
-        max_examples=EXAMPLES[mode],
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(case=operation.as_strategy(generation_mode=mode))
-    def check(case: Any) -> None:
-        response = case.call_and_validate(headers=auth)
-        statuses.append(response.status_code)
-
-    check()
+    statuses = run_examples(api[URL]["POST"], mode, EXAMPLES[mode], auth)
     # The run reached the endpoint's logic, not only its front door.
     expected = {204} if mode is GenerationMode.POSITIVE else {400}
     assert expected <= set(statuses), statuses
+
+
+@pytest.fixture
+def bearer(engine: Engine, settings: Settings, partner: NewPartner) -> dict[str, str]:
+    key = create_api_key(engine, settings.secret_key, partner.name, "schemathesis")
+    return {"Authorization": f"Bearer {key.api_key}"}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("mode", list(THRAD_EXAMPLES), ids=str)
+@pytest.mark.parametrize("path", THRAD_URLS)
+def test_thrad_endpoint_conforms_to_the_document(
+    api: OpenApiSchema, bearer: dict[str, str], mode: GenerationMode, path: str
+) -> None:
+    statuses = run_examples(api[path]["POST"], mode, THRAD_EXAMPLES[mode], bearer)
+    if mode is GenerationMode.POSITIVE:
+        # Whatever the document calls valid is accepted (a 400 here means the
+        # document allows more than the endpoint does).
+        assert set(statuses) == {204}, statuses
+    else:
+        assert 400 in statuses, statuses
+
+
+# What random examples rarely or never reach, each answer checked against
+# the document: (Authorization, extra headers, body) -> status, and the
+# exact `error` for a 401 (Thrad's bodies), else the `code`.
+_EVENT = {"event_name": "items_added"}
+# The shape of a key, but no such key.
+WRONG_KEY = "Bearer ik_0123456789abcdef_" + "x" * 43
+THRAD_REFUSALS = {
+    "no key": (None, {}, _EVENT, 401, "Missing bearer token"),
+    "basic credentials": ("Basic YTpi", {}, _EVENT, 401, "Missing bearer token"),
+    "wrong key": (WRONG_KEY, {}, _EVENT, 401, "Invalid API key"),
+    "over 64 KiB": ("key", {}, {**_EVENT, "params": {"pad": "x" * 65536}}, 413,
+                    "payload_too_large"),
+    "brotli": ("key", {"Content-Encoding": "br"}, _EVENT, 415, "unsupported_media_type"),
+    "not gzip": ("key", {"Content-Encoding": "gzip"}, _EVENT, 400, "invalid_request"),
+}
+# Only the checks of the response against the document: schemathesis's
+# ignored-auth check would send more requests of its own.
+CONFORMANCE = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+def send_and_check(
+    schema: OpenApiSchema, headers: dict[str, str], body: Any, server_error: bool = False
+) -> Any:
+    """One request from a hand-made case; the response must conform to the document."""
+    case = schema[THRAD_URLS[0]]["POST"].Case(body=body, media_type="application/json")
+    response = case.call(headers=headers)
+    checks = CONFORMANCE if server_error else [not_a_server_error, *CONFORMANCE]
+    case.validate_response(response, checks=checks)
+    return response
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    ("authorization", "headers", "body", "status", "expected"),
+    list(THRAD_REFUSALS.values()),
+    ids=list(THRAD_REFUSALS),
+)
+def test_thrad_refusals_conform_to_the_document(
+    api: OpenApiSchema, bearer: dict[str, str], authorization: str | None,
+    headers: dict[str, str], body: Any, status: int, expected: str,
+) -> None:
+    if authorization == "key":
+        headers = {**headers, **bearer}
+    elif authorization is not None:
+        headers = {**headers, "Authorization": authorization}
+    response = send_and_check(api, headers, body)
+    assert response.status_code == status, response.text
+    assert expected in (response.json()["error"], response.json()["code"])
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_thrad_rate_limit_conforms_to_the_document(
+    api: OpenApiSchema, bearer: dict[str, str], engine: Engine, partner: NewPartner
+) -> None:
+    set_rate_limit(engine, partner.name, "1/minute")
+    assert send_and_check(api, bearer, _EVENT).status_code == 204
+    limited = send_and_check(api, bearer, _EVENT)
+    assert (limited.status_code, limited.json()["code"]) == (429, "rate_limited")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_thrad_failed_login_throttle_conforms_to_the_document(settings: Settings) -> None:
+    wrong = {"Authorization": WRONG_KEY}
+    with live_schema(settings.replace(auth_failure_limit=RateLimit(1, 60.0))) as schema:
+        assert send_and_check(schema, wrong, _EVENT).status_code == 401
+        throttled = send_and_check(schema, wrong, _EVENT)
+    assert (throttled.status_code, throttled.json()["code"]) == (429, "too_many_failed_logins")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_thrad_queue_outage_conforms_to_the_document(
+    settings: Settings, bearer: dict[str, str]
+) -> None:
+    # A port nothing listens on: Redis refuses at once, and the key check is SQL.
+    with live_schema(settings.replace(redis_url="redis://127.0.0.1:9")) as schema:
+        response = send_and_check(schema, bearer, _EVENT, server_error=True)
+    assert (response.status_code, response.json()["code"]) == (503, "unavailable")
+
+
+async def post_without_finishing(app: Any, path: str, headers: dict[str, str]) -> httpx.Response:
+    """POST straight to the ASGI app, sending part of a body and then nothing more."""
+    sent: list[Message] = []
+    chunks: list[Message] = [{"type": "http.request", "body": b'{"event_name"', "more_body": True}]
+
+    async def receive() -> Message:
+        if chunks:
+            return chunks.pop()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "server": ("testserver", 80), "client": ("127.0.0.1", 40000),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "app": app,
+    }
+    started = time.perf_counter()
+    with anyio.fail_after(10):
+        await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    response = httpx.Response(
+        start["status"], headers=[(k.decode(), v.decode()) for k, v in start["headers"]],
+        content=body, request=httpx.Request("POST", f"http://testserver{path}", headers=headers),
+    )
+    response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
+    return response
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_thrad_body_timeout_conforms_to_the_document(
+    settings: Settings, bearer: dict[str, str]
+) -> None:
+    app = create_app(settings.replace(body_timeout=0.2))
+    with TestClient(app) as client:
+        response = client.portal.call(post_without_finishing, app, THRAD_URLS[0], bearer)
+    schema = schemathesis.openapi.from_dict(openapi.document())
+    case = schema[THRAD_URLS[0]]["POST"].Case(body=_EVENT, media_type="application/json")
+    case.validate_response(response, checks=[not_a_server_error, *CONFORMANCE])
+    assert (response.status_code, response.json()["code"]) == (408, "request_timeout")
+
+
+THRAD_EVENT_VALIDATOR = jsonschema_rs.validator_for(
+    {"$ref": "#/components/schemas/ThradEvent", "components": openapi.document()["components"]}
+)
+
+
+def _accepted(body: dict[str, Any]) -> bool:
+    try:
+        validate_event(orjson.dumps(body))
+    except InvalidRequest:
+        return False
+    return True
+
+
+@hypothesis_settings(max_examples=300, deadline=None, database=None)
+@given(body=edge_event_bodies)
+def test_thrad_event_schema_accepts_exactly_what_the_endpoint_accepts(body: dict[str, Any]) -> None:
+    """The schema, read by a non-Python validator, agrees with validate_event both ways."""
+    assert THRAD_EVENT_VALIDATOR.is_valid(body) == _accepted(body), body

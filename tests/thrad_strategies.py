@@ -35,3 +35,15 @@ def event_bodies(draw: st.DrawFn) -> dict[str, Any]:
         body.setdefault("event_name", draw(any_text))
     body.update(draw(st.dictionaries(json_text, json_values, max_size=2)))  # unknown fields
     return body
+
+
+# The OpenAPI schema's edges: names blank to Python (str.isspace) or to other
+# regex engines' \s (U+FEFF), or holding U+0000; params with U+0000 in them.
+_EDGE_CHARACTERS = "\t\n\x0b\x1c\x1f \x85\xa0\u2000\u3000\ufeff\x00a"
+edge_event_bodies = st.one_of(
+    event_bodies(),
+    st.builds(lambda b, n: {**b, "event_name": n}, event_bodies(),
+              st.text(st.sampled_from(_EDGE_CHARACTERS), max_size=3)),
+    st.builds(lambda b, p: {**b, "params": p}, event_bodies(),
+              st.dictionaries(st.sampled_from(["k", "\x00"]), st.sampled_from(["v", "\x00"]))),
+)
