@@ -12,7 +12,7 @@ from typing import Any
 
 from app.batch import MAX_PAYLOAD_DEPTH
 from app.thrad import MAX_BODY_BYTES
-from app.thrad_event import NUMBER_FIELDS, OBJECT_FIELDS, STRING_FIELDS
+from app.thrad_event import KEY_FIELDS, MAX_KEY_CHARS, NUMBER_FIELDS, OBJECT_FIELDS, STRING_FIELDS
 
 JsonSchema = dict[str, Any]
 
@@ -41,7 +41,10 @@ _NOTES = {
         "Your tag ID. If omitted: `site:<host>` of page_url, else of the Origin header, "
         "else of the Referer header, else `site:unknown`."
     ),
-    "event_id": "For deduplication: an (event_id, tag_id) pair lands once per partner.",
+    "event_id": (
+        "For deduplication: an (event_id, tag_id) pair lands once per partner. "
+        "Empty means none: such events are all stored."
+    ),
     "attribution_type": "`click` / `view` / `organic` (the value is not checked).",
     "timestamp": "Unix seconds. Defaults to the time the server received the event.",
     "view_time_ms": "Milliseconds.",
@@ -68,7 +71,11 @@ THRAD_EVENT: JsonSchema = {
             "description": "Standard or custom; stored as sent.",
         },
         **{
-            name: _field(name, {"type": ["string", "null"], "pattern": _NO_NUL})
+            name: _field(name, {
+                "type": ["string", "null"], "pattern": _NO_NUL,
+                # The dedup key's parts must fit a database index.
+                **({"maxLength": MAX_KEY_CHARS} if name in KEY_FIELDS else {}),
+            })
             for name in STRING_FIELDS
         },
         **{

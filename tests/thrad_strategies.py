@@ -46,4 +46,8 @@ edge_event_bodies = st.one_of(
               st.text(st.sampled_from(_EDGE_CHARACTERS), max_size=3)),
     st.builds(lambda b, p: {**b, "params": p}, event_bodies(),
               st.dictionaries(st.sampled_from(["k", "\x00"]), st.sampled_from(["v", "\x00"]))),
+    # Dedup ids around their 256-character limit, and blank ones.
+    st.builds(lambda b, f, n, c: {**b, f: c * n}, event_bodies(),
+              st.sampled_from(["tag_id", "event_id"]), st.sampled_from([0, 1, 255, 256, 257, 600]),
+              st.sampled_from(["a", " ", "\U0001F600"])),
 )
