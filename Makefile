@@ -17,6 +17,7 @@ run: install
 	$(BIN)/inlet dev
 
 test: install
+	$(BIN)/python -m ruff check app worker tests bench alembic
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fault tests with five times the load and the fault cycles (~10 minutes).
@@ -35,7 +36,7 @@ $(VENV)/.bench-installed: pyproject.toml
 	touch $@
 
 lint: install
-	$(BIN)/python -m ruff check app worker tests
+	$(BIN)/python -m ruff check app worker tests bench alembic
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

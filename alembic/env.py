@@ -5,7 +5,6 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
-
 from app.db import make_engine, metadata
 from app.settings import Settings
 

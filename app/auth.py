@@ -45,7 +45,9 @@ def new_secret() -> str:
 
 def hash_secret(key: bytes, secret: str) -> bytes:
     blake_key = hashlib.sha256(key).digest()
-    return hashlib.blake2b(secret.encode("utf-8", "surrogatepass"), key=blake_key, digest_size=32).digest()
+    return hashlib.blake2b(
+        secret.encode("utf-8", "surrogatepass"), key=blake_key, digest_size=32
+    ).digest()
 
 
 @dataclass(frozen=True)

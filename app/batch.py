@@ -26,8 +26,12 @@ MAX_EVENT_NAME_CHARS = 256
 MAX_PAYLOAD_DEPTH = 64
 DEPTH_MESSAGE = f"must not nest objects and arrays more than {MAX_PAYLOAD_DEPTH} levels deep"
 
-_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_UUID4_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}")
+_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_UUID4_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}"
+)
 
 FIELDS = ("event_name", "payload", "event_datetime", "event_id", "installation_id")
 NUL_MESSAGE = "must not contain the character \\u0000"
@@ -218,9 +222,12 @@ def _accept_fast(raw_events: list[Any]) -> list[dict[str, Any]] | None:
         except ValueError:
             return None
         if (
-            moment.tzinfo is UTC and len(when) >= 20
-            and when[10] == "T" and when[4] == when[7] == "-"
-            and when[13] == when[16] == ":" and when[11:13] != "24"
+            moment.tzinfo is UTC
+            and len(when) >= 20
+            and when[10] == "T"
+            and when[4] == when[7] == "-"
+            and when[13] == when[16] == ":"
+            and when[11:13] != "24"
         ):
             # Already UTC and written YYYY-MM-DDTHH:MM:SS: the date and time
             # are those very characters, and only the fraction needs
@@ -244,13 +251,15 @@ def _accept_fast(raw_events: list[Any]) -> list[dict[str, Any]] | None:
             raw["event_datetime"] = utc
             append(raw)
         else:
-            append({
-                "event_id": event_id.lower(),
-                "installation_id": installation_id.lower(),
-                "event_name": name,
-                "event_datetime": utc,
-                "payload": payload,
-            })
+            append(
+                {
+                    "event_id": event_id.lower(),
+                    "installation_id": installation_id.lower(),
+                    "event_name": name,
+                    "event_datetime": utc,
+                    "payload": payload,
+                }
+            )
     return out
 
 
@@ -291,14 +300,16 @@ def _validate_event(
         parsed_when = parse_datetime(when) if isinstance(when, str) else None
         if parsed_when is None:
             problems.add(
-                index, "event_datetime",
+                index,
+                "event_datetime",
                 "must be an ISO 8601 date and time, e.g. 2026-05-05T12:00:00Z",
             )
 
     event_id = raw.get("event_id")
     if event_id is not None and not (isinstance(event_id, str) and _UUID4_RE.fullmatch(event_id)):
         problems.add(
-            index, "event_id",
+            index,
+            "event_id",
             "must be a UUID version 4, e.g. 550e8400-e29b-41d4-a716-446655440000",
         )
 
@@ -307,7 +318,8 @@ def _validate_event(
         isinstance(installation_id, str) and _UUID_RE.fullmatch(installation_id)
     ):
         problems.add(
-            index, "installation_id",
+            index,
+            "installation_id",
             "must be a UUID, e.g. 550e8400-e29b-41d4-a716-446655440000",
         )
 

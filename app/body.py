@@ -33,7 +33,9 @@ def check_content_type(request: Request) -> None:
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type in _JSON_TYPES or media_type.endswith("+json"):
         return
-    raise UnsupportedMediaType(f"Content-Type must be application/json, not {media_type or '(empty)'}")
+    raise UnsupportedMediaType(
+        f"Content-Type must be application/json, not {media_type or '(empty)'}"
+    )
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -25,7 +25,9 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # jsonb on PostgreSQL (smaller, indexable); JSON text on SQLite.
 Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 # For optional JSON: an absent value is SQL NULL (``IS NULL`` finds it), not JSON null.
-OptionalJson = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+OptionalJson = sa.JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql"
+)
 Timestamp = sa.DateTime(timezone=True)
 
 partners = sa.Table(
@@ -101,10 +103,21 @@ thrad_events = sa.Table(
     sa.Column("event_id", sa.Text, nullable=True),
     # Unix seconds, as sent (or the receive time): "timestamp" in the wire format.
     sa.Column("event_timestamp", sa.Double, nullable=False),
-    *(sa.Column(name, sa.Text, nullable=True) for name in (
-        "page_url", "referrer", "user_agent", "session_id", "client_id", "click_id",
-        "impression_id", "bid_id", "attribution_type", "impression_state",
-    )),
+    *(
+        sa.Column(name, sa.Text, nullable=True)
+        for name in (
+            "page_url",
+            "referrer",
+            "user_agent",
+            "session_id",
+            "client_id",
+            "click_id",
+            "impression_id",
+            "bid_id",
+            "attribution_type",
+            "impression_state",
+        )
+    ),
     sa.Column("view_time_ms", sa.Double, nullable=True),
     sa.Column("consent", OptionalJson, nullable=True),
     sa.Column("params", Json, nullable=False),
@@ -115,9 +128,16 @@ thrad_events = sa.Table(
     sa.Column("geo_city", sa.Text, nullable=True),
     sa.Column("geo_lat", sa.Double, nullable=True),
     sa.Column("geo_lon", sa.Double, nullable=True),
-    *(sa.Column(name, sa.Text, nullable=True) for name in (
-        "ua_browser", "ua_browser_version", "ua_os", "ua_os_version", "ua_device",
-    )),
+    *(
+        sa.Column(name, sa.Text, nullable=True)
+        for name in (
+            "ua_browser",
+            "ua_browser_version",
+            "ua_os",
+            "ua_os_version",
+            "ua_device",
+        )
+    ),
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Column("job_id", sa.Text, nullable=True),
     # Thrad's dedup key. NULLs are distinct in a unique key (PostgreSQL and

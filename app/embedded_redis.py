@@ -74,9 +74,7 @@ class EmbeddedRedis:
         self.socket_path.unlink(missing_ok=True)
         # Its own session: a Ctrl-C in the terminal reaches the web and worker
         # processes, which stop first; Redis is stopped after them.
-        self.process = subprocess.Popen(
-            [redis_server_binary(), str(conf)], start_new_session=True
-        )
+        self.process = subprocess.Popen([redis_server_binary(), str(conf)], start_new_session=True)
         self.wait_ready(timeout)
         return self
 
@@ -94,7 +92,9 @@ class EmbeddedRedis:
                 return
             except (RedisConnectionError, OSError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not answer on {self.socket_path}") from None
+                    raise RuntimeError(
+                        f"redis-server did not answer on {self.socket_path}"
+                    ) from None
                 time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -31,7 +31,9 @@ async def healthz(request: Request) -> Response:
 async def client_gone(request: Request, exc: Exception) -> Response:
     # The client went away mid-upload; nothing was queued and nobody reads this.
     access_log.info("client disconnected during upload on %s", request.url.path)
-    return errors.json_response(400, {"error": "Client disconnected", "code": "client_disconnected"})
+    return errors.json_response(
+        400, {"error": "Client disconnected", "code": "client_disconnected"}
+    )
 
 
 class RequestLog:
@@ -63,15 +65,19 @@ class RequestLog:
             await self.app(scope, receive, send_with_id)
         finally:
             if access_log.isEnabledFor(logging.INFO):
-                access_log.info(orjson.dumps({
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "partner": scope.get("inlet.partner"),
-                    "events": scope.get("inlet.events"),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                }).decode())
+                access_log.info(
+                    orjson.dumps(
+                        {
+                            "request_id": request_id,
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "partner": scope.get("inlet.partner"),
+                            "events": scope.get("inlet.events"),
+                            "status": status,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        }
+                    ).decode()
+                )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -6,6 +6,7 @@ checks that each one is documented in the README.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -29,54 +30,96 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("DATABASE_URL", "sqlite:///./var/inlet.db",
-            "SQLAlchemy URL of the event store (PostgreSQL in production; "
-            "postgres:// is accepted)."),
-    Setting("REDIS_URL", "unix://./var/redis.sock",
-            "Redis for the queue and the rate limits; the default is the embedded "
-            "Redis that `make run` starts."),
+    Setting(
+        "DATABASE_URL",
+        "sqlite:///./var/inlet.db",
+        "SQLAlchemy URL of the event store (PostgreSQL in production; postgres:// is accepted).",
+    ),
+    Setting(
+        "REDIS_URL",
+        "unix://./var/redis.sock",
+        "Redis for the queue and the rate limits; the default is the embedded "
+        "Redis that `make run` starts.",
+    ),
     Setting("PORT", "8000", "Port `inlet web` listens on."),
     Setting("HOST", "127.0.0.1", "Address `inlet web` binds (0.0.0.0 behind a load balancer)."),
     Setting("WEB_CONCURRENCY", "1", "Number of uvicorn worker processes `inlet web` runs."),
-    Setting("INLET_DATA_DIR", "./var",
-            "Where the embedded Redis, the SQLite file and the generated secret key live."),
-    Setting("INLET_SECRET_KEY", "",
-            "Key of the keyed hash that protects stored credentials. Empty: a random key "
-            "is generated once into INLET_DATA_DIR/secret.key. Set it in production."),
-    Setting("INLET_RATE_LIMIT", "100/second",
-            "Default per-partner request limit, `N/second|minute|hour|day`; "
-            "`inlet partners set-rate-limit` overrides it per partner."),
-    Setting("INLET_RETRY_DELAYS", "1,5,15,30,60,120,300",
-            "Seconds between the retries of a job that failed for a transient reason "
-            "(database down, lock timeout); after the last one the job stays failed."),
-    Setting("INLET_JOB_TIMEOUT", "20",
-            "Seconds a job may run before it is stopped and retried; also bounds how "
-            "long a job of a killed worker waits before another worker takes it over."),
-    Setting("INLET_REDIS_TIMEOUT", "2",
-            "Seconds the web tier waits for Redis before answering 503."),
-    Setting("INLET_MAX_BODY_BYTES", "1048576",
-            "Largest batch body, after gzip decompression (Onside's 1 MB)."),
+    Setting(
+        "INLET_DATA_DIR",
+        "./var",
+        "Where the embedded Redis, the SQLite file and the generated secret key live.",
+    ),
+    Setting(
+        "INLET_SECRET_KEY",
+        "",
+        "Key of the keyed hash that protects stored credentials. Empty: a random key "
+        "is generated once into INLET_DATA_DIR/secret.key. Set it in production.",
+    ),
+    Setting(
+        "INLET_RATE_LIMIT",
+        "100/second",
+        "Default per-partner request limit, `N/second|minute|hour|day`; "
+        "`inlet partners set-rate-limit` overrides it per partner.",
+    ),
+    Setting(
+        "INLET_RETRY_DELAYS",
+        "1,5,15,30,60,120,300",
+        "Seconds between the retries of a job that failed for a transient reason "
+        "(database down, lock timeout); after the last one the job stays failed.",
+    ),
+    Setting(
+        "INLET_JOB_TIMEOUT",
+        "20",
+        "Seconds a job may run before it is stopped and retried; also bounds how "
+        "long a job of a killed worker waits before another worker takes it over.",
+    ),
+    Setting(
+        "INLET_REDIS_TIMEOUT", "2", "Seconds the web tier waits for Redis before answering 503."
+    ),
+    Setting(
+        "INLET_MAX_BODY_BYTES",
+        "1048576",
+        "Largest batch body, after gzip decompression (Onside's 1 MB).",
+    ),
     Setting("INLET_MAX_BATCH_EVENTS", "1000", "Most events in one batch (Onside's 1,000)."),
     Setting("INLET_LOG_LEVEL", "INFO", "Log level of the web and worker processes."),
-    Setting("INLET_AUTH_FAILURE_LIMIT", "20/minute",
-            "Failed authentications one client address may make per window before it gets "
-            "429 with Retry-After instead of 401; correct credentials always pass."),
-    Setting("INLET_BODY_TIMEOUT", "30",
-            "Seconds a client has to send a whole request body; a slower upload gets 408 "
-            "and nothing is queued."),
-    Setting("INLET_KEEP_ALIVE_TIMEOUT", "5",
-            "Seconds `inlet web` keeps an idle keep-alive connection open."),
-    Setting("INLET_TRUSTED_PROXIES", "",
-            "Comma-separated addresses or CIDR networks of proxies whose X-Forwarded-For "
-            "the Thrad endpoint believes; empty: the direct peer is the client."),
-    Setting("INLET_GEOIP_DATABASE", "",
-            "Path of a MaxMind-format City database (GeoLite2, DB-IP City Lite) for the "
-            "Thrad rows' geo fields; empty: the GeoLite2 City database that the "
-            "maxminddb-geolite2 package ships."),
-    Setting("PROMETHEUS_MULTIPROC_DIR", "",
-            "Directory where every web and worker process writes its metrics, so that "
-            "`GET /metrics` adds them up. Empty: INLET_DATA_DIR/metrics. All processes "
-            "of one deployment must share it."),
+    Setting(
+        "INLET_AUTH_FAILURE_LIMIT",
+        "20/minute",
+        "Failed authentications one client address may make per window before it gets "
+        "429 with Retry-After instead of 401; correct credentials always pass.",
+    ),
+    Setting(
+        "INLET_BODY_TIMEOUT",
+        "30",
+        "Seconds a client has to send a whole request body; a slower upload gets 408 "
+        "and nothing is queued.",
+    ),
+    Setting(
+        "INLET_KEEP_ALIVE_TIMEOUT",
+        "5",
+        "Seconds `inlet web` keeps an idle keep-alive connection open.",
+    ),
+    Setting(
+        "INLET_TRUSTED_PROXIES",
+        "",
+        "Comma-separated addresses or CIDR networks of proxies whose X-Forwarded-For "
+        "the Thrad endpoint believes; empty: the direct peer is the client.",
+    ),
+    Setting(
+        "INLET_GEOIP_DATABASE",
+        "",
+        "Path of a MaxMind-format City database (GeoLite2, DB-IP City Lite) for the "
+        "Thrad rows' geo fields; empty: the GeoLite2 City database that the "
+        "maxminddb-geolite2 package ships.",
+    ),
+    Setting(
+        "PROMETHEUS_MULTIPROC_DIR",
+        "",
+        "Directory where every web and worker process writes its metrics, so that "
+        "`GET /metrics` adds them up. Empty: INLET_DATA_DIR/metrics. All processes "
+        "of one deployment must share it.",
+    ),
 )
 
 _SETTING_BY_ENV = {s.env: s for s in SETTINGS}
@@ -114,7 +157,7 @@ def normalize_database_url(url: str) -> str:
     """Accept Heroku-style ``postgres://`` and bare ``postgresql://`` as psycopg 3."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -219,7 +262,8 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
     try:
         return tuple(
             ipaddress.ip_network(part.strip(), strict=False)
-            for part in text.split(",") if part.strip()
+            for part in text.split(",")
+            if part.strip()
         )
     except ValueError as exc:
         raise ValueError(f"INLET_TRUSTED_PROXIES: {exc}") from None
@@ -238,7 +282,7 @@ def _absolute_sqlite(url: str) -> str:
     """Make a relative SQLite path absolute, so every process finds the same file."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-        path = Path(url[len(prefix):]).resolve()
+        path = Path(url[len(prefix) :]).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         return prefix + str(path)
     return url
@@ -247,7 +291,7 @@ def _absolute_sqlite(url: str) -> str:
 def _absolute_unix(url: str) -> str:
     prefix = "unix://"
     if url.startswith(prefix) and not url.startswith(prefix + "/"):
-        return prefix + str(Path(url[len(prefix):]).resolve())
+        return prefix + str(Path(url[len(prefix) :]).resolve())
     return url
 
 
@@ -264,10 +308,8 @@ def _load_or_create_key(data_dir: Path) -> bytes:
         with os.fdopen(fd, "wb") as fh:
             fh.write(secrets.token_urlsafe(32).encode())
         os.chmod(tmp, 0o600)
-        try:
+        with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
-        except FileExistsError:
-            pass
     finally:
         os.unlink(tmp)
     return path.read_bytes().strip()

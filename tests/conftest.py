@@ -117,7 +117,9 @@ def make_settings(database_url: str, redis_url: str, data_dir: Path, **env: str)
 
 
 @pytest.fixture
-def settings(database_url: str, redis: Redis, redis_server: EmbeddedRedis, tmp_path: Path) -> Settings:
+def settings(
+    database_url: str, redis: Redis, redis_server: EmbeddedRedis, tmp_path: Path
+) -> Settings:
     return make_settings(database_url, redis_server.url, tmp_path)
 
 

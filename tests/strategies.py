@@ -14,13 +14,21 @@ from hypothesis import strategies as st
 
 # JSON values as orjson reads them back: no NaN/inf, ints within 64 bits,
 # strings without U+0000 (refused by design: PostgreSQL can't store it).
-json_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
-json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(
-    allow_nan=False, allow_infinity=False
-) | json_text
+json_text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20
+)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | json_text
+)
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(json_text, children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(json_text, children, max_size=4)
+    ),
     max_leaves=12,
 )
 payloads = st.dictionaries(json_text, json_values, max_size=5)
@@ -33,9 +41,7 @@ event_names = st.text(
 ).filter(lambda s: s.strip())
 
 offsets = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
-datetimes = st.datetimes(
-    min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)
-)
+datetimes = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1))
 
 
 @st.composite
@@ -63,27 +69,29 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
 batches = st.lists(events(), min_size=1, max_size=8)
 
 # One way to break one field of a valid event, with the field it breaks.
-corruptions = st.sampled_from([
-    ("event_name", None),
-    ("event_name", ""),
-    ("event_name", "   "),
-    ("event_name", 42),
-    ("payload", None),
-    ("payload", []),
-    ("payload", "text"),
-    ("payload", {"bad": "nul\x00byte"}),
-    ("event_datetime", "yesterday"),
-    ("event_datetime", "2026-13-01T00:00:00Z"),
-    ("event_datetime", "2026-05-05"),
-    ("event_datetime", 1748275200),
-    ("event_id", "not-a-uuid"),
-    ("event_id", "550e8400-e29b-11d4-a716-446655440000"),  # version 1
-    ("event_id", "550e8400e29b41d4a716446655440000"),  # not canonical
-    ("event_id", 7),
-    ("installation_id", "xyz"),
-    ("installation_id", ["550e8400-e29b-41d4-a716-446655440000"]),
-    ("event_id", "DELETE"),
-])
+corruptions = st.sampled_from(
+    [
+        ("event_name", None),
+        ("event_name", ""),
+        ("event_name", "   "),
+        ("event_name", 42),
+        ("payload", None),
+        ("payload", []),
+        ("payload", "text"),
+        ("payload", {"bad": "nul\x00byte"}),
+        ("event_datetime", "yesterday"),
+        ("event_datetime", "2026-13-01T00:00:00Z"),
+        ("event_datetime", "2026-05-05"),
+        ("event_datetime", 1748275200),
+        ("event_id", "not-a-uuid"),
+        ("event_id", "550e8400-e29b-11d4-a716-446655440000"),  # version 1
+        ("event_id", "550e8400e29b41d4a716446655440000"),  # not canonical
+        ("event_id", 7),
+        ("installation_id", "xyz"),
+        ("installation_id", ["550e8400-e29b-41d4-a716-446655440000"]),
+        ("event_id", "DELETE"),
+    ]
+)
 
 
 # -- Hostile requests ----------------------------------------------------------
@@ -97,15 +105,48 @@ MAX_BODY = 1024 * 1024
 
 # Valid JSON that is merely odd: a batch holding only these must be accepted and land.
 ODD_TOKENS = [
-    "123456789012345678901234567890", "18446744073709551615", "18446744073709551616",
-    "-9223372036854775809", "1" * 300, "1e-400", "-0", "-0.0", "1E2", "5e-324",
-    "1.7976931348623157e308", '"\\ud83d\\ude00"', '"\\u001f"', '"\\/"', "true", "null", "[]", "{}",
+    "123456789012345678901234567890",
+    "18446744073709551615",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "1" * 300,
+    "1e-400",
+    "-0",
+    "-0.0",
+    "1E2",
+    "5e-324",
+    "1.7976931348623157e308",
+    '"\\ud83d\\ude00"',
+    '"\\u001f"',
+    '"\\/"',
+    "true",
+    "null",
+    "[]",
+    "{}",
 ]
 # What no JSON parser should accept, or PostgreSQL can't store: always a 400.
 BROKEN_TOKENS = [
-    "NaN", "-NaN", "Infinity", "-Infinity", "1e400", "-1e400", "0.1e99999", "1" * 400,
-    "01", "+1", ".5", "0x10", '"\\ud800"', '"\\udfff"', '"a\\ud83d"', '"\\u0000"',
-    '"x\\u0000y"', '"\x01raw control"', "'single'", '"\\x41"', "",
+    "NaN",
+    "-NaN",
+    "Infinity",
+    "-Infinity",
+    "1e400",
+    "-1e400",
+    "0.1e99999",
+    "1" * 400,
+    "01",
+    "+1",
+    ".5",
+    "0x10",
+    '"\\ud800"',
+    '"\\udfff"',
+    '"a\\ud83d"',
+    '"\\u0000"',
+    '"x\\u0000y"',
+    '"\x01raw control"',
+    "'single'",
+    '"\\x41"',
+    "",
 ]
 string_tokens = st.text(max_size=12).map(lambda s: orjson.dumps(s).decode())
 numbers = st.integers().map(str) | st.floats(allow_nan=False, allow_infinity=False).map(repr)
@@ -171,7 +212,12 @@ def hostile_events(draw: st.DrawFn) -> str:
 
 
 FIELDS_OR_EXTRA = [
-    "event_name", "payload", "event_datetime", "event_id", "installation_id", "extra",
+    "event_name",
+    "payload",
+    "event_datetime",
+    "event_id",
+    "installation_id",
+    "extra",
 ]
 
 
@@ -202,21 +248,51 @@ def hostile_requests(draw: st.DrawFn) -> HostileRequest:
         unit = draw(st.sampled_from(["x", "é", "\\u0000", "\\ud800", "\\n", "😀"]))
         room = MAX_BODY - len(top.encode()) + 3 + draw(st.integers(-300, 40))
         top = top.replace("PAD", unit * (room // len(unit.encode())))
-    top = draw(st.sampled_from([
-        top, top, top, top,
-        top[:-1] + ', "events": []}',  # a duplicate "events" key
-        top.replace('{"events": ', '{"events": ' + "[" * 300, 1) + "]" * 300,
-    ]))
+    top = draw(
+        st.sampled_from(
+            [
+                top,
+                top,
+                top,
+                top,
+                top[:-1] + ', "events": []}',  # a duplicate "events" key
+                top.replace('{"events": ', '{"events": ' + "[" * 300, 1) + "]" * 300,
+            ]
+        )
+    )
     body = top.encode("utf-8", "surrogatepass")
-    headers = {"Content-Type": draw(st.sampled_from([
-        *["application/json"] * 20, "application/json; charset=utf-8", "application/vnd.api+json",
-        "text/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
-        "", "application/json; charset=utf-16", "*/*",
-    ]))}
-    mangle = draw(st.sampled_from([
-        *["none"] * 8, *["gzip"] * 3, "gzip-truncated", "bomb", "deflate", "br",
-        "truncate", "not-utf8",
-    ]))
+    headers = {
+        "Content-Type": draw(
+            st.sampled_from(
+                [
+                    *["application/json"] * 20,
+                    "application/json; charset=utf-8",
+                    "application/vnd.api+json",
+                    "text/json",
+                    "text/plain",
+                    "application/x-www-form-urlencoded",
+                    "multipart/form-data",
+                    "",
+                    "application/json; charset=utf-16",
+                    "*/*",
+                ]
+            )
+        )
+    }
+    mangle = draw(
+        st.sampled_from(
+            [
+                *["none"] * 8,
+                *["gzip"] * 3,
+                "gzip-truncated",
+                "bomb",
+                "deflate",
+                "br",
+                "truncate",
+                "not-utf8",
+            ]
+        )
+    )
     if mangle == "truncate":
         body = body[: draw(st.integers(0, max(len(body) - 1, 0)))]
     elif mangle == "not-utf8":

@@ -48,8 +48,11 @@ def test_admin_create_prints_a_password_once_and_it_opens_the_page(
 def test_partner_credentials_never_open_admin_pages(
     client: TestClient, auth: dict[str, str], admin: NewAdmin, path: str
 ) -> None:
-    for headers in ({}, auth, {"Authorization": "Basic " + base64.b64encode(
-            f"{admin.username}:wrong".encode()).decode()}):
+    for headers in (
+        {},
+        auth,
+        {"Authorization": "Basic " + base64.b64encode(f"{admin.username}:wrong".encode()).decode()},
+    ):
         response = client.get(path, headers=headers)
         assert response.status_code == 401
         assert response.json()["code"] == "unauthorized"
@@ -57,14 +60,21 @@ def test_partner_credentials_never_open_admin_pages(
 
 
 def test_page_shows_queue_partner_counts_and_failed_jobs(
-    settings: Settings, redis: Redis, client: TestClient, partner: NewPartner,
-    admin: NewAdmin, drain: Callable[..., None], auth: dict[str, str],
+    settings: Settings,
+    redis: Redis,
+    client: TestClient,
+    partner: NewPartner,
+    admin: NewAdmin,
+    drain: Callable[..., None],
+    auth: dict[str, str],
 ) -> None:
     job_id = fail_for_real(settings, redis, partner, drain, [make_event(1), make_event(2)])
     body = {"events": [{**make_event(3), "event_datetime": "2026-05-05T12:00:00Z"}]}
     assert client.post("/attribution-api/v1/events", json=body, headers=auth).status_code == 204
-    assert client.post("/attribution-api/v1/events", json={"events": [{}]},
-                       headers=auth).status_code == 400
+    assert (
+        client.post("/attribution-api/v1/events", json={"events": [{}]}, headers=auth).status_code
+        == 400
+    )
     response = client.get("/admin", headers=admin_auth(admin))
     html = response.text
     assert response.headers["content-security-policy"].startswith("default-src 'none'")
@@ -84,37 +94,63 @@ def test_page_shows_queue_partner_counts_and_failed_jobs(
 
 
 def test_requeue_from_the_page_lands_rows_once(
-    settings: Settings, redis: Redis, client: TestClient, partner: NewPartner,
-    admin: NewAdmin, drain: Callable[..., None], engine: Engine,
+    settings: Settings,
+    redis: Redis,
+    client: TestClient,
+    partner: NewPartner,
+    admin: NewAdmin,
+    drain: Callable[..., None],
+    engine: Engine,
 ) -> None:
     job_id = fail_for_real(settings, redis, partner, drain, [make_event(1), make_event(2)])
     csrf = csrf_of(client.get("/admin", headers=admin_auth(admin)).text)
-    response = client.post(f"/admin/failed/{job_id}/requeue", data={"csrf": csrf},
-                           headers=admin_auth(admin), follow_redirects=False)
+    response = client.post(
+        f"/admin/failed/{job_id}/requeue",
+        data={"csrf": csrf},
+        headers=admin_auth(admin),
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     assert response.headers["location"] == f"/admin?done=requeued&job={job_id}"
     page = client.get(response.headers["location"], headers=admin_auth(admin)).text
     assert f"Job {job_id} was requeued." in page and "No failed jobs." in page
     drain()
     assert event_ids(engine) == [make_event(1)["event_id"], make_event(2)["event_id"]]
-    again = client.post(f"/admin/failed/{job_id}/requeue", data={"csrf": csrf},
-                        headers=admin_auth(admin), follow_redirects=False)
+    again = client.post(
+        f"/admin/failed/{job_id}/requeue",
+        data={"csrf": csrf},
+        headers=admin_auth(admin),
+        follow_redirects=False,
+    )
     assert again.headers["location"] == f"/admin?done=gone&job={job_id}"
 
 
 def test_delete_and_requeue_all_from_the_page(
-    settings: Settings, redis: Redis, client: TestClient, partner: NewPartner,
-    admin: NewAdmin, drain: Callable[..., None], engine: Engine,
+    settings: Settings,
+    redis: Redis,
+    client: TestClient,
+    partner: NewPartner,
+    admin: NewAdmin,
+    drain: Callable[..., None],
+    engine: Engine,
 ) -> None:
     doomed = fail_for_real(settings, redis, partner, drain, [make_event(1)])
     fail_for_real(settings, redis, partner, drain, [make_event(2)])
     fail_for_real(settings, redis, partner, drain, [make_event(3)])
     csrf = csrf_of(client.get("/admin", headers=admin_auth(admin)).text)
-    deleted = client.post(f"/admin/failed/{doomed}/delete", data={"csrf": csrf},
-                          headers=admin_auth(admin), follow_redirects=False)
+    deleted = client.post(
+        f"/admin/failed/{doomed}/delete",
+        data={"csrf": csrf},
+        headers=admin_auth(admin),
+        follow_redirects=False,
+    )
     assert deleted.headers["location"] == f"/admin?done=deleted&job={doomed}"
-    everything = client.post("/admin/failed/requeue-all", data={"csrf": csrf},
-                             headers=admin_auth(admin), follow_redirects=False)
+    everything = client.post(
+        "/admin/failed/requeue-all",
+        data={"csrf": csrf},
+        headers=admin_auth(admin),
+        follow_redirects=False,
+    )
     assert everything.headers["location"] == "/admin?done=requeued-all&count=2"
     drain()
     assert event_ids(engine) == [make_event(2)["event_id"], make_event(3)["event_id"]]
@@ -132,46 +168,73 @@ def test_delete_and_requeue_all_from_the_page(
     ],
 )
 def test_forms_without_a_valid_csrf_token_change_nothing(
-    settings: Settings, redis: Redis, client: TestClient, partner: NewPartner,
-    admin: NewAdmin, drain: Callable[..., None], form: dict | None, headers: dict,
+    settings: Settings,
+    redis: Redis,
+    client: TestClient,
+    partner: NewPartner,
+    admin: NewAdmin,
+    drain: Callable[..., None],
+    form: dict | None,
+    headers: dict,
     message: str,
 ) -> None:
     job_id = fail_for_real(settings, redis, partner, drain, [make_event(1)])
     csrf = csrf_of(client.get("/admin", headers=admin_auth(admin)).text)
     data = {"csrf": csrf} if form is None else form
     for action in ("requeue", "delete"):
-        response = client.post(f"/admin/failed/{job_id}/{action}", data=data,
-                               headers={**admin_auth(admin), **headers}, follow_redirects=False)
+        response = client.post(
+            f"/admin/failed/{job_id}/{action}",
+            data=data,
+            headers={**admin_auth(admin), **headers},
+            follow_redirects=False,
+        )
         assert response.status_code == 403
         assert response.json()["code"] == "forbidden" and message in response.json()["error"]
     assert run_cli(settings, "failed", "list", "--json").stdout.count(job_id) == 1
 
 
 def test_forms_work_behind_a_tls_terminating_proxy(
-    settings: Settings, redis: Redis, client: TestClient, partner: NewPartner,
-    admin: NewAdmin, drain: Callable[..., None],
+    settings: Settings,
+    redis: Redis,
+    client: TestClient,
+    partner: NewPartner,
+    admin: NewAdmin,
+    drain: Callable[..., None],
 ) -> None:
     """The browser says https://host, this process sees http: same host, same site."""
     job_id = fail_for_real(settings, redis, partner, drain, [make_event(1)])
     csrf = csrf_of(client.get("/admin", headers=admin_auth(admin)).text)
     response = client.post(
-        f"/admin/failed/{job_id}/delete", data={"csrf": csrf},
-        headers={**admin_auth(admin), "Origin": "https://testserver", "Sec-Fetch-Site": "same-origin"},
+        f"/admin/failed/{job_id}/delete",
+        data={"csrf": csrf},
+        headers={
+            **admin_auth(admin),
+            "Origin": "https://testserver",
+            "Sec-Fetch-Site": "same-origin",
+        },
         follow_redirects=False,
     )
     assert response.status_code == 303, response.text
 
 
 def test_csrf_token_is_bound_to_the_browser_cookie(
-    settings: Settings, redis: Redis, client: TestClient, partner: NewPartner,
-    admin: NewAdmin, drain: Callable[..., None],
+    settings: Settings,
+    redis: Redis,
+    client: TestClient,
+    partner: NewPartner,
+    admin: NewAdmin,
+    drain: Callable[..., None],
 ) -> None:
     job_id = fail_for_real(settings, redis, partner, drain, [make_event(1)])
     csrf = csrf_of(client.get("/admin", headers=admin_auth(admin)).text)
     client.cookies.clear()
     client.cookies.set("inlet_csrf", "another-browser", path="/admin")
-    response = client.post(f"/admin/failed/{job_id}/delete", data={"csrf": csrf},
-                           headers=admin_auth(admin), follow_redirects=False)
+    response = client.post(
+        f"/admin/failed/{job_id}/delete",
+        data={"csrf": csrf},
+        headers=admin_auth(admin),
+        follow_redirects=False,
+    )
     assert response.status_code == 403
 
 
@@ -184,14 +247,13 @@ def test_unknown_job_and_action_are_404(
     cookie = client.cookies.get("inlet_csrf")
     assert cookie
     csrf = csrf_token(settings.secret_key, cookie, admin.username)
-    response = client.post("/admin/failed/x/explode", data={"csrf": csrf},
-                           headers=admin_auth(admin))
+    response = client.post(
+        "/admin/failed/x/explode", data={"csrf": csrf}, headers=admin_auth(admin)
+    )
     assert response.status_code == 404
 
 
-def test_page_renders_even_with_redis_down(
-    settings: Settings, admin: NewAdmin
-) -> None:
+def test_page_renders_even_with_redis_down(settings: Settings, admin: NewAdmin) -> None:
     broken = settings.replace(redis_url="unix:///nonexistent/redis.sock")
     with TestClient(create_app(broken)) as client:
         response = client.get("/admin", headers=admin_auth(admin))
@@ -221,8 +283,12 @@ def test_admin_users_migration_matches_the_table_and_downgrades(database_url: st
     ("method", "path", "headers", "body"),
     [
         ("GET", "/admin", {"Authorization": "Basic !!!"}, b""),
-        ("GET", "/admin", {"Authorization": "Basic " + base64.b64encode(b"\xff:\xfe").decode()},
-         b""),
+        (
+            "GET",
+            "/admin",
+            {"Authorization": "Basic " + base64.b64encode(b"\xff:\xfe").decode()},
+            b"",
+        ),
         ("GET", "/admin?done=requeued&job=%3Cscript%3E{0}", None, b""),
         ("GET", "/admin/failed/%00%2F..", None, b""),
         ("POST", "/admin/failed/x/requeue", None, b"\xff\xfe"),
@@ -234,10 +300,15 @@ def test_admin_users_migration_matches_the_table_and_downgrades(database_url: st
     ],
 )
 def test_odd_admin_requests_never_get_a_500(
-    client: TestClient, admin: NewAdmin, method: str, path: str,
-    headers: dict[str, str] | None, body: bytes,
+    client: TestClient,
+    admin: NewAdmin,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None,
+    body: bytes,
 ) -> None:
-    response = client.request(method, path, content=body,
-                              headers=headers if headers is not None else admin_auth(admin))
+    response = client.request(
+        method, path, content=body, headers=headers if headers is not None else admin_auth(admin)
+    )
     assert response.status_code < 500, response.text
     assert "<script>" not in response.text

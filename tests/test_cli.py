@@ -11,9 +11,9 @@ from click.testing import CliRunner, Result
 from starlette.testclient import TestClient
 
 from app.cli import main
+from app.partners import NewPartner
 from app.settings import Settings
 from tests.conftest import TEST_SECRET_KEY, basic_auth
-from app.partners import NewPartner
 
 URL = "/attribution-api/v1/events"
 
@@ -41,10 +41,16 @@ def test_partner_lifecycle(inlet: Callable[..., Result], client: TestClient) -> 
     assert set(created) == {"name", "username", "password", "api_key"}
     assert created["name"] == "shop"
     partner = NewPartner(0, "shop", created["username"], created["password"])
-    event = {"event_name": "x", "payload": {}, "event_datetime": "2026-05-05T12:00:00Z",
-             "event_id": "550e8400-e29b-41d4-a716-446655440000",
-             "installation_id": "550e8400-e29b-41d4-a716-446655440000"}
-    assert client.post(URL, json={"events": [event]}, headers=basic_auth(partner)).status_code == 204
+    event = {
+        "event_name": "x",
+        "payload": {},
+        "event_datetime": "2026-05-05T12:00:00Z",
+        "event_id": "550e8400-e29b-41d4-a716-446655440000",
+        "installation_id": "550e8400-e29b-41d4-a716-446655440000",
+    }
+    assert (
+        client.post(URL, json={"events": [event]}, headers=basic_auth(partner)).status_code == 204
+    )
 
     listed = inlet("partners", "list").stdout
     assert "shop" in listed and created["username"] in listed and "active" in listed
@@ -86,23 +92,42 @@ def test_duplicate_partner_name_is_refused(inlet: Callable[..., Result]) -> None
 
 
 def test_export_writes_json_lines_oldest_first(
-    inlet: Callable[..., Result], client: TestClient, partner: NewPartner,
-    auth: dict[str, str], drain: Callable[[], None],
+    inlet: Callable[..., Result],
+    client: TestClient,
+    partner: NewPartner,
+    auth: dict[str, str],
+    drain: Callable[[], None],
 ) -> None:
     def event(n: int, name: str) -> dict[str, Any]:
-        return {"event_name": name, "payload": {"n": n},
-                "event_datetime": "2026-05-05T14:00:00+02:00",
-                "event_id": f"550e8400-e29b-41d4-a716-{n:012d}",
-                "installation_id": "550E8400-E29B-41D4-A716-446655440000"}
+        return {
+            "event_name": name,
+            "payload": {"n": n},
+            "event_datetime": "2026-05-05T14:00:00+02:00",
+            "event_id": f"550e8400-e29b-41d4-a716-{n:012d}",
+            "installation_id": "550E8400-E29B-41D4-A716-446655440000",
+        }
 
     assert client.post(URL, json={"events": [event(1, "Sign_Up")]}, headers=auth).status_code == 204
-    assert client.post(URL, json={"events": [event(2, "PURCHASE")]}, headers=auth).status_code == 204
+    assert (
+        client.post(URL, json={"events": [event(2, "PURCHASE")]}, headers=auth).status_code == 204
+    )
     drain()
-    lines = [orjson.loads(line) for line in inlet("events", "export", "--partner", "acme").stdout.splitlines()]
+    lines = [
+        orjson.loads(line)
+        for line in inlet("events", "export", "--partner", "acme").stdout.splitlines()
+    ]
     assert [line["payload"]["n"] for line in lines] == [1, 2]
     first = lines[0]
-    assert set(first) == {"source", "event_id", "event_name", "sent_event_name", "event_datetime",
-                          "installation_id", "payload", "received_at"}
+    assert set(first) == {
+        "source",
+        "event_id",
+        "event_name",
+        "sent_event_name",
+        "event_datetime",
+        "installation_id",
+        "payload",
+        "received_at",
+    }
     assert first["source"] == "onside"
     assert first["event_name"] == "sign_up" and first["sent_event_name"] == "Sign_Up"
     assert first["event_datetime"] == "2026-05-05T12:00:00Z"

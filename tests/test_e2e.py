@@ -63,7 +63,11 @@ def stored_ids(engine: Engine) -> list[str]:
 
 
 def test_reference_curl_example_lands_and_exports(
-    settings: Settings, partner: NewPartner, procs: list[InletProcess], tmp_path: Path, engine: Engine
+    settings: Settings,
+    partner: NewPartner,
+    procs: list[InletProcess],
+    tmp_path: Path,
+    engine: Engine,
 ) -> None:
     env = process_env(settings)
     web = WebProcess(env, tmp_path / "web.log")
@@ -72,13 +76,19 @@ def test_reference_curl_example_lands_and_exports(
         "<basic auth>", f"'{partner.username}:{partner.password}'"
     ).replace("https://onside.io", web.url)
     result = subprocess.run(
-        ["bash", "-c", command + " -sS -w '%{http_code}'"], capture_output=True, text=True, timeout=30
+        ["bash", "-c", command + " -sS -w '%{http_code}'"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.stdout == "204", result.stderr
     wait_for(lambda: count_rows(engine) == 1, timeout=30, message="the event to land")
     export = subprocess.run(
-        [INLET, "events", "export", "--partner", partner.name], env=env,
-        capture_output=True, check=True, timeout=60,
+        [INLET, "events", "export", "--partner", partner.name],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
     )
     [line] = export.stdout.splitlines()
     row = orjson.loads(line)
@@ -91,25 +101,36 @@ def test_reference_curl_example_lands_and_exports(
 
 def waiting_on_locks(engine: Engine) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(sa.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        )).scalar_one())
+        return int(
+            conn.execute(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            ).scalar_one()
+        )
 
 
 def batch(start: int, size: int) -> dict[str, Any]:
-    return {"events": [
-        {"event_name": "Purchase_Completed", "payload": {"n": n, "sku": "x" * 50},
-         "event_datetime": "2026-05-05T12:00:00Z",
-         "event_id": f"550e8400-e29b-41d4-a716-{n:012d}",
-         "installation_id": "550e8400-e29b-41d4-a716-446655440000"}
-        for n in range(start, start + size)
-    ]}
+    return {
+        "events": [
+            {
+                "event_name": "Purchase_Completed",
+                "payload": {"n": n, "sku": "x" * 50},
+                "event_datetime": "2026-05-05T12:00:00Z",
+                "event_id": f"550e8400-e29b-41d4-a716-{n:012d}",
+                "installation_id": "550e8400-e29b-41d4-a716-446655440000",
+            }
+            for n in range(start, start + size)
+        ]
+    }
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_many_batches_through_two_workers_land_exactly_once(
-    settings: Settings, partner: NewPartner, procs: list[InletProcess], tmp_path: Path,
-    engine: Engine, auth_header: dict[str, str],
+    settings: Settings,
+    partner: NewPartner,
+    procs: list[InletProcess],
+    tmp_path: Path,
+    engine: Engine,
+    auth_header: dict[str, str],
 ) -> None:
     env = process_env(settings)
     web = WebProcess(env, tmp_path / "web.log")
@@ -130,8 +151,13 @@ def test_many_batches_through_two_workers_land_exactly_once(
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_worker_killed_mid_job_loses_nothing(
-    settings: Settings, partner: NewPartner, procs: list[InletProcess], tmp_path: Path,
-    engine: Engine, redis: Redis, auth_header: dict[str, str],
+    settings: Settings,
+    partner: NewPartner,
+    procs: list[InletProcess],
+    tmp_path: Path,
+    engine: Engine,
+    redis: Redis,
+    auth_header: dict[str, str],
 ) -> None:
     """SIGKILL while the job is inside its transaction; another worker redoes it."""
     env = process_env(settings, INLET_JOB_TIMEOUT="5", INLET_RETRY_DELAYS="1,1,1")
@@ -144,10 +170,17 @@ def test_worker_killed_mid_job_loses_nothing(
     victim = start_worker(env, tmp_path / "victim.log")
     procs.append(victim)
     body = batch(0, 100)
-    assert httpx.post(web.url + "/attribution-api/v1/events", json=body, headers=auth_header).status_code == 204
+    assert (
+        httpx.post(
+            web.url + "/attribution-api/v1/events", json=body, headers=auth_header
+        ).status_code
+        == 204
+    )
     started = StartedJobRegistry(queue=q.make_queue(settings, redis))
     wait_for(lambda: started.count == 1, timeout=30, message="the job to start")
-    wait_for(lambda: waiting_on_locks(engine) >= 1, timeout=30, message="the INSERT to wait on the lock")
+    wait_for(
+        lambda: waiting_on_locks(engine) >= 1, timeout=30, message="the INSERT to wait on the lock"
+    )
     victim.kill()
     killed_at = time.monotonic()
     blocker.rollback()
@@ -155,7 +188,9 @@ def test_worker_killed_mid_job_loses_nothing(
     rescuer = start_worker(env, tmp_path / "rescuer.log")
     procs.append(rescuer)
     try:
-        wait_for(lambda: count_rows(engine) == 100, timeout=60, interval=0.2, message="the batch to land")
+        wait_for(
+            lambda: count_rows(engine) == 100, timeout=60, interval=0.2, message="the batch to land"
+        )
     except AssertionError:
         print(victim.log(), rescuer.log(), started.get_job_ids(), redis.keys("*"))
         raise

@@ -89,7 +89,12 @@ class Stack:
             self.workers.supervise()
             return len(self.stored()) >= len(report.acknowledged)
 
-        wait_for(landed, timeout=timeout, interval=0.25, message=f"acknowledged events to land ({report.summary()})")
+        wait_for(
+            landed,
+            timeout=timeout,
+            interval=0.25,
+            message=f"acknowledged events to land ({report.summary()})",
+        )
         return self.stored()
 
     def assert_exactly_acknowledged(self, report: LoadReport) -> None:
@@ -108,7 +113,9 @@ class Stack:
 
 
 @pytest.fixture
-def stack_factory(fault_pg: PostgresCluster, fault_redis: EmbeddedRedis, tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+def stack_factory(
+    fault_pg: PostgresCluster, fault_redis: EmbeddedRedis, tmp_path: Path
+) -> Iterator:  # type: ignore[type-arg]
     stacks: list[Stack] = []
 
     def make(**env: str) -> Stack:
@@ -173,7 +180,9 @@ def test_postgres_down_for_20_seconds_mid_load(stack_factory, fault_pg: Postgres
     assert report.statuses["204"] >= 1
 
 
-def test_outage_longer_than_the_retry_budget_then_requeue(stack_factory, fault_pg: PostgresCluster) -> None:  # type: ignore[no-untyped-def]
+def test_outage_longer_than_the_retry_budget_then_requeue(
+    stack_factory, fault_pg: PostgresCluster
+) -> None:  # type: ignore[no-untyped-def]
     stack = stack_factory(INLET_RETRY_DELAYS="1,1")
     redis = Redis.from_url(stack.settings.redis_url)
     failed = FailedJobRegistry(queue=q.make_queue(stack.settings, redis))
@@ -192,7 +201,9 @@ def test_outage_longer_than_the_retry_budget_then_requeue(stack_factory, fault_p
             events = [new_event() for _ in range(20)]
             assert client.send(events, deadline) == 204  # Redis takes it while SQL is down
             report.acknowledged |= {e["event_id"] for e in events}
-        wait_for(lambda: failed.count == 5, timeout=60, interval=0.25, message="jobs to exhaust retries")
+        wait_for(
+            lambda: failed.count == 5, timeout=60, interval=0.25, message="jobs to exhaust retries"
+        )
     finally:
         fault_pg.start()
     assert stack.stored() == [warm[0]["event_id"]]
@@ -203,7 +214,9 @@ def test_outage_longer_than_the_retry_budget_then_requeue(stack_factory, fault_p
     redis.close()
 
 
-def test_redis_down_gives_a_quick_503_and_never_a_204(stack_factory, fault_redis: EmbeddedRedis) -> None:  # type: ignore[no-untyped-def]
+def test_redis_down_gives_a_quick_503_and_never_a_204(
+    stack_factory, fault_redis: EmbeddedRedis
+) -> None:  # type: ignore[no-untyped-def]
     stack = stack_factory()
     before = new_event()
     with httpx.Client(base_url=stack.web.url, headers=stack.auth, timeout=10) as http:
@@ -260,11 +273,19 @@ def test_client_disconnecting_mid_upload_queues_nothing(stack_factory) -> None: 
         with socket.create_connection(("127.0.0.1", stack.web.port)) as sock:
             sock.sendall(
                 b"POST /attribution-api/v1/events HTTP/1.1\r\nHost: x\r\n"
-                + b"Authorization: " + stack.auth["Authorization"].encode() + b"\r\n"
-                + b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n" + body
+                + b"Authorization: "
+                + stack.auth["Authorization"].encode()
+                + b"\r\n"
+                + b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                + body
             )
-    wait_for(lambda: "client disconnected" in stack.web.log(), timeout=10, message="the server to see it")
+    wait_for(
+        lambda: "client disconnected" in stack.web.log(), timeout=10, message="the server to see it"
+    )
     assert redis.keys("rq:job:*") == []
     with httpx.Client(base_url=stack.web.url, headers=stack.auth) as http:
-        assert http.post("/attribution-api/v1/events", json={"events": [new_event()]}).status_code == 204
+        assert (
+            http.post("/attribution-api/v1/events", json={"events": [new_event()]}).status_code
+            == 204
+        )
     redis.close()

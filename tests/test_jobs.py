@@ -32,11 +32,18 @@ def make_event(n: int, name: str = "purchase_completed") -> dict[str, Any]:
     }
 
 
-def enqueue(settings: Settings, redis: Redis, partner: NewPartner, events: list[dict[str, Any]]) -> str:
+def enqueue(
+    settings: Settings, redis: Redis, partner: NewPartner, events: list[dict[str, Any]]
+) -> str:
     queue = q.make_queue(settings, redis)
     return q.enqueue_batch(
-        queue, settings, func=q.INGEST_ONSIDE, partner_id=partner.id, partner_name=partner.name,
-        events=events, received_at=datetime(2026, 5, 5, 12, 0, 1, tzinfo=UTC),
+        queue,
+        settings,
+        func=q.INGEST_ONSIDE,
+        partner_id=partner.id,
+        partner_name=partner.name,
+        events=events,
+        received_at=datetime(2026, 5, 5, 12, 0, 1, tzinfo=UTC),
     )
 
 
@@ -51,7 +58,11 @@ def unreachable(settings: Settings) -> Settings:
 
 
 def test_a_batch_lands_with_every_column(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None], engine: Engine
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
+    engine: Engine,
 ) -> None:
     job_id = enqueue(settings, redis, partner, [make_event(1, " Sign_Up ")])
     drain()
@@ -66,7 +77,10 @@ def test_a_batch_lands_with_every_column(
 
 
 def test_job_logs_inserted_and_duplicates(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     enqueue(settings, redis, partner, [make_event(1), make_event(2)])
@@ -79,7 +93,11 @@ def test_job_logs_inserted_and_duplicates(
 
 
 def test_database_down_is_retried_then_failed_with_the_batch_intact(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None], engine: Engine
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
+    engine: Engine,
 ) -> None:
     quick = settings.replace(retry_delays=(0, 0))
     events = [make_event(n) for n in range(5)]
@@ -96,9 +114,13 @@ def test_database_down_is_retried_then_failed_with_the_batch_intact(
 
 
 def test_requeued_job_lands_exactly_once_after_a_partial_landing(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None], engine: Engine
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
+    engine: Engine,
 ) -> None:
-    """Part of the batch already landed (say, sent again in another batch): requeue lands the rest once."""
+    """Part of the batch landed already (sent again elsewhere): requeue lands the rest once."""
     quick = settings.replace(retry_delays=())
     failed_id = enqueue(quick, redis, partner, [make_event(n) for n in range(4)])
     drain(unreachable(quick))
@@ -119,7 +141,9 @@ def test_permanent_error_is_not_retried(
     ghost = NewPartner(id=999_999, name="ghost", username="", password="")
     job_id = enqueue(settings.replace(retry_delays=(0, 0, 0)), redis, ghost, [make_event(1)])
     drain()
-    job = Queue(settings.queue_name, connection=redis, serializer=q.JSONSerializer).fetch_job(job_id)
+    job = Queue(settings.queue_name, connection=redis, serializer=q.JSONSerializer).fetch_job(
+        job_id
+    )
     assert job is not None and job.is_failed
     assert job.retries_left == 0
     assert "IntegrityError" in (job.latest_result().exc_string or "")

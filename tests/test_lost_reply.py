@@ -9,6 +9,7 @@ a 503 that would make the partner send the batch again.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -49,8 +50,9 @@ class ReplySwallowingProxy:
                 thread.start()
                 self._threads.append(thread)
 
-    def _pump(self, src: socket.socket, dst: socket.socket, sent_exec: threading.Event,
-              requests: bool) -> None:
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, sent_exec: threading.Event, requests: bool
+    ) -> None:
         try:
             while chunk := src.recv(65536):
                 if requests:
@@ -66,10 +68,8 @@ class ReplySwallowingProxy:
         finally:
             # Either direction ending ends the pair; the last one out closes.
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
             if not requests:
                 src.close()
                 dst.close()
@@ -89,11 +89,16 @@ def proxy(redis_server: EmbeddedRedis) -> Iterator[ReplySwallowingProxy]:
 
 
 def test_a_lost_acknowledgement_of_a_queued_batch_is_still_a_204(
-    settings: Settings, auth: dict[str, str], redis: Redis, proxy: ReplySwallowingProxy,
-    drain: Callable[..., None], engine: Engine,
+    settings: Settings,
+    auth: dict[str, str],
+    redis: Redis,
+    proxy: ReplySwallowingProxy,
+    drain: Callable[..., None],
+    engine: Engine,
 ) -> None:
-    through_proxy = settings.replace(redis_url=f"redis://127.0.0.1:{proxy.port}/0",
-                                     redis_timeout=0.5)
+    through_proxy = settings.replace(
+        redis_url=f"redis://127.0.0.1:{proxy.port}/0", redis_timeout=0.5
+    )
     with TestClient(create_app(through_proxy)) as client:
         response = client.post(URL, json={"events": [EVENT]}, headers=auth)
     assert proxy.swallowed >= 1, "the proxy never swallowed a reply: the test proves nothing"

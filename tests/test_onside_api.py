@@ -72,7 +72,11 @@ def stored(engine: Engine) -> list[Any]:
 
 
 def test_reference_example_is_accepted_and_lands(
-    client: TestClient, auth: dict[str, str], redis: Redis, drain: Callable[[], None], engine: Engine
+    client: TestClient,
+    auth: dict[str, str],
+    redis: Redis,
+    drain: Callable[[], None],
+    engine: Engine,
 ) -> None:
     response = client.post(URL, content=REFERENCE_BODY, headers={**auth, **JSON})
     assert response.status_code == 204
@@ -88,7 +92,12 @@ def test_reference_example_is_accepted_and_lands(
 def test_event_names_are_normalized_and_kept_as_sent(
     client: TestClient, auth: dict[str, str], drain: Callable[[], None], engine: Engine
 ) -> None:
-    batch = {"events": [event(1, event_name="Purchase_Completed"), event(2, event_name="PURCHASE_COMPLETED")]}
+    batch = {
+        "events": [
+            event(1, event_name="Purchase_Completed"),
+            event(2, event_name="PURCHASE_COMPLETED"),
+        ]
+    }
     assert client.post(URL, json=batch, headers=auth).status_code == 204
     drain()
     rows = stored(engine)
@@ -146,7 +155,9 @@ def test_revoked_credential_stops_working_within_seconds(
     revoked_at = time.monotonic()
     wait_for(
         lambda: client.post(URL, json={"events": [event(2)]}, headers=auth).status_code == 401,
-        timeout=10, interval=0.2, message="revocation to take effect",
+        timeout=10,
+        interval=0.2,
+        message="revocation to take effect",
     )
     assert time.monotonic() - revoked_at < 5
 
@@ -168,7 +179,12 @@ def test_revoked_credential_stops_working_within_seconds(
     ],
 )
 def test_invalid_batches_get_400_and_queue_nothing(
-    client: TestClient, auth: dict[str, str], redis: Redis, body: bytes, index: int | None, field: str | None
+    client: TestClient,
+    auth: dict[str, str],
+    redis: Redis,
+    body: bytes,
+    index: int | None,
+    field: str | None,
 ) -> None:
     response = client.post(URL, content=body, headers={**auth, **JSON})
     errors = assert_error_shape(response, 400, "invalid_request")["errors"]
@@ -177,7 +193,11 @@ def test_invalid_batches_get_400_and_queue_nothing(
 
 
 def test_one_bad_event_rejects_the_whole_batch(
-    client: TestClient, auth: dict[str, str], redis: Redis, drain: Callable[[], None], engine: Engine
+    client: TestClient,
+    auth: dict[str, str],
+    redis: Redis,
+    drain: Callable[[], None],
+    engine: Engine,
 ) -> None:
     batch = {"events": [event(n) for n in range(10)] + [event(10, event_id="bad")]}
     response = client.post(URL, json=batch, headers=auth)
@@ -191,7 +211,9 @@ def test_one_bad_event_rejects_the_whole_batch(
 # -- 413 ---------------------------------------------------------------------
 
 
-def test_more_than_1000_events_gets_413(client: TestClient, auth: dict[str, str], redis: Redis) -> None:
+def test_more_than_1000_events_gets_413(
+    client: TestClient, auth: dict[str, str], redis: Redis
+) -> None:
     response = client.post(URL, json={"events": [event(n) for n in range(1001)]}, headers=auth)
     assert_error_shape(response, 413, "payload_too_large")
     assert queued_jobs(redis) == 0
@@ -206,7 +228,9 @@ def test_body_over_1_mib_gets_413_from_content_length(
     assert queued_jobs(redis) == 0
 
 
-def test_chunked_body_over_1_mib_gets_413(client: TestClient, auth: dict[str, str], redis: Redis) -> None:
+def test_chunked_body_over_1_mib_gets_413(
+    client: TestClient, auth: dict[str, str], redis: Redis
+) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"events": [{"payload": {"pad": "'
         for _ in range(40):
@@ -249,7 +273,9 @@ def test_gzip_bomb_gets_413(client: TestClient, auth: dict[str, str], redis: Red
 
 
 @pytest.mark.parametrize("body", [b"not gzip at all", gzip.compress(b'{"events": []}')[:-12]])
-def test_broken_gzip_gets_400(client: TestClient, auth: dict[str, str], redis: Redis, body: bytes) -> None:
+def test_broken_gzip_gets_400(
+    client: TestClient, auth: dict[str, str], redis: Redis, body: bytes
+) -> None:
     response = client.post(URL, content=body, headers={**auth, **JSON, "Content-Encoding": "gzip"})
     assert_error_shape(response, 400, "invalid_request")
     assert queued_jobs(redis) == 0
@@ -266,7 +292,9 @@ def test_broken_gzip_gets_400(client: TestClient, auth: dict[str, str], redis: R
 def test_unsupported_media_gets_415(
     client: TestClient, auth: dict[str, str], redis: Redis, headers: dict[str, str], code: str
 ) -> None:
-    response = client.post(URL, content=orjson.dumps({"events": [EVENT]}), headers={**auth, **headers})
+    response = client.post(
+        URL, content=orjson.dumps({"events": [EVENT]}), headers={**auth, **headers}
+    )
     assert_error_shape(response, 415, code)
     assert queued_jobs(redis) == 0
 
@@ -292,17 +320,23 @@ def test_rate_limit_is_shared_by_every_web_process(
     limited = create_partner(engine, settings.secret_key, "limited", rate_limit="3/minute")
     other = create_partner(engine, settings.secret_key, "other")
     with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
-        codes = [c.post(URL, json={"events": [event(n)]}, headers=basic_auth(limited)).status_code
-                 for n, c in enumerate([one, two, one, two])]
+        codes = [
+            c.post(URL, json={"events": [event(n)]}, headers=basic_auth(limited)).status_code
+            for n, c in enumerate([one, two, one, two])
+        ]
         assert codes == [204, 204, 204, 429]
         # Another partner has its own budget.
-        assert two.post(URL, json={"events": [event(9)]}, headers=basic_auth(other)).status_code == 204
+        assert (
+            two.post(URL, json={"events": [event(9)]}, headers=basic_auth(other)).status_code == 204
+        )
 
 
 def test_default_rate_limit_comes_from_settings(
     settings: Settings, partner: NewPartner, auth: dict[str, str]
 ) -> None:
-    with TestClient(create_app(settings.replace(rate_limit=settings.rate_limit.parse("1/hour")))) as c:
+    with TestClient(
+        create_app(settings.replace(rate_limit=settings.rate_limit.parse("1/hour")))
+    ) as c:
         assert c.post(URL, json={"events": [event(1)]}, headers=auth).status_code == 204
         assert c.post(URL, json={"events": [event(2)]}, headers=auth).status_code == 429
 
@@ -368,8 +402,11 @@ def test_credentials_that_cannot_be_checked_get_503_not_500(
     gone = settings.replace(database_url="postgresql+psycopg://postgres@127.0.0.1:9/none")
     with TestClient(create_app(gone)) as c:
         basic = c.post(URL, json={"events": [EVENT]}, headers=auth)
-        bearer = c.post("/v1/api/collect", json={"event_name": "x"},
-                        headers={"Authorization": "Bearer ik_0123456789abcdef_" + "x" * 43})
+        bearer = c.post(
+            "/v1/api/collect",
+            json={"event_name": "x"},
+            headers={"Authorization": "Bearer ik_0123456789abcdef_" + "x" * 43},
+        )
     for response in (basic, bearer):
         assert_error_shape(response, 503, "unavailable")
         assert response.headers["retry-after"]
@@ -400,6 +437,8 @@ def test_a_nul_in_basic_credentials_is_a_401_not_a_503(
 ) -> None:
     """PostgreSQL refuses U+0000 in a query: that must not read as "database down"."""
     token = base64.b64encode(f"{partner.username}\x00:{partner.password}".encode()).decode()
-    response = client.post(URL, json={"events": [EVENT]}, headers={"Authorization": f"Basic {token}"})
+    response = client.post(
+        URL, json={"events": [EVENT]}, headers={"Authorization": f"Basic {token}"}
+    )
     assert_error_shape(response, 401, "unauthorized")
     assert queued_jobs(redis) == 0

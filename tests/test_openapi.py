@@ -35,9 +35,9 @@ from starlette.types import Message
 
 from app import openapi
 from app.api_keys import create_api_key
+from app.errors import InvalidRequest
 from app.main import create_app
 from app.partners import NewPartner, set_rate_limit
-from app.errors import InvalidRequest
 from app.settings import RateLimit, Settings
 from app.thrad_event import validate_event
 from tests.thrad_strategies import edge_event_bodies
@@ -166,8 +166,13 @@ THRAD_REFUSALS = {
     "no key": (None, {}, _EVENT, 401, "Missing bearer token"),
     "basic credentials": ("Basic YTpi", {}, _EVENT, 401, "Missing bearer token"),
     "wrong key": (WRONG_KEY, {}, _EVENT, 401, "Invalid API key"),
-    "over 64 KiB": ("key", {}, {**_EVENT, "params": {"pad": "x" * 65536}}, 413,
-                    "payload_too_large"),
+    "over 64 KiB": (
+        "key",
+        {},
+        {**_EVENT, "params": {"pad": "x" * 65536}},
+        413,
+        "payload_too_large",
+    ),
     "brotli": ("key", {"Content-Encoding": "br"}, _EVENT, 415, "unsupported_media_type"),
     "not gzip": ("key", {"Content-Encoding": "gzip"}, _EVENT, 400, "invalid_request"),
 }
@@ -199,8 +204,13 @@ def send_and_check(
     ids=list(THRAD_REFUSALS),
 )
 def test_thrad_refusals_conform_to_the_document(
-    api: OpenApiSchema, bearer: dict[str, str], authorization: str | None,
-    headers: dict[str, str], body: Any, status: int, expected: str,
+    api: OpenApiSchema,
+    bearer: dict[str, str],
+    authorization: str | None,
+    headers: dict[str, str],
+    body: Any,
+    status: int,
+    expected: str,
 ) -> None:
     if authorization == "key":
         headers = {**headers, **bearer}
@@ -255,9 +265,17 @@ async def post_without_finishing(app: Any, path: str, headers: dict[str, str]) -
         sent.append(message)
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "server": ("testserver", 80), "client": ("127.0.0.1", 40000),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 40000),
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
         "app": app,
     }
@@ -267,8 +285,10 @@ async def post_without_finishing(app: Any, path: str, headers: dict[str, str]) -
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     response = httpx.Response(
-        start["status"], headers=[(k.decode(), v.decode()) for k, v in start["headers"]],
-        content=body, request=httpx.Request("POST", f"http://testserver{path}", headers=headers),
+        start["status"],
+        headers=[(k.decode(), v.decode()) for k, v in start["headers"]],
+        content=body,
+        request=httpx.Request("POST", f"http://testserver{path}", headers=headers),
     )
     response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
     return response

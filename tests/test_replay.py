@@ -25,8 +25,11 @@ def onside_event(n: int, **changes: object) -> dict:
 
 
 def write_lines(path: Path, lines: list[bytes | dict]) -> Path:
-    path.write_bytes(b"".join(
-        (line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n" for line in lines))
+    path.write_bytes(
+        b"".join(
+            (line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n" for line in lines
+        )
+    )
     return path
 
 
@@ -36,19 +39,26 @@ def replay_json(settings: Settings, path: Path, partner: str = "acme") -> dict:
 
 
 def test_replay_queues_valid_lines_and_rejects_the_rest_with_reasons(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
-    engine: Engine, tmp_path: Path,
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
+    engine: Engine,
+    tmp_path: Path,
 ) -> None:
-    path = write_lines(tmp_path / "dump.jsonl", [
-        onside_event(1),
-        onside_event(2, event_id="not-a-uuid"),
-        b"{not json",
-        b"",
-        onside_event(3),
-        onside_event(1),  # repeated in the file
-        b"[1, 2]",
-        onside_event(4, payload="text", event_datetime="yesterday"),
-    ])
+    path = write_lines(
+        tmp_path / "dump.jsonl",
+        [
+            onside_event(1),
+            onside_event(2, event_id="not-a-uuid"),
+            b"{not json",
+            b"",
+            onside_event(3),
+            onside_event(1),  # repeated in the file
+            b"[1, 2]",
+            onside_event(4, payload="text", event_datetime="yesterday"),
+        ],
+    )
     summary = replay_json(settings, path)
     assert summary["lines"] == 7
     assert (summary["accepted"], summary["duplicate"], summary["rejected"]) == (2, 1, 4)
@@ -65,8 +75,12 @@ def test_replay_queues_valid_lines_and_rejects_the_rest_with_reasons(
 
 
 def test_replay_twice_stores_nothing_twice(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
-    engine: Engine, tmp_path: Path,
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
+    engine: Engine,
+    tmp_path: Path,
 ) -> None:
     path = write_lines(tmp_path / "dump.jsonl", [onside_event(n) for n in range(5)])
     first = replay_json(settings, path)
@@ -82,8 +96,12 @@ def test_replay_twice_stores_nothing_twice(
 
 
 def test_replay_splits_into_batches_of_the_endpoint_limit(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
-    engine: Engine, tmp_path: Path,
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
+    engine: Engine,
+    tmp_path: Path,
 ) -> None:
     small = settings.replace(max_batch_events=2)
     path = write_lines(tmp_path / "dump.jsonl", [onside_event(n) for n in range(5)])
@@ -96,8 +114,12 @@ def test_replay_splits_into_batches_of_the_endpoint_limit(
 
 
 def test_export_then_replay_into_another_partner_round_trips(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
-    engine: Engine, tmp_path: Path,
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
+    engine: Engine,
+    tmp_path: Path,
 ) -> None:
     sent = [onside_event(n, event_name=f" Sign_Up {n} ") for n in range(3)]
     write_lines(tmp_path / "in.jsonl", sent)
@@ -111,9 +133,13 @@ def test_export_then_replay_into_another_partner_round_trips(
     drain()
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(events_table.c.partner_id, events_table.c.sent_event_name,
-                      events_table.c.event_name, events_table.c.payload)
-            .order_by(events_table.c.partner_id, events_table.c.event_id)).all()
+            sa.select(
+                events_table.c.partner_id,
+                events_table.c.sent_event_name,
+                events_table.c.event_name,
+                events_table.c.payload,
+            ).order_by(events_table.c.partner_id, events_table.c.event_id)
+        ).all()
     originals, copies = rows[:3], rows[3:]
     # The name as sent survives the round trip, not only the normalized one.
     assert [r[1:] for r in copies] == [r[1:] for r in originals]
@@ -131,11 +157,18 @@ def test_export_since_until_selects_by_receive_time(
 ) -> None:
     with engine.begin() as conn:
         for n, day in enumerate((4, 5, 6)):
-            conn.execute(events_table.insert().values(
-                partner_id=partner.id, event_id=make_event(n)["event_id"], event_name="x",
-                sent_event_name="x", event_datetime=sa.func.now(),
-                installation_id=make_event(n)["installation_id"], payload={},
-                received_at=datetime(2026, 5, day, 12, tzinfo=UTC)))
+            conn.execute(
+                events_table.insert().values(
+                    partner_id=partner.id,
+                    event_id=make_event(n)["event_id"],
+                    event_name="x",
+                    sent_event_name="x",
+                    event_datetime=sa.func.now(),
+                    installation_id=make_event(n)["installation_id"],
+                    payload={},
+                    received_at=datetime(2026, 5, day, 12, tzinfo=UTC),
+                )
+            )
 
     def days(*args: str) -> list[str]:
         out = run_cli(settings, "events", "export", "--partner", "acme", *args).stdout
@@ -150,13 +183,26 @@ def test_export_since_until_selects_by_receive_time(
 
 
 def test_thrad_lines_of_an_export_are_named_as_such(
-    settings: Settings, redis: Redis, partner: NewPartner, tmp_path: Path,
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    tmp_path: Path,
 ) -> None:
     """A mixed export replays its Onside lines and says why it skips the Thrad ones."""
-    path = write_lines(tmp_path / "mixed.jsonl", [
-        {**onside_event(1), "source": "onside"},
-        {"source": "thrad", "event_name": "items_added", "event_id": "evt_42", "channel": "server"},
-    ])
+    path = write_lines(
+        tmp_path / "mixed.jsonl",
+        [
+            {**onside_event(1), "source": "onside"},
+            {
+                "source": "thrad",
+                "event_name": "items_added",
+                "event_id": "evt_42",
+                "channel": "server",
+            },
+        ],
+    )
     summary = replay_json(settings, path)
     assert (summary["accepted"], summary["rejected"]) == (1, 1)
-    assert summary["reasons"] == {"a Thrad event (source: thrad): replay takes Onside events only": 1}
+    assert summary["reasons"] == {
+        "a Thrad event (source: thrad): replay takes Onside events only": 1
+    }

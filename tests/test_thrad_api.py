@@ -104,11 +104,16 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("path", ["/v1/api/collect", "/api/collect"])
 def test_reference_body_lands_with_server_fields(
-    client: TestClient, bearer: dict[str, str], run_worker: Callable[[], None], engine: Engine,
-    partner: NewPartner, path: str,
+    client: TestClient,
+    bearer: dict[str, str],
+    run_worker: Callable[[], None],
+    engine: Engine,
+    partner: NewPartner,
+    path: str,
 ) -> None:
-    response = client.post(path, content=REFERENCE_BODY,
-                           headers={**bearer, "Content-Type": "application/json"})
+    response = client.post(
+        path, content=REFERENCE_BODY, headers={**bearer, "Content-Type": "application/json"}
+    )
     assert response.status_code == 204 and response.content == b""
     run_worker()
     [row] = rows(engine)
@@ -117,8 +122,13 @@ def test_reference_body_lands_with_server_fields(
     assert row.event_timestamp == 1748275200
     assert row.channel == "server"
     assert row.params == {
-        "content_id": "sku_123", "quantity": 2, "value": 58.0, "currency": "USD",
-        "integration": "partner_s2s", "partner_id": partner.id, "api_key_label": "backend",
+        "content_id": "sku_123",
+        "quantity": 2,
+        "value": 58.0,
+        "currency": "USD",
+        "integration": "partner_s2s",
+        "partner_id": partner.id,
+        "api_key_label": "backend",
     }
     assert row.ip_address == geo.LONDON
     assert (row.geo_country, row.geo_region, row.geo_city) == ("GB", "ENG", "London")
@@ -149,7 +159,7 @@ def test_wrong_keys_get_401_invalid(
     wrong = [
         "nonsense",
         key.api_key[:-1] + ("x" if key.api_key[-1] != "x" else "y"),  # right id, wrong secret
-        other.key_id + key.api_key[len(key.key_id):],  # a secret under another key's id
+        other.key_id + key.api_key[len(key.key_id) :],  # a secret under another key's id
         "ik_0000000000000000_" + key.api_key.split("_", 2)[2],  # unknown id
         key.key_id,
     ]
@@ -168,8 +178,12 @@ def test_revoked_key_stops_working_within_seconds_and_others_keep_working(
     assert send(client, bearer, {"event_name": "x"}).status_code == 204
     revoke_api_key(engine, key.key_id)
     revoked_at = time.monotonic()
-    wait_for(lambda: send(client, bearer, {"event_name": "x"}).status_code == 401,
-             timeout=10, interval=0.2, message="revocation to take effect")
+    wait_for(
+        lambda: send(client, bearer, {"event_name": "x"}).status_code == 401,
+        timeout=10,
+        interval=0.2,
+        message="revocation to take effect",
+    )
     assert time.monotonic() - revoked_at < 5
     second_bearer = {"Authorization": f"Bearer {second.api_key}"}
     assert send(client, second_bearer, {"event_name": "x"}).status_code == 204
@@ -179,8 +193,12 @@ def test_keys_of_a_revoked_partner_stop_working(
     client: TestClient, partner: NewPartner, bearer: dict[str, str], engine: Engine
 ) -> None:
     revoke_partner(engine, partner.name)
-    wait_for(lambda: send(client, bearer, {"event_name": "x"}).status_code == 401,
-             timeout=10, interval=0.2, message="partner revocation to take effect")
+    wait_for(
+        lambda: send(client, bearer, {"event_name": "x"}).status_code == 401,
+        timeout=10,
+        interval=0.2,
+        message="partner revocation to take effect",
+    )
 
 
 # -- 400 / 413 / 415 -----------------------------------------------------------
@@ -236,9 +254,7 @@ def test_gzip_bomb_gets_413(client: TestClient, bearer: dict[str, str], redis: R
     assert queued_jobs(redis) == 0
 
 
-@pytest.mark.parametrize(
-    "content_type", [None, "text/plain", "application/x-www-form-urlencoded"]
-)
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
 def test_any_content_type_is_read_as_json(
     client: TestClient, bearer: dict[str, str], content_type: str | None, redis: Redis
 ) -> None:
@@ -256,18 +272,29 @@ def test_any_content_type_is_read_as_json(
 @pytest.mark.parametrize(
     ("body", "headers", "tag_id"),
     [
-        ({"tag_id": "tag_9", "page_url": "https://a.example/"}, {"Origin": "https://o.example"},
-         "tag_9"),
-        ({"page_url": "https://Shop.Example/cart"}, {"Origin": "https://o.example"},
-         "site:shop.example"),
+        (
+            {"tag_id": "tag_9", "page_url": "https://a.example/"},
+            {"Origin": "https://o.example"},
+            "tag_9",
+        ),
+        (
+            {"page_url": "https://Shop.Example/cart"},
+            {"Origin": "https://o.example"},
+            "site:shop.example",
+        ),
         ({}, {"Origin": "https://o.example", "Referer": "https://r.example/x"}, "site:o.example"),
         ({}, {"Referer": "https://r.example/x"}, "site:r.example"),
         ({}, {}, "site:unknown"),
     ],
 )
 def test_tag_id_fallbacks_land(
-    client: TestClient, bearer: dict[str, str], run_worker: Callable[[], None], engine: Engine,
-    body: dict[str, Any], headers: dict[str, str], tag_id: str,
+    client: TestClient,
+    bearer: dict[str, str],
+    run_worker: Callable[[], None],
+    engine: Engine,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    tag_id: str,
 ) -> None:
     assert send(client, bearer, {"event_name": "x", **body}, **headers).status_code == 204
     run_worker()
@@ -284,46 +311,80 @@ def test_timestamp_defaults_to_receive_time_and_channel_is_overridden(
     [row] = rows(engine)
     assert before - 1 <= row.event_timestamp <= after + 1
     assert row.channel == "server"
-    assert row.params == {"integration": "partner_s2s", "partner_id": row.partner_id,
-                          "api_key_label": "backend"}
+    assert row.params == {
+        "integration": "partner_s2s",
+        "partner_id": row.partner_id,
+        "api_key_label": "backend",
+    }
 
 
 def test_every_optional_field_is_stored(
     client: TestClient, bearer: dict[str, str], run_worker: Callable[[], None], engine: Engine
 ) -> None:
     body = {
-        "event_name": "contents_viewed", "tag_id": "t", "event_id": "e", "timestamp": 1.5,
-        "page_url": "https://a.example/p", "referrer": "https://b.example/", "user_agent": "ua",
-        "session_id": "s", "client_id": "c", "click_id": "k", "impression_id": "i",
-        "bid_id": "b", "attribution_type": "view", "impression_state": "visible",
-        "view_time_ms": 1234, "consent": {"gdpr": True}, "params": {"p": [1, None]},
+        "event_name": "contents_viewed",
+        "tag_id": "t",
+        "event_id": "e",
+        "timestamp": 1.5,
+        "page_url": "https://a.example/p",
+        "referrer": "https://b.example/",
+        "user_agent": "ua",
+        "session_id": "s",
+        "client_id": "c",
+        "click_id": "k",
+        "impression_id": "i",
+        "bid_id": "b",
+        "attribution_type": "view",
+        "impression_state": "visible",
+        "view_time_ms": 1234,
+        "consent": {"gdpr": True},
+        "params": {"p": [1, None]},
         "unknown_field": "ignored",
     }
     assert send(client, bearer, body).status_code == 204
     run_worker()
     [row] = rows(engine)
-    for field in ("event_name", "tag_id", "event_id", "page_url", "referrer", "user_agent",
-                  "session_id", "client_id", "click_id", "impression_id", "bid_id",
-                  "attribution_type", "impression_state", "consent"):
+    for field in (
+        "event_name",
+        "tag_id",
+        "event_id",
+        "page_url",
+        "referrer",
+        "user_agent",
+        "session_id",
+        "client_id",
+        "click_id",
+        "impression_id",
+        "bid_id",
+        "attribution_type",
+        "impression_state",
+        "consent",
+    ):
         assert getattr(row, field) == body[field], field
     assert (row.event_timestamp, row.view_time_ms) == (1.5, 1234)
     assert row.params["p"] == [1, None]
 
 
 def test_spoofed_forwarded_for_is_ignored_from_an_untrusted_peer(
-    thrad_settings: Settings, bearer: dict[str, str], run_worker: Callable[[], None],
+    thrad_settings: Settings,
+    bearer: dict[str, str],
+    run_worker: Callable[[], None],
     engine: Engine,
 ) -> None:
     with make_client(thrad_settings, geo.MILTON) as direct:
-        assert send(direct, bearer, {"event_name": "x"},
-                    **{"X-Forwarded-For": geo.LONDON}).status_code == 204
+        assert (
+            send(direct, bearer, {"event_name": "x"}, **{"X-Forwarded-For": geo.LONDON}).status_code
+            == 204
+        )
     run_worker()
     [row] = rows(engine)
     assert (row.ip_address, row.geo_city) == (geo.MILTON, "Milton")
 
 
 def test_forwarded_for_is_believed_from_a_trusted_proxy(
-    thrad_settings: Settings, bearer: dict[str, str], run_worker: Callable[[], None],
+    thrad_settings: Settings,
+    bearer: dict[str, str],
+    run_worker: Callable[[], None],
     engine: Engine,
 ) -> None:
     with make_client(thrad_settings, PROXY) as behind_proxy:
@@ -341,8 +402,12 @@ def test_trusted_proxies_are_off_by_default(
 ) -> None:
     assert settings.trusted_proxies == ()
     with make_client(settings, PROXY) as behind_proxy:
-        assert send(behind_proxy, bearer, {"event_name": "x"},
-                    **{"X-Forwarded-For": geo.LONDON}).status_code == 204
+        assert (
+            send(
+                behind_proxy, bearer, {"event_name": "x"}, **{"X-Forwarded-For": geo.LONDON}
+            ).status_code
+            == 204
+        )
     drain()
     assert [r.ip_address for r in rows(engine)] == [PROXY]
 
@@ -356,8 +421,14 @@ def test_trusted_proxies_are_off_by_default(
     ],
 )
 def test_user_agent_is_parsed_in_the_worker(
-    client: TestClient, bearer: dict[str, str], run_worker: Callable[[], None], engine: Engine,
-    user_agent: str, browser: str, os: str | None, device: str | None,
+    client: TestClient,
+    bearer: dict[str, str],
+    run_worker: Callable[[], None],
+    engine: Engine,
+    user_agent: str,
+    browser: str,
+    os: str | None,
+    device: str | None,
 ) -> None:
     assert send(client, bearer, {"event_name": "x", "user_agent": user_agent}).status_code == 204
     run_worker()
@@ -370,7 +441,10 @@ def test_user_agent_is_parsed_in_the_worker(
 
 
 def test_dedup_on_partner_tag_and_event_id(
-    client: TestClient, bearer: dict[str, str], run_worker: Callable[[], None], engine: Engine,
+    client: TestClient,
+    bearer: dict[str, str],
+    run_worker: Callable[[], None],
+    engine: Engine,
     settings: Settings,
 ) -> None:
     for body in [
@@ -384,12 +458,18 @@ def test_dedup_on_partner_tag_and_event_id(
     other = create_partner(engine, settings.secret_key, "other")
     other_key = create_api_key(engine, settings.secret_key, other.name, "k")
     other_bearer = {"Authorization": f"Bearer {other_key.api_key}"}
-    assert send(client, other_bearer, {"event_name": "x", "tag_id": "t1", "event_id": "e1"}
-                ).status_code == 204  # another partner: kept
+    assert (
+        send(
+            client, other_bearer, {"event_name": "x", "tag_id": "t1", "event_id": "e1"}
+        ).status_code
+        == 204
+    )  # another partner: kept
     run_worker()
     acme = rows(engine)[0].partner_id
     assert [(r.partner_id, r.tag_id, r.event_name) for r in rows(engine)] == [
-        (acme, "t1", "x"), (acme, "t2", "x"), (acme, "site:a.example", "x"),
+        (acme, "t1", "x"),
+        (acme, "t2", "x"),
+        (acme, "site:a.example", "x"),
         (other.id, "t1", "x"),
     ]
     assert acme != other.id
@@ -405,8 +485,13 @@ def test_events_without_event_id_are_always_stored(
 
 
 def test_a_job_run_twice_lands_once(
-    client: TestClient, bearer: dict[str, str], run_worker: Callable[[], None], engine: Engine,
-    redis: Redis, thrad_settings: Settings, caplog: pytest.LogCaptureFixture,
+    client: TestClient,
+    bearer: dict[str, str],
+    run_worker: Callable[[], None],
+    engine: Engine,
+    redis: Redis,
+    thrad_settings: Settings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No event_id, and the job runs again (a lost acknowledgement): still one row."""
     from rq.job import Job
@@ -439,8 +524,9 @@ def test_one_rate_limit_per_partner_across_both_endpoints(
     set_rate_limit(engine, partner.name, "3/minute")
     statuses = [
         send(client, bearer, {"event_name": "x"}).status_code,
-        client.post(ONSIDE_URL, json={"events": [event(1)]},
-                    headers=basic_auth(partner)).status_code,
+        client.post(
+            ONSIDE_URL, json={"events": [event(1)]}, headers=basic_auth(partner)
+        ).status_code,
         send(client, bearer, {"event_name": "x"}).status_code,
     ]
     limited = send(client, bearer, {"event_name": "x"})
@@ -466,7 +552,7 @@ def test_redis_down_gets_503(
 def test_a_dedup_key_too_long_to_index_is_refused_not_lost(
     client: TestClient, bearer: dict[str, str], redis: Redis, field: str
 ) -> None:
-    """PostgreSQL can't index ~2.7 KB: a 6,000-character id would have got a 204 and never landed."""
+    """PostgreSQL indexes ~2.7 KB at most: a 6,000-character id got a 204, then never landed."""
     response = send(client, bearer, {"event_name": "x", field: "a" * 6000})
     errors = assert_error(response, 400, "invalid_request")["errors"]
     assert [e["field"] for e in errors] == [field]
@@ -477,13 +563,18 @@ def test_ids_at_the_limit_land_on_both_databases(
     client: TestClient, bearer: dict[str, str], run_worker: Callable[[], None], engine: Engine
 ) -> None:
     # 256 four-byte characters each: the largest key the endpoint accepts.
-    body = {"event_name": "x", "tag_id": "\U0001F600" * 256, "event_id": "\U0001F601" * 256}
+    body = {"event_name": "x", "tag_id": "\U0001f600" * 256, "event_id": "\U0001f601" * 256}
     assert send(client, bearer, body).status_code == 204
-    assert send(client, bearer, {"event_name": "y", "page_url": "https://" + "h" * 3000 + ".com/"}).status_code == 204
+    assert (
+        send(
+            client, bearer, {"event_name": "y", "page_url": "https://" + "h" * 3000 + ".com/"}
+        ).status_code
+        == 204
+    )
     run_worker()
     stored = rows(engine)
     assert len(stored) == 2
-    assert {r.tag_id for r in stored} == {"\U0001F600" * 256, "site:unknown"}
+    assert {r.tag_id for r in stored} == {"\U0001f600" * 256, "site:unknown"}
 
 
 def test_an_empty_event_id_is_no_event_id(
@@ -504,7 +595,11 @@ def test_absent_consent_is_sql_null(
     assert send(client, bearer, {"event_name": "y", "consent": {"ads": True}}).status_code == 204
     run_worker()
     with engine.connect() as conn:
-        absent = conn.execute(
-            sa.select(thrad_events.c.event_name).where(thrad_events.c.consent.is_(None))
-        ).scalars().all()
+        absent = (
+            conn.execute(
+                sa.select(thrad_events.c.event_name).where(thrad_events.c.consent.is_(None))
+            )
+            .scalars()
+            .all()
+        )
     assert absent == ["x"]

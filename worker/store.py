@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy import exc as sa_exc
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -90,8 +90,11 @@ def insert_onside_events(
 
 
 def _insert_postgresql(
-    conn: Connection, partner_id: int, received_at: datetime,
-    events: list[dict[str, Any]], job_id: str | None,
+    conn: Connection,
+    partner_id: int,
+    received_at: datetime,
+    events: list[dict[str, Any]],
+    job_id: str | None,
 ) -> int:
     conn.exec_driver_sql(_PG_STAGING)
     _copy_to_staging(conn, events)
@@ -118,16 +121,26 @@ def _copy_to_staging(conn: Connection, events: list[dict[str, Any]]) -> None:
             write = copy.write_row
             for event in events:
                 name = event["event_name"]
-                write((
-                    event["event_id"], _normalized_name(name), name, event["event_datetime"],
-                    event["installation_id"], orjson.dumps(event["payload"]).decode(),
-                ))
+                write(
+                    (
+                        event["event_id"],
+                        _normalized_name(name),
+                        name,
+                        event["event_datetime"],
+                        event["installation_id"],
+                        orjson.dumps(event["payload"]).decode(),
+                    )
+                )
     except psycopg.Error as exc:
         disconnected = conn.dialect.is_disconnect(exc, dbapi_conn, cursor)
         if disconnected:
             conn.invalidate(exc)
         raise sa_exc.DBAPIError.instance(
-            _PG_COPY, None, exc, psycopg.Error, connection_invalidated=disconnected,
+            _PG_COPY,
+            None,
+            exc,
+            psycopg.Error,
+            connection_invalidated=disconnected,
             dialect=conn.dialect,
         ) from exc
     finally:
@@ -135,8 +148,11 @@ def _copy_to_staging(conn: Connection, events: list[dict[str, Any]]) -> None:
 
 
 def _insert_sqlite(
-    conn: Connection, partner_id: int, received_at: datetime,
-    events: list[dict[str, Any]], job_id: str | None,
+    conn: Connection,
+    partner_id: int,
+    received_at: datetime,
+    events: list[dict[str, Any]],
+    job_id: str | None,
 ) -> int:
     rows = [
         {

@@ -78,10 +78,10 @@ def curl_example(settings: Settings, creds: dict[str, str]) -> str:
         "curl -i -X POST \\\n"
         "  -H 'Content-Type: application/json' \\\n"
         f"  -u '{creds['username']}:{creds['password']}' \\\n"
-        "  --data '{\"events\": [{\"event_name\": \"purchase_completed\", "
-        "\"payload\": {\"currency\": \"USD\", \"amount\": \"9.99\"}, "
-        "\"event_datetime\": \"2026-05-05T12:00:00Z\", "
-        f"\"event_id\": \"{EXAMPLE_EVENT_ID}\", \"installation_id\": \"{EXAMPLE_EVENT_ID}\"}}]}}' \\\n"
+        '  --data \'{"events": [{"event_name": "purchase_completed", '
+        '"payload": {"currency": "USD", "amount": "9.99"}, '
+        '"event_datetime": "2026-05-05T12:00:00Z", '
+        f'"event_id": "{EXAMPLE_EVENT_ID}", "installation_id": "{EXAMPLE_EVENT_ID}"}}]}}\' \\\n'
         f"  http://{settings.host}:{settings.port}/attribution-api/v1/events"
     )
 
@@ -115,12 +115,23 @@ def dev() -> None:
             click.echo("\nOr a single event in Thrad's format:\n")
             click.echo(thrad_curl_example(settings, demo_api_key(settings, creds)))
             click.echo(f"\nThen: inlet events export --partner {DEMO_PARTNER}\n")
-        click.echo(f"Admin page: http://{settings.host}:{settings.port}/admin "
-                   "(a login: .venv/bin/inlet admin create YOUR_NAME)\n")
+        click.echo(
+            f"Admin page: http://{settings.host}:{settings.port}/admin "
+            "(a login: .venv/bin/inlet admin create YOUR_NAME)\n"
+        )
         # The venv's bin first, so the Procfile's `inlet` is this one.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         honcho = subprocess.Popen(
-            [sys.executable, "-m", "honcho", "start", "--port", str(settings.port), "web", "worker"],
+            [
+                sys.executable,
+                "-m",
+                "honcho",
+                "start",
+                "--port",
+                str(settings.port),
+                "web",
+                "worker",
+            ],
             env=env,
         )
         honcho.wait()

@@ -17,7 +17,9 @@ def partners() -> None:
 
 @partners.command()
 @click.argument("name")
-@click.option("--rate-limit", help="This partner's own limit, e.g. 100/second (default: INLET_RATE_LIMIT).")
+@click.option(
+    "--rate-limit", help="This partner's own limit, e.g. 100/second (default: INLET_RATE_LIMIT)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the credentials as one JSON object.")
 def create(name: str, rate_limit: str | None, as_json: bool) -> None:
     """Create a partner and print its credentials (shown this once only)."""
@@ -27,10 +29,16 @@ def create(name: str, rate_limit: str | None, as_json: bool) -> None:
         # Its first Bearer key for the Thrad endpoint; `inlet keys` makes more.
         key = create_api_key(engine, settings.secret_key, new.name, DEFAULT_LABEL)
     if as_json:
-        click.echo(orjson.dumps({
-            "name": new.name, "username": new.username, "password": new.password,
-            "api_key": key.api_key,
-        }))
+        click.echo(
+            orjson.dumps(
+                {
+                    "name": new.name,
+                    "username": new.username,
+                    "password": new.password,
+                    "api_key": key.api_key,
+                }
+            )
+        )
         return
     click.echo(f"Partner {new.name!r} created. Its credentials are shown this once only:")
     click.echo(f"  username: {new.username}")
@@ -49,12 +57,21 @@ def list_(as_json: bool) -> None:
         limit = row.rate_limit or f"{settings.rate_limit} (default)"
         status = "revoked" if row.revoked_at else "active"
         if as_json:
-            click.echo(orjson.dumps({
-                "name": row.name, "username": row.username, "rate_limit": limit,
-                "status": status, "created_at": row.created_at.isoformat(),
-            }))
+            click.echo(
+                orjson.dumps(
+                    {
+                        "name": row.name,
+                        "username": row.username,
+                        "rate_limit": limit,
+                        "status": status,
+                        "created_at": row.created_at.isoformat(),
+                    }
+                )
+            )
         else:
-            click.echo(f"{row.name}\t{row.username}\t{limit}\t{status}\t{row.created_at:%Y-%m-%d %H:%M}")
+            click.echo(
+                f"{row.name}\t{row.username}\t{limit}\t{status}\t{row.created_at:%Y-%m-%d %H:%M}"
+            )
     if not rows and not as_json:
         click.echo("No partners yet: `inlet partners create NAME`.", err=True)
 
