@@ -65,6 +65,8 @@ async def post_events(request: Request) -> Response:
         partner_name=partner.name,
         events=events,
         received_at=received_at,
+        count_accepted=True,
     )
+    request.scope["inlet.counted"] = True
     log.debug("queued job %s: %d events for %s", job_id, len(events), partner.name)
     return Response(status_code=204)

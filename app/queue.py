@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -13,8 +14,10 @@ from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.job import Job
 
-from app import metrics
+from app import metrics, stats
 from app.settings import Settings
+
+log = logging.getLogger("inlet.queue")
 
 INGEST_ONSIDE = "worker.jobs.ingest_onside"
 INGEST_THRAD = "worker.jobs.ingest_thrad"
@@ -117,6 +120,7 @@ def enqueue_batch(
     events: list[dict[str, Any]],
     received_at: datetime,
     extra_meta: dict[str, Any] | None = None,
+    count_accepted: bool = False,
 ) -> str:
     """Queue one batch as one job; return the job id.
 
@@ -125,6 +129,11 @@ def enqueue_batch(
     registration in a write of its own first), so a failure (connection
     lost, out of memory) leaves nothing half-queued. The caller answers 204
     only after this returns.
+
+    With ``count_accepted`` the per-partner count of accepted events
+    (app/stats.py) is added in the same transaction, so it costs no round
+    trip of its own. A failure of only those counting commands (which EXEC
+    runs regardless) is logged and ignored: the job is queued all the same.
     """
     endpoint = func.rsplit("_", 1)[-1]
     meta = {"partner": partner_name, "endpoint": endpoint, "events": len(events)}
@@ -144,7 +153,17 @@ def enqueue_batch(
             meta=meta,
             pipeline=pipe,
         )
-        pipe.execute()
+        counting = (stats.add(pipe, partner_name, stats.ACCEPTED, len(events))
+                    if count_accepted else 0)
+        results = pipe.execute(raise_on_error=False)
+    # An aborted EXEC (OOM, lost connection) raised above: nothing was queued.
+    # Runtime errors come back in the results instead; the job's must raise.
+    job_results = results[: len(results) - counting]
+    for result in job_results:
+        if isinstance(result, Exception):
+            raise result
+    if any(isinstance(result, Exception) for result in results[len(job_results):]):
+        log.debug("stats not recorded with job %s", job.id)
     m = metrics.get()
     m.enqueue_seconds.labels(endpoint).observe(time.perf_counter() - started)
     m.batch_size.labels(endpoint).observe(len(events))

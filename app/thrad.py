@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import queue as q
-from app.api_keys import KeyOwner
+from app.api_keys import MISS, KeyOwner
 from app.auth_throttle import count_failed_login
 from app.body import read_body
 from app.errors import ServiceUnavailable, Unauthorized
@@ -45,8 +45,10 @@ async def authenticate_bearer(state: AppState, request: Request) -> KeyOwner:
     if token is None:
         # Thrad's exact bodies, so partners' error handling keeps working.
         raise Unauthorized("Missing bearer token", headers=_BEARER_CHALLENGE)
+    owner = state.api_keys.check_cached(token)
     try:
-        owner = await run_in_threadpool(state.api_keys.check, token)
+        if owner is MISS:
+            owner = await run_in_threadpool(state.api_keys.check, token)
     except SQLAlchemyError as exc:
         log.warning("API key lookup failed: %s", type(exc).__name__)
         raise ServiceUnavailable(
@@ -94,6 +96,8 @@ async def collect(request: Request) -> Response:
         partner_name=partner.name,
         events=[queued],
         received_at=received_at,
+        count_accepted=True,
     )
+    request.scope["inlet.counted"] = True
     log.debug("queued job %s: one event for %s", job_id, partner.name)
     return Response(status_code=204)
