@@ -1,6 +1,7 @@
 """``python -m bench``: every benchmark, several rounds, a markdown table and a JSON file.
 
-Usage: ``python -m bench [--rounds N] [--quick] [--out PATH] [--only validation,ingest,thrad,drain]``.
+Usage: ``python -m bench [--rounds N] [--quick] [--out PATH]
+[--only validation,ingest,thrad,drain]``.
 ``--quick`` shrinks every workload to a smoke test (what ``make test`` runs).
 """
 

@@ -217,7 +217,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         tally = uvloop.run(coro)
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
         tally = asyncio.run(coro)
-    return {**summarize(tally, seconds), "loadgen_cpu_share": (_cpu_seconds() - cpu_before) / seconds}
+    cpu_share = (_cpu_seconds() - cpu_before) / seconds
+    return {**summarize(tally, seconds), "loadgen_cpu_share": cpu_share}
 
 
 def _cpu_seconds() -> float:
