@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
 import secrets
@@ -82,6 +83,15 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return username, password
 
 
+class Miss(enum.Enum):
+    """A cache that can't answer without I/O: ask the store's blocking check."""
+
+    MISS = "miss"
+
+
+MISS = Miss.MISS
+
+
 class CachedLookup(Generic[T]):
     """A short cache in front of a SQL lookup by key (a username, an API key id).
 
@@ -98,6 +108,13 @@ class CachedLookup(Generic[T]):
         self._ttl = ttl
         self._entries: dict[str, tuple[float, T | None]] = {}
         self._lock = threading.Lock()
+
+    def peek(self, key: str) -> T | None | Miss:
+        """The fresh cached value, without I/O (safe on the event loop); else MISS."""
+        cached = self._entries.get(key)
+        if cached is None or cached[0] <= time.monotonic():
+            return MISS
+        return cached[1]
 
     def get(self, key: str) -> T | None:
         now = time.monotonic()
@@ -146,8 +163,18 @@ class CredentialStore:
         self._hashes = SecretHashes(secret_key)
         self._credentials = CachedLookup(self._load, ttl)
 
+    def check_basic_cached(self, username: str, password: str) -> Partner | None | Miss:
+        """``check_basic`` from the cache alone (no I/O: call it on the event
+        loop and save a thread hop per request); MISS when it can't answer."""
+        credential = self._credentials.peek(username)
+        if credential is MISS:
+            return MISS
+        return self._verify(credential, password)
+
     def check_basic(self, username: str, password: str) -> Partner | None:
-        credential = self._credentials.get(username)
+        return self._verify(self._credentials.get(username), password)
+
+    def _verify(self, credential: _Credential | None, password: str) -> Partner | None:
         # Hashed and compared even when the username is unknown: same cost.
         matches = self._hashes.matches(password, credential.secret_hash if credential else None)
         return credential.partner if (credential and matches) else None

@@ -1,7 +1,8 @@
 """Request metrics and the per-partner counts, recorded once a response is sent.
 
 What a request did is read from the scope, where the endpoint and the error
-handler left it (``inlet.partner``, ``inlet.events``, ``inlet.error_code``):
+handler left it (``inlet.partner``, ``inlet.events``, ``inlet.error_code``,
+``inlet.counted`` when the endpoint already counted its events in Redis):
 never from the body, so no payload or secret can end up in a metric.
 """
 
@@ -70,6 +71,8 @@ class ObserveRequests:
         if 200 <= status < 300:
             events = int(scope.get("inlet.events") or 0)
             m.events_accepted.labels(partner or "(unknown)", endpoint).inc(events)
+            if scope.get("inlet.counted"):
+                return  # counted in the transaction that queued the job
             kind, amount, reason = stats.ACCEPTED, events, ""
         else:
             reason = scope.get("inlet.error_code") or f"http_{status}"

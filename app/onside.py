@@ -30,7 +30,8 @@ async def authenticate_basic(state: AppState, request: Request) -> Partner:
     if credentials is None:
         raise Unauthorized("Basic authentication is required", headers=_BASIC_CHALLENGE)
     return await state.authenticate(
-        request, state.credentials.check_basic, *credentials,
+        request, state.credentials.check_basic, state.credentials.check_basic_cached,
+        *credentials,
         refusal=Unauthorized("Invalid credentials", headers=_BASIC_CHALLENGE),
     )
 
@@ -54,6 +55,8 @@ async def post_events(request: Request) -> Response:
         partner_name=partner.name,
         events=events,
         received_at=received_at,
+        count_accepted=True,
     )
+    request.scope["inlet.counted"] = True
     log.debug("queued job %s: %d events for %s", job_id, len(events), partner.name)
     return Response(status_code=204)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from datetime import datetime
@@ -16,8 +17,10 @@ from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.job import Job
 
-from app import metrics
+from app import metrics, stats
 from app.settings import Settings
+
+log = logging.getLogger("inlet.queue")
 
 INGEST_ONSIDE = "worker.jobs.ingest_onside"
 INGEST_THRAD = "worker.jobs.ingest_thrad"
@@ -120,6 +123,7 @@ def enqueue_batch(
     events: list[dict[str, Any]],
     received_at: datetime,
     extra_meta: dict[str, Any] | None = None,
+    count_accepted: bool = False,
 ) -> str:
     """Queue one batch as one job; return the job id.
 
@@ -128,6 +132,11 @@ def enqueue_batch(
     registration in a write of its own first), so a failure (connection
     lost, out of memory) leaves nothing half-queued. The caller answers 204
     only after this returns.
+
+    With ``count_accepted`` the per-partner count of accepted events
+    (app/stats.py) is added in the same transaction, so it costs no round
+    trip of its own. A failure of only those counting commands (which EXEC
+    runs regardless) is logged and ignored: the job is queued all the same.
     """
     endpoint = func.rsplit("_", 1)[-1]
     meta = {"partner": partner_name, "endpoint": endpoint, "events": len(events)}
@@ -149,14 +158,25 @@ def enqueue_batch(
             job_id=job_id,
             pipeline=pipe,
         )
+        counting = (stats.add(pipe, partner_name, stats.ACCEPTED, len(events))
+                    if count_accepted else 0)
         try:
-            pipe.execute()
+            results = pipe.execute(raise_on_error=False)
         except (RedisConnectionError, RedisTimeoutError):
             # The reply is lost, not necessarily the write. MULTI/EXEC is all
             # or nothing, so the job's own key says which: queued means 204
             # (a 503 would make the partner send it again), absent means 503.
             if not queue.connection.exists(queue.job_class.key_for(job_id)):
                 raise
+            results = []
+    # An aborted EXEC (OOM, lost connection) raised above: nothing was queued.
+    # Runtime errors come back in the results instead; the job's must raise.
+    job_results = results[: max(len(results) - counting, 0)]
+    for result in job_results:
+        if isinstance(result, Exception):
+            raise result
+    if any(isinstance(result, Exception) for result in results[len(job_results):]):
+        log.debug("stats not recorded with job %s", job.id)
     m = metrics.get()
     m.enqueue_seconds.labels(endpoint).observe(time.perf_counter() - started)
     m.batch_size.labels(endpoint).observe(len(events))

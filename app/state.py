@@ -18,7 +18,7 @@ from starlette.requests import Request
 
 from app import queue as q
 from app.api_keys import ApiKeyStore
-from app.auth import CredentialStore, Partner
+from app.auth import MISS, CredentialStore, Miss, Partner
 from app.auth_throttle import AuthFailureThrottle, count_failed_login
 from app.db import make_engine
 from app.errors import RateLimited, ServiceUnavailable, Unauthorized
@@ -75,16 +75,22 @@ class AppState:
             ) from None
 
     async def authenticate(
-        self, request: Request, check: Callable[..., T | None], *args: str,
+        self,
+        request: Request,
+        check: Callable[..., T | None],
+        cached: Callable[..., T | None | Miss],
+        *args: str,
         refusal: Unauthorized,
     ) -> T:
-        """Run a credential check off the event loop (SQL on a cache miss).
-
-        The database unreachable -> 503 (nothing accepted); no match -> the
-        failure counts toward the client's failed-login limit, then ``refusal``.
+        """Check credentials: from the cache on the event loop when it can
+        answer, else in a thread (SQL). The database unreachable -> 503
+        (nothing accepted); no match -> the failure counts toward the
+        client's failed-login limit, then ``refusal``.
         """
+        found = cached(*args)
         try:
-            found = await run_in_threadpool(check, *args)
+            if found is MISS:
+                found = await run_in_threadpool(check, *args)
         except SQLAlchemyError as exc:
             log.warning("credential lookup failed: %s", type(exc).__name__)
             raise ServiceUnavailable(

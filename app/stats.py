@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 log = logging.getLogger("inlet.stats")
@@ -39,15 +40,28 @@ def record(redis: Redis, partner: str | None, kind: str, amount: int = 1,
     """Add ``amount`` to this minute's count of ``kind`` for ``partner``."""
     if amount <= 0:
         return
-    key = f"{PREFIX}{_minute(time.time() if now is None else now)}"
-    member = orjson.dumps([partner or "(unknown)", kind, reason])
     try:
         pipe = redis.pipeline(transaction=False)
-        pipe.hincrby(key, member, amount)
-        pipe.expire(key, TTL_SECONDS)
+        add(pipe, partner, kind, amount, reason, now)
         pipe.execute()
     except RedisError as exc:
         log.debug("stats not recorded: %s", type(exc).__name__)
+
+
+def add(pipe: Pipeline, partner: str | None, kind: str, amount: int = 1,
+        reason: str = "", now: float | None = None) -> int:
+    """Queue what ``record`` writes on ``pipe`` (the caller executes it); return
+    how many commands were queued (0 when there is nothing to add).
+
+    The ingest endpoints put their accepted count in the transaction that
+    queues the job: no write, round trip or fsync of its own per request.
+    """
+    if amount <= 0:
+        return 0
+    key = f"{PREFIX}{_minute(time.time() if now is None else now)}"
+    pipe.hincrby(key, orjson.dumps([partner or "(unknown)", kind, reason]), amount)
+    pipe.expire(key, TTL_SECONDS)
+    return 2
 
 
 @dataclass

@@ -43,7 +43,7 @@ async def authenticate_bearer(state: AppState, request: Request) -> KeyOwner:
         # Thrad's exact bodies, so partners' error handling keeps working.
         raise Unauthorized("Missing bearer token", headers=_BEARER_CHALLENGE)
     return await state.authenticate(
-        request, state.api_keys.check, token,
+        request, state.api_keys.check, state.api_keys.check_cached, token,
         refusal=Unauthorized("Invalid API key", headers=_BEARER_CHALLENGE),
     )
 
@@ -83,6 +83,8 @@ async def collect(request: Request) -> Response:
         partner_name=partner.name,
         events=[queued],
         received_at=received_at,
+        count_accepted=True,
     )
+    request.scope["inlet.counted"] = True
     log.debug("queued job %s: one event for %s", job_id, partner.name)
     return Response(status_code=204)

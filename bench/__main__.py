@@ -1,6 +1,7 @@
 """``python -m bench``: every benchmark, several rounds, a markdown table and a JSON file.
 
-Usage: ``python -m bench [--rounds N] [--quick] [--out PATH] [--only ingest,validation,drain]``.
+Usage: ``python -m bench [--rounds N] [--quick] [--out PATH]
+[--only validation,ingest,thrad,drain]``.
 ``--quick`` shrinks every workload to a smoke test (what ``make test`` runs).
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from bench import drain, ingest, report, validation
+from bench import drain, ingest, report, single, validation
 from bench.services import stack
 
 
@@ -23,16 +24,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny workloads: a smoke test")
     parser.add_argument("--out", default="var/bench.json")
-    parser.add_argument("--only", default="validation,ingest,drain")
+    parser.add_argument("--only", default="validation,ingest,thrad,drain")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     if args.quick:
         ingest_cfg = ingest.IngestConfig(seconds=0.5, half_rate_seconds=0.5, warmup=0.2,
                                          connections=2, bodies=1, events_per_batch=20)
+        single_cfg = single.config(seconds=0.5, half_rate_seconds=0.5, warmup=0.2,
+                                   connections=2, bodies=2)
         drain_cfg = drain.DrainConfig(batches=3, events_per_batch=20)
         validation_calls, validation_events = 2, 20
     else:
         ingest_cfg, drain_cfg = ingest.IngestConfig(), drain.DrainConfig(batches=150)
+        single_cfg = single.config()
         validation_calls, validation_events = 40, 1000
 
     info = report.machine()
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 round_["validation"] = validation.run(validation_calls, validation_events)
             if "ingest" in parts:
                 round_["ingest"] = ingest.run(services, ingest_cfg)
+            if "thrad" in parts:
+                round_["thrad"] = single.run(services, single_cfg)
             if "drain" in parts:
                 round_["drain"] = drain.run(services, drain_cfg, seed=100 + n)
             rounds.append(round_)
@@ -56,7 +62,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": time.time() - started,
         "quick": args.quick,
-        "config": {"ingest": vars(ingest_cfg), "drain": vars(drain_cfg)},
+        "config": {"ingest": vars(ingest_cfg), "thrad": vars(single_cfg),
+                   "drain": vars(drain_cfg)},
         **summary,
         "rounds": rounds,
     }

@@ -9,6 +9,7 @@ For each: the peak rate (closed loop), then the latency at half that peak
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import subprocess
 import sys
@@ -114,22 +115,23 @@ def reset_redis(url: str) -> None:
         client.close()
 
 
-def measure_server(stack: Stack, name: str, body_files: list[str], cfg: IngestConfig,
-                   auth: str) -> dict[str, Any]:
+def measure_server(stack: Stack, name: str, cfg: IngestConfig,
+                   target: dict[str, Any]) -> dict[str, Any]:
+    """Start server ``name``, load it with ``target`` (path, headers, body_files,
+    optional unique marker), stop it. Every answer must be a 204."""
     server_cpus, gen_cpus = split_cpus()
     port = free_port()
     settings = stack.settings.replace(port=port)
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.serve", SERVERS[name]],
         env=environ(settings, PORT=str(port)),
-        preexec_fn=lambda: __import__("os").sched_setaffinity(0, server_cpus),
+        preexec_fn=lambda: os.sched_setaffinity(0, server_cpus),
     )
     try:
         wait_ready(port, process)
         spec = {
-            "host": "127.0.0.1", "port": port, "path": ONSIDE_PATH,
-            "headers": {"Content-Type": "application/json", "Authorization": auth},
-            "body_files": body_files, "connections": cfg.connections, "cpus": gen_cpus,
+            "host": "127.0.0.1", "port": port, **target,
+            "connections": cfg.connections, "cpus": gen_cpus,
         }
         load({**spec, "seconds": cfg.warmup})
         peak = load({**spec, "seconds": cfg.seconds})
@@ -156,23 +158,37 @@ def measure_server(stack: Stack, name: str, body_files: list[str], cfg: IngestCo
         "statuses": peak["statuses"],
         "half_statuses": half["statuses"],
         "failures": peak["failures"] + half["failures"],
+        "loadgen_cpu_share": peak["loadgen_cpu_share"],
     }
+
+
+def pin_redis(stack: Stack) -> None:
+    """Redis shares the servers' cores, away from the load generator's."""
+    server_cpus, _ = split_cpus()
+    if stack.redis.process is not None:
+        os.sched_setaffinity(stack.redis.process.pid, server_cpus)
+
+
+def write_bodies(stack: Stack, stem: str, bodies: list[bytes]) -> list[str]:
+    bodies_dir = stack.root / "bodies"
+    bodies_dir.mkdir(exist_ok=True)
+    files = []
+    for i, body in enumerate(bodies):
+        path = bodies_dir / f"{stem}-{i}.json"
+        path.write_bytes(body)
+        files.append(str(path))
+    return files
 
 
 def run(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
     """One round: the three servers in turn, on the same bodies."""
-    server_cpus, _ = split_cpus()
-    if stack.redis.process is not None:
-        import os
-
-        os.sched_setaffinity(stack.redis.process.pid, server_cpus)
-    bodies_dir = stack.root / "bodies"
-    bodies_dir.mkdir(exist_ok=True)
-    body_files = []
-    for i, body in enumerate(make_batches(cfg.bodies, seed=1, size=cfg.events_per_batch)):
-        path = bodies_dir / f"batch-{i}.json"
-        path.write_bytes(body)
-        body_files.append(str(path))
+    pin_redis(stack)
+    body_files = write_bodies(
+        stack, "batch", make_batches(cfg.bodies, seed=1, size=cfg.events_per_batch))
     token = f"{stack.partner.username}:{stack.partner.password}".encode()
-    auth = "Basic " + base64.b64encode(token).decode()
-    return {name: measure_server(stack, name, body_files, cfg, auth) for name in SERVERS}
+    target = {
+        "path": ONSIDE_PATH, "body_files": body_files,
+        "headers": {"Content-Type": "application/json",
+                    "Authorization": "Basic " + base64.b64encode(token).decode()},
+    }
+    return {name: measure_server(stack, name, cfg, target) for name in SERVERS}

@@ -12,16 +12,25 @@ Two modes:
   latency counts from the scheduled start, so a stalled server cannot hide
   its queueing (no coordinated omission).
 
+With ``unique`` set (a marker string found in every body), each request
+gets the marker replaced by a fresh id of the same length, so every request
+carries a distinct event id and the Content-Length stays right.
+
 Run as ``python -m bench.loadgen`` with a JSON spec on stdin; prints a JSON
-summary on stdout.
+summary on stdout, with the generator's own CPU share (near 1.0 means the
+generator, not the server, set the pace).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import resource
+import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +42,27 @@ def build_request(host: str, port: int, path: str, body: bytes, headers: dict[st
     lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+Picker = Callable[[int], bytes]
+
+
+def picker(requests: list[bytes], unique: str | None) -> Picker:
+    """Request number i -> its bytes; with ``unique``, the marker becomes a fresh id."""
+    if not unique:
+        return lambda i: requests[i % len(requests)]
+    marker = unique.encode()
+    if len(marker) < 24:
+        raise ValueError("the unique marker needs at least 24 characters")
+    # A random prefix per run (runs must not reuse ids), then a counter.
+    prefix = secrets.token_hex(len(marker))[: len(marker) - 16].encode()
+    counter = itertools.count()
+
+    def pick(i: int) -> bytes:
+        fresh = prefix + b"%016x" % next(counter)
+        return requests[i % len(requests)].replace(marker, fresh)
+
+    return pick
 
 
 @dataclass
@@ -81,7 +111,7 @@ class Connection:
 
 
 async def closed_loop(
-    host: str, port: int, requests: list[bytes], connections: int, seconds: float
+    host: str, port: int, requests: Picker, connections: int, seconds: float
 ) -> Tally:
     tally = Tally()
     deadline = time.perf_counter() + seconds
@@ -92,7 +122,7 @@ async def closed_loop(
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
-                status = await conn.send(requests[i % len(requests)])
+                status = await conn.send(requests(i))
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 tally.failures += 1
                 conn.close()
@@ -106,7 +136,7 @@ async def closed_loop(
 
 
 async def open_loop(
-    host: str, port: int, requests: list[bytes], connections: int, seconds: float, rate: float
+    host: str, port: int, requests: Picker, connections: int, seconds: float, rate: float
 ) -> Tally:
     tally = Tally()
     free: asyncio.Queue[Connection] = asyncio.Queue()
@@ -119,7 +149,7 @@ async def open_loop(
     async def one(i: int, scheduled: float) -> None:
         conn = await free.get()
         try:
-            status = await conn.send(requests[i % len(requests)])
+            status = await conn.send(requests(i))
         except (OSError, asyncio.IncompleteReadError, ValueError):
             tally.failures += 1
             conn.close()
@@ -167,26 +197,33 @@ def pin_to(cpus: set[int]) -> None:
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one load: spec has host, port, path, headers, body_files, connections,
-    seconds, optional rate and cpus."""
+    seconds, optional rate, cpus and unique (a marker to replace per request)."""
     pin_to(set(spec.get("cpus") or ()))
     bodies = [Path(p).read_bytes() for p in spec["body_files"]]
-    requests = [
+    requests = picker([
         build_request(spec["host"], spec["port"], spec["path"], body, spec["headers"])
         for body in bodies
-    ]
+    ], spec.get("unique"))
     rate = spec.get("rate")
     seconds = spec["seconds"]
     if rate:
         coro = open_loop(spec["host"], spec["port"], requests, spec["connections"], seconds, rate)
     else:
         coro = closed_loop(spec["host"], spec["port"], requests, spec["connections"], seconds)
+    cpu_before = _cpu_seconds()
     try:
         import uvloop
 
         tally = uvloop.run(coro)
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
         tally = asyncio.run(coro)
-    return summarize(tally, seconds)
+    cpu_share = (_cpu_seconds() - cpu_before) / seconds
+    return {**summarize(tally, seconds), "loadgen_cpu_share": cpu_share}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":

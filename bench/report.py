@@ -36,6 +36,7 @@ TARGETS: list[tuple[str, str, Any, str]] = [
     ("ingest events/s ÷ work floor", "ingest_vs_work_floor", lambda v: v >= 0.5, "≥ 0.50"),
     ("ingest p99 at half peak (ms)", "ingest_half_p99_ms", lambda v: v <= 50, "≤ 50"),
     ("web peak RSS (MB)", "web_peak_rss_mb", lambda v: v <= 150, "≤ 150"),
+    ("single events/s ÷ HTTP floor", "thrad_vs_http_floor", lambda v: v >= 0.6, "≥ 0.60"),
     ("validation ÷ orjson.loads", "validation_ratio", lambda v: v <= 3, "≤ 3.0"),
     ("drain, 1 worker ÷ COPY floor", "drain_1_vs_copy_floor", lambda v: v >= 0.5, "≥ 0.50"),
     ("drain, 2 workers ÷ COPY floor", "drain_2_vs_copy_floor", lambda v: v >= 0.5, "≥ 0.50"),
@@ -54,6 +55,10 @@ def ratios(round_: dict[str, Any]) -> dict[str, float]:
             ingest["inlet"]["events_per_s"] / ingest["http_floor"]["events_per_s"])
         out["ingest_half_p99_ms"] = ingest["inlet"]["half_p99_ms"]
         out["web_peak_rss_mb"] = ingest["inlet"]["peak_rss_mb"]
+    thrad = round_.get("thrad")
+    if thrad:
+        out["thrad_vs_http_floor"] = (
+            thrad["inlet"]["events_per_s"] / thrad["http_floor"]["events_per_s"])
     validation = round_.get("validation")
     if validation:
         out["validation_ratio"] = validation["ratio"]
@@ -86,6 +91,10 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         fig(f"ingest_{server}_p99_ms", lambda r, s=server: r["ingest"][s]["p99_ms"])
         fig(f"ingest_{server}_half_p99_ms", lambda r, s=server: r["ingest"][s]["half_p99_ms"])
         fig(f"ingest_{server}_peak_rss_mb", lambda r, s=server: r["ingest"][s]["peak_rss_mb"])
+    for server in ("inlet", "http_floor"):
+        for key in ("events_per_s", "p50_ms", "p99_ms", "half_p50_ms", "half_p99_ms",
+                    "peak_rss_mb", "loadgen_cpu_share"):
+            fig(f"thrad_{server}_{key}", lambda r, s=server, k=key: r["thrad"][s][k])
     fig("validation_ms", lambda r: r["validation"]["validate_ms"])
     fig("orjson_loads_ms", lambda r: r["validation"]["orjson_loads_ms"])
     for name in ("fresh_1", "replay_1", "fresh_2", "copy_floor"):
@@ -126,6 +135,20 @@ def markdown(summary: dict[str, Any], rounds: int) -> str:
             f"{f['ingest_work_floor_half_p99_ms']:.1f}", "")
         row("web process peak RSS, MB", f"{f['ingest_inlet_peak_rss_mb']:.0f}",
             f"{f['ingest_work_floor_peak_rss_mb']:.0f}", "")
+    if "thrad_inlet_events_per_s" in f:
+        row("single events (Thrad), events/s vs HTTP floor (read body, 204)",
+            f"{f['thrad_inlet_events_per_s']:,.0f}", f"{f['thrad_http_floor_events_per_s']:,.0f}",
+            f"{r['thrad_vs_http_floor']:.2f}")
+        row("single events, p50 / p99 ms at peak",
+            f"{f['thrad_inlet_p50_ms']:.1f} / {f['thrad_inlet_p99_ms']:.1f}",
+            f"{f['thrad_http_floor_p50_ms']:.1f} / {f['thrad_http_floor_p99_ms']:.1f}", "")
+        row("single events, p50 / p99 ms at half the peak rate",
+            f"{f['thrad_inlet_half_p50_ms']:.1f} / {f['thrad_inlet_half_p99_ms']:.1f}",
+            f"{f['thrad_http_floor_half_p50_ms']:.1f} / {f['thrad_http_floor_half_p99_ms']:.1f}",
+            "")
+        row("single events, load generator's CPU share at peak",
+            f"{f['thrad_inlet_loadgen_cpu_share']:.2f}",
+            f"{f['thrad_http_floor_loadgen_cpu_share']:.2f}", "")
     if "validation_ms" in f:
         row("validate one 1,000-event batch, ms (floor: orjson.loads)",
             f"{f['validation_ms']:.2f}", f"{f['orjson_loads_ms']:.2f}",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app import migrations
+from app.api_keys import create_api_key
 from app.db import make_engine
 from app.embedded_redis import EmbeddedRedis
 from app.partners import NewPartner, create_partner
@@ -47,6 +48,7 @@ class Stack:
     settings: Settings
     redis: EmbeddedRedis
     partner: NewPartner
+    api_key: str  # the partner's Bearer key, for Thrad's endpoint
     root: Path
 
 
@@ -86,9 +88,10 @@ def stack() -> Iterator[Stack]:
         engine = make_engine(url)
         try:
             partner = create_partner(engine, settings.secret_key, "bench", RATE_LIMIT)
+            api_key = create_api_key(engine, settings.secret_key, "bench", "bench").api_key
         finally:
             engine.dispose()
-        yield Stack(settings, redis, partner, root)
+        yield Stack(settings, redis, partner, api_key, root)
 
 
 def environ(settings: Settings, **extra: str) -> dict[str, str]:

@@ -28,7 +28,12 @@ def test_quick_bench_run_reports_every_figure(
     for server in ("http_floor", "work_floor", "inlet"):
         assert set(round_["ingest"][server]["statuses"]) == {"204"}
         assert round_["ingest"][server]["events_per_s"] > 0
+    for server in ("http_floor", "inlet"):
+        assert set(round_["thrad"][server]["statuses"]) == {"204"}
+        assert round_["thrad"][server]["events_per_s"] > 0
+    assert result["config"]["thrad"]["events_per_batch"] == 1
     assert round_["drain"]["rows"] == 60
     assert result["machine"]["nproc"] >= 1
     printed = capsys.readouterr().out
     assert "| target | median | wanted | holds |" in printed
+    assert "single events (Thrad), events/s vs HTTP floor" in printed

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.testclient import TestClient
 
 from app import migrations
-from app.auth import CredentialStore
+from app.auth import MISS, CredentialStore
 from app.db import events as events_table
 from app.db import make_engine
 from app.main import create_app
@@ -442,3 +442,18 @@ def test_a_nul_in_basic_credentials_is_a_401_not_a_503(
     )
     assert_error_shape(response, 401, "unauthorized")
     assert queued_jobs(redis) == 0
+
+
+def test_cached_basic_check_answers_only_from_a_fresh_entry(
+    engine: Engine, settings: Settings, partner: NewPartner
+) -> None:
+    """The event-loop check never does I/O: a miss or a stale entry says MISS."""
+    store = CredentialStore(engine, settings.secret_key)
+    assert store.check_basic_cached(partner.username, partner.password) is MISS
+    found = store.check_basic(partner.username, partner.password)
+    assert found is not None
+    assert store.check_basic_cached(partner.username, partner.password) == found
+    assert store.check_basic_cached(partner.username, partner.password + "x") is None
+    expiring = CredentialStore(engine, settings.secret_key, ttl=0.0)
+    expiring.check_basic(partner.username, partner.password)
+    assert expiring.check_basic_cached(partner.username, partner.password) is MISS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from redis import Redis
 from rq.job import Job
 
 from app import queue as q
+from app import stats
 from app.embedded_redis import EmbeddedRedis
 from tests.conftest import make_settings
 
@@ -64,3 +66,36 @@ def test_saving_a_fetched_job_keeps_its_batch_without_resending_it(
     assert "data" in job.to_dict()
     job.save()
     assert Job.fetch(job_id, connection=redis, serializer=q.JSONSerializer).args[2] == batch[:1]
+
+
+def stats_keys(now: float) -> list[str]:
+    """This minute's stats key and the next (the test may cross a minute)."""
+    return [f"{stats.PREFIX}{int(now // 60) + n}" for n in (0, 1)]
+
+
+def test_accepted_count_is_written_with_the_job(
+    redis: Redis, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(sqlite_url, redis_server.url, tmp_path)
+    queue = q.make_queue(settings, redis)
+    for count in (False, True, True):
+        q.enqueue_batch(queue, settings, func=q.INGEST_THRAD, partner_id=1,
+                        partner_name="acme", events=events(3), count_accepted=count,
+                        received_at=datetime(2026, 5, 5, tzinfo=UTC))
+    assert redis.llen("rq:queue:inlet") == 3
+    assert stats.last_hour(redis)["acme"].accepted == 6  # only the two that asked
+
+
+def test_a_count_that_fails_leaves_the_job_queued(
+    redis: Redis, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path
+) -> None:
+    """EXEC runs every command; a failed HINCRBY must not turn a queued job into a 503."""
+    settings = make_settings(sqlite_url, redis_server.url, tmp_path)
+    queue = q.make_queue(settings, redis)
+    for key in stats_keys(time.time()):
+        redis.set(key, "not a hash")  # HINCRBY on it fails with WRONGTYPE
+    job_id = q.enqueue_batch(queue, settings, func=q.INGEST_THRAD, partner_id=1,
+                             partner_name="acme", events=events(1), count_accepted=True,
+                             received_at=datetime(2026, 5, 5, tzinfo=UTC))
+    assert redis.lrange("rq:queue:inlet", 0, -1) == [job_id.encode()]
+    assert Job.fetch(job_id, connection=redis, serializer=q.JSONSerializer).args[2] == events(1)

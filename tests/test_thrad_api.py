@@ -17,7 +17,8 @@ from redis import Redis
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
-from app.api_keys import NewApiKey, create_api_key, revoke_api_key
+from app import stats
+from app.api_keys import MISS, ApiKeyStore, NewApiKey, create_api_key, revoke_api_key
 from app.db import thrad_events
 from app.main import create_app
 from app.partners import NewPartner, create_partner, revoke_partner, set_rate_limit
@@ -163,12 +164,37 @@ def test_wrong_keys_get_401_invalid(
         "ik_0000000000000000_" + key.api_key.split("_", 2)[2],  # unknown id
         key.key_id,
     ]
-    for token in wrong:
+    # Twice each: the first asks the database, the second is answered from the cache.
+    for token in wrong * 2:
         response = send(client, {"Authorization": f"Bearer {token}"}, {"event_name": "x"})
         assert response.status_code == 401
         assert response.json() == {"error": "Invalid API key", "code": "unauthorized"}
         assert key.api_key not in response.text
     assert queued_jobs(redis) == 0
+
+
+def test_cached_key_check_answers_as_the_database_does(
+    key: NewApiKey, engine: Engine, settings: Settings
+) -> None:
+    store = ApiKeyStore(engine, settings.secret_key)
+    assert store.check_cached(key.api_key) is MISS  # never looked up yet
+    owner = store.check(key.api_key)
+    assert owner is not None and store.check_cached(key.api_key) == owner
+    assert store.check_cached(key.api_key[:-1] + ("x" if key.api_key[-1] != "x" else "y")) is None
+    assert store.check_cached("nonsense") is None  # not a key's shape: nothing to look up
+    expiring = ApiKeyStore(engine, settings.secret_key, ttl=0)
+    assert expiring.check(key.api_key) == owner
+    assert expiring.check_cached(key.api_key) is MISS  # a stale entry is never trusted
+
+
+def test_accepted_events_are_counted_once(
+    client: TestClient, bearer: dict[str, str], redis: Redis
+) -> None:
+    for n in range(3):
+        assert send(client, bearer, {"event_name": "x", "event_id": f"e{n}"}).status_code == 204
+    assert send(client, bearer, {"event_name": 1}).status_code == 400
+    hour = stats.last_hour(redis)["acme"]
+    assert (hour.accepted, hour.rejected) == (3, {"invalid_request": 1})
 
 
 def test_revoked_key_stops_working_within_seconds_and_others_keep_working(
