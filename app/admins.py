@@ -7,16 +7,13 @@ stored as the same keyed BLAKE2b hash as partner secrets (see app/auth.py).
 
 from __future__ import annotations
 
-import hmac
 import re
-import threading
-import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from app.auth import hash_secret, new_secret
+from app.auth import CachedLookup, SecretHashes, hash_secret, new_secret
 from app.db import admin_users
 
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -74,29 +71,15 @@ class AdminStore:
 
     def __init__(self, engine: Engine, secret_key: bytes) -> None:
         self._engine = engine
-        self._key = secret_key
-        self._cache: dict[str, tuple[float, bytes | None]] = {}
-        self._lock = threading.Lock()
-        self._dummy = hash_secret(secret_key, new_secret())
+        self._hashes = SecretHashes(secret_key)
+        self._password_hashes = CachedLookup(self._load, CACHE_SECONDS)
 
     def check(self, username: str, password: str) -> bool:
-        stored = self._lookup(username)
-        expected = stored if stored is not None else self._dummy
-        matches = hmac.compare_digest(hash_secret(self._key, password), expected)
-        return stored is not None and matches
+        return self._hashes.matches(password, self._password_hashes.get(username))
 
-    def _lookup(self, username: str) -> bytes | None:
-        now = time.monotonic()
-        cached = self._cache.get(username)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+    def _load(self, username: str) -> bytes | None:
         with self._engine.connect() as conn:
             row = conn.execute(
                 sa.select(admin_users.c.password_hash).where(admin_users.c.username == username)
             ).first()
-        value = bytes(row.password_hash) if row is not None else None
-        with self._lock:
-            if len(self._cache) > 1000:
-                self._cache.clear()
-            self._cache[username] = (now + CACHE_SECONDS, value)
-        return value
+        return bytes(row.password_hash) if row is not None else None
