@@ -1,4 +1,5 @@
-"""Request metrics and the per-partner counts, recorded once a response is sent.
+"""The one middleware around every request: its id, its log line, its metrics
+and the per-partner counts, recorded once the response is sent.
 
 What a request did is read from the scope, where the endpoint and the error
 handler left it (``inlet.partner``, ``inlet.events``, ``inlet.error_code``,
@@ -10,13 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics, stats
 
 log = logging.getLogger("inlet.observe")
+access_log = logging.getLogger("inlet.access")
 
 # Routes that take events, and the name their counts go under. An ingest
 # endpoint added later adds its path here.
@@ -35,7 +39,10 @@ def route_of(scope: Scope) -> str:
 
 
 class ObserveRequests:
-    """Counts requests by route and status; counts accepted and refused events."""
+    """Gives each request an id (sent back as X-Request-ID), then writes one
+    JSON log line (id, route, partner, events, status, duration: never
+    secrets, never payloads), counts it by route and status, and counts
+    accepted and refused events."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -45,18 +52,38 @@ class ObserveRequests:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        request_id = uuid.uuid4().hex
         status = 500
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            await self._record(scope, status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    orjson.dumps(
+                        {
+                            "request_id": request_id,
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "partner": scope.get("inlet.partner"),
+                            "events": scope.get("inlet.events"),
+                            "status": status,
+                            "duration_ms": round(seconds * 1000, 2),
+                        }
+                    ).decode()
+                )
+            await self._record(scope, status, seconds)
 
     async def _record(self, scope: Scope, status: int, seconds: float) -> None:
         m = metrics.get()
