@@ -80,8 +80,13 @@ def scrape(client: TestClient, admin: NewAdmin) -> dict[tuple[str, frozenset], f
 
 
 def test_metrics_count_requests_events_jobs_and_read_the_queue(
-    settings: Settings, redis: Redis, client: TestClient, partner: NewPartner,
-    admin: NewAdmin, auth: dict[str, str], drain: Callable[..., None],
+    settings: Settings,
+    redis: Redis,
+    client: TestClient,
+    partner: NewPartner,
+    admin: NewAdmin,
+    auth: dict[str, str],
+    drain: Callable[..., None],
 ) -> None:
     before = scrape(client, admin)
     for batch in ([onside(1), onside(2)], [onside(2), onside(3)]):
@@ -121,22 +126,34 @@ def test_metrics_count_requests_events_jobs_and_read_the_queue(
 
 
 def test_logs_carry_ids_and_counts_never_secrets_or_payloads(
-    client: TestClient, partner: NewPartner, auth: dict[str, str],
-    drain: Callable[..., None], caplog: pytest.LogCaptureFixture,
+    client: TestClient,
+    partner: NewPartner,
+    auth: dict[str, str],
+    drain: Callable[..., None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     marker = "payload-marker-7f3a"
     with caplog.at_level(logging.DEBUG):
-        client.post(URL, json={"events": [onside(1, payload={"m": marker}), onside(1)]},
-                    headers=auth)
-        client.post(URL, json={"events": [onside(2, payload={"m": marker}, event_id="bad")]},
-                    headers=auth)
+        first = client.post(
+            URL, json={"events": [onside(1, payload={"m": marker}), onside(1)]}, headers=auth
+        )
+        second = client.post(
+            URL, json={"events": [onside(2, payload={"m": marker}, event_id="bad")]}, headers=auth
+        )
         drain()
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert marker not in text and partner.password not in text
     access = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "inlet.access"]
     assert [(a["partner"], a["events"], a["status"]) for a in access] == [
-        ("acme", 2, 204), ("acme", None, 400)]
+        ("acme", 2, 204),
+        ("acme", None, 400),
+    ]
     assert all(len(a["request_id"]) == 32 and a["duration_ms"] >= 0 for a in access)
+    # The id a partner sees in X-Request-ID is the one in the log line.
+    assert [a["request_id"] for a in access] == [
+        first.headers["x-request-id"],
+        second.headers["x-request-id"],
+    ]
     [job] = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "inlet.jobs"]
     assert job["partner"] == "acme" and job["events"] == 2
     assert (job["inserted"], job["duplicates"]) == (1, 1)
@@ -145,34 +162,67 @@ def test_logs_carry_ids_and_counts_never_secrets_or_payloads(
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_metrics_add_up_across_real_web_and_worker_processes(
-    settings: Settings, partner: NewPartner, admin: NewAdmin, tmp_path: Path,
+    settings: Settings,
+    partner: NewPartner,
+    admin: NewAdmin,
+    tmp_path: Path,
 ) -> None:
     """Two uvicorn processes take batches, a separate worker stores them: one scrape sees all."""
     port = free_port()
-    env = {**os.environ, **cli_env(settings), "PORT": str(port), "WEB_CONCURRENCY": "2",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "INLET_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        **cli_env(settings),
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        "INLET_LOG_LEVEL": "WARNING",
+    }
     inlet = str(Path(sys.executable).parent / "inlet")
     base = f"http://127.0.0.1:{port}"
-    web = subprocess.Popen([inlet, "web"], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+    web = subprocess.Popen(
+        [inlet, "web"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for(lambda: _get(f"{base}/readyz")[0] == 200, timeout=30, message="inlet web")
         for n in range(6):
             body = orjson.dumps({"events": [onside(2 * n), onside(2 * n + 1)]})
             assert _post(f"{base}{URL}", body, basic_auth(partner)) == 204
-        subprocess.run([inlet, "worker", "--burst"], env=env, check=True, timeout=60,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [inlet, "worker", "--burst"],
+            env=env,
+            check=True,
+            timeout=60,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         status, text = _get(f"{base}/metrics", admin_auth(admin))
     finally:
         web.terminate()
         web.wait(15)
     assert status == 200
-    samples = {(s.name, frozenset(s.labels.items())): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
-    assert samples[("inlet_http_requests_total", frozenset(
-        {"route": URL, "method": "POST", "status": "204"}.items()))] == 6
-    assert samples[("inlet_events_accepted_total",
-                    frozenset({"partner": "acme", "endpoint": "onside"}.items()))] == 12
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert (
+        samples[
+            (
+                "inlet_http_requests_total",
+                frozenset({"route": URL, "method": "POST", "status": "204"}.items()),
+            )
+        ]
+        == 6
+    )
+    assert (
+        samples[
+            (
+                "inlet_events_accepted_total",
+                frozenset({"partner": "acme", "endpoint": "onside"}.items()),
+            )
+        ]
+        == 12
+    )
     # Written by the worker process, read by a web process.
     assert samples[("inlet_rows_inserted_total", frozenset({"partner": "acme"}.items()))] == 12
     assert samples[("inlet_queue_depth", frozenset())] == 0
@@ -182,8 +232,9 @@ def test_metrics_add_up_across_real_web_and_worker_processes(
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
-                                    timeout=5) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}), timeout=5
+        ) as response:
             return int(response.status), response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, ""
@@ -193,10 +244,10 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
     request = urllib.request.Request(
-        url, data=body, headers={**headers, "Content-Type": "application/json"})
+        url, data=body, headers={**headers, "Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return int(response.status)
-
 
 
 @pytest.fixture
