@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test soak bench lint clean
+.PHONY: install system-deps run test soak bench lint clean
 
 install: $(VENV)/.installed
 
@@ -16,8 +16,21 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/inlet dev
 
-test: install
-	$(BIN)/python -m ruff check app worker tests bench alembic
+# What the suite needs from the system, installed with apt when missing (as
+# root; CI and a fresh machine both come here): PostgreSQL's binaries for the
+# test clusters, curl for the reference examples, Debian's chromium for the
+# admin page's browser tests (Playwright's own browser download can't work here).
+system-deps:
+	@need=""; \
+	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
+	command -v curl >/dev/null 2>&1 || need="$$need curl"; \
+	test -x /usr/bin/chromium || need="$$need chromium"; \
+	if [ -n "$$need" ]; then \
+		echo "installing system packages:$$need"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$need; \
+	fi
+
+test: install system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fault tests with five times the load and the fault cycles (~10 minutes).

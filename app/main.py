@@ -12,10 +12,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import admin, errors, health, metrics, onside, openapi, thrad
+from app import admin, errors, openapi
 from app.observe import ObserveRequests
+from app.onside import endpoint as onside
+from app.ops import health, metrics
 from app.settings import Settings
 from app.state import AppState
+from app.thrad import endpoint as thrad
 
 access_log = logging.getLogger("inlet.access")  # the same logger as ObserveRequests
 

@@ -17,7 +17,7 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics, stats
+from app.ops import metrics, stats
 
 log = logging.getLogger("inlet.observe")
 access_log = logging.getLogger("inlet.access")

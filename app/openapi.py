@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document served at ``GET /openapi.json``.
 
 It describes each partner endpoint exactly (Onside's batch API here, Thrad's
-Events API in ``app/openapi_thrad.py``): what the request may hold, which
+Events API in ``app/thrad/openapi.py``): what the request may hold, which
 credentials it takes, and every response with its headers and the one error
 shape of ``app/errors.py``. The test suite runs schemathesis against it, so
 the document and the code cannot drift apart.
@@ -18,8 +18,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.batch import MAX_EVENT_NAME_CHARS
-from app.openapi_thrad import THRAD_PATHS, THRAD_RESPONSES, THRAD_SCHEMAS
+from app.onside.validate import MAX_EVENT_NAME_CHARS
+from app.thrad.openapi import THRAD_PATHS, THRAD_RESPONSES, THRAD_SCHEMAS
 
 JsonSchema = dict[str, Any]
 

@@ -17,7 +17,7 @@ from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.job import Job
 
-from app import metrics, stats
+from app.ops import metrics, stats
 from app.settings import Settings
 
 log = logging.getLogger("inlet.queue")
@@ -134,7 +134,7 @@ def enqueue_batch(
     only after this returns.
 
     With ``count_accepted`` the per-partner count of accepted events
-    (app/stats.py) is added in the same transaction, so it costs no round
+    (app/ops/stats.py) is added in the same transaction, so it costs no round
     trip of its own. A failure of only those counting commands (which EXEC
     runs regardless) is logged and ignored: the job is queued all the same.
     """

@@ -17,12 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app import queue as q
-from app.api_keys import ApiKeyStore
-from app.auth import MISS, CredentialStore, Miss, Partner
-from app.auth_throttle import AuthFailureThrottle, count_failed_login
+from app.credentials.api_keys import ApiKeyStore
+from app.credentials.auth import MISS, CredentialStore, Miss, Partner
+from app.credentials.throttle import AuthFailureThrottle, count_failed_login
 from app.db import make_engine
 from app.errors import RateLimited, ServiceUnavailable, Unauthorized
-from app.ratelimit import RateLimiter, retry_after
+from app.request.ratelimit import RateLimiter, retry_after
 from app.settings import Settings
 
 log = logging.getLogger("inlet.state")

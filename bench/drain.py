@@ -25,9 +25,9 @@ import sqlalchemy as sa
 from redis import Redis
 
 from app import queue as q
-from app.batch import validate_batch
 from app.db import make_engine
-from app.names import normalize_event_name
+from app.onside.names import normalize_event_name
+from app.onside.validate import validate_batch
 from app.settings import Settings
 from bench.services import Stack
 from bench.workload import make_batches

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app import migrations
-from app.api_keys import create_api_key
+from app.credentials.api_keys import create_api_key
+from app.credentials.partners import NewPartner, create_partner
 from app.db import make_engine
 from app.embedded_redis import EmbeddedRedis
-from app.partners import NewPartner, create_partner
 from app.settings import Settings
 from tests.services import PostgresCluster
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from app.batch import validate_batch
+from app.onside.validate import validate_batch
 from bench.workload import make_batches
 
 

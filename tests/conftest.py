@@ -19,11 +19,11 @@ from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
 from app import migrations
-from app.admins import NewAdmin, create_admin
+from app.credentials.admins import NewAdmin, create_admin
+from app.credentials.partners import NewPartner, create_partner
 from app.db import make_engine, metadata
 from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
-from app.partners import NewPartner, create_partner
 from app.settings import Settings, normalize_database_url
 from tests.services import PostgresCluster
 from worker import context

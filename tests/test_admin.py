@@ -12,11 +12,12 @@ from redis import Redis
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
-from app import migrations, stats
+from app import migrations
 from app.admin.security import csrf_token
-from app.admins import NewAdmin
+from app.credentials.admins import NewAdmin
+from app.credentials.partners import NewPartner
 from app.main import create_app
-from app.partners import NewPartner
+from app.ops import stats
 from app.settings import Settings
 from tests.cli_runner import run_cli
 from tests.conftest import admin_auth

@@ -21,9 +21,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from redis import Redis
 from sqlalchemy.engine import Engine
 
-from app.admins import NewAdmin
+from app.credentials.admins import NewAdmin
+from app.credentials.partners import NewPartner
 from app.main import create_app
-from app.partners import NewPartner
 from app.settings import Settings
 from tests.services import free_port, wait_for
 from tests.test_jobs import event_ids, make_event, unreachable

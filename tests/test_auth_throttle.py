@@ -10,9 +10,9 @@ from redis import Redis
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
-from app.api_keys import create_api_key
+from app.credentials.api_keys import create_api_key
+from app.credentials.partners import NewPartner
 from app.main import create_app
-from app.partners import NewPartner
 from app.settings import RateLimit, Settings
 from tests.conftest import basic_auth
 from tests.test_onside_api import URL, assert_error_shape, event

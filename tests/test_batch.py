@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.batch import MAX_LISTED_ERRORS, parse_datetime, validate_batch, validate_events
 from app.errors import InvalidRequest, PayloadTooLarge
+from app.onside.validate import MAX_LISTED_ERRORS, parse_datetime, validate_batch, validate_events
 from tests.strategies import batches, corruptions
 
 VALID = {

@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 from starlette.testclient import TestClient
 
 from app.cli import main
-from app.partners import NewPartner
+from app.credentials.partners import NewPartner
 from app.settings import Settings
 from tests.conftest import TEST_SECRET_KEY, basic_auth
 

@@ -17,8 +17,8 @@ from rq.registry import StartedJobRegistry
 from sqlalchemy.engine import Engine
 
 from app import queue as q
+from app.credentials.partners import NewPartner
 from app.db import events as events_table
-from app.partners import NewPartner
 from app.settings import Settings
 from tests.processes import INLET, InletProcess, WebProcess, process_env, start_worker
 from tests.services import wait_for

@@ -9,9 +9,9 @@ import orjson
 from redis import Redis
 from sqlalchemy.engine import Engine
 
-from app import failed
 from app import queue as q
-from app.partners import NewPartner, create_partner
+from app.credentials.partners import NewPartner, create_partner
+from app.ops import failed
 from app.settings import Settings
 from tests.cli_runner import run_cli
 from tests.test_jobs import enqueue, event_ids, make_event, unreachable

@@ -24,11 +24,11 @@ from sqlalchemy.engine import Engine
 
 from app import migrations
 from app import queue as q
+from app.credentials.partners import NewPartner, create_partner
 from app.db import events as events_table
 from app.db import make_engine
 from app.embedded_redis import EmbeddedRedis
-from app.failed import requeue_all
-from app.partners import NewPartner, create_partner
+from app.ops.failed import requeue_all
 from app.settings import Settings
 from tests.conftest import basic_auth, make_settings
 from tests.faults import LoadClient, LoadReport, WorkerPool, new_event

@@ -18,10 +18,10 @@ from redis import Redis
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
-from app.admins import NewAdmin
-from app.api_keys import create_api_key
+from app.credentials.admins import NewAdmin
+from app.credentials.api_keys import create_api_key
+from app.credentials.partners import NewPartner
 from app.main import create_app
-from app.partners import NewPartner
 from app.settings import Settings
 from tests.cli_runner import cli_env
 from tests.conftest import admin_auth, basic_auth

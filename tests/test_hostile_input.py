@@ -16,11 +16,11 @@ from redis import Redis
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
-from app.api_keys import create_api_key
-from app.batch import MAX_PAYLOAD_DEPTH
+from app.credentials.api_keys import create_api_key
+from app.credentials.partners import NewPartner
 from app.db import events as events_table
 from app.main import create_app
-from app.partners import NewPartner
+from app.onside.validate import MAX_PAYLOAD_DEPTH
 from app.settings import RateLimit, Settings
 from tests.strategies import HostileRequest, hostile_requests
 from tests.test_onside_api import JSON, URL, assert_error_shape, event, queued_jobs

@@ -16,8 +16,8 @@ from rq.registry import FailedJobRegistry
 from sqlalchemy.engine import Engine
 
 from app import queue as q
+from app.credentials.partners import NewPartner
 from app.db import events as events_table
-from app.partners import NewPartner
 from app.settings import Settings
 from worker.jobs import is_transient
 

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.names import normalize_event_name
+from app.onside.names import normalize_event_name
 
 
 def test_case_variants_land_as_one_name() -> None:

@@ -18,11 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.testclient import TestClient
 
 from app import migrations
-from app.auth import MISS, CredentialStore
+from app.credentials.auth import MISS, CredentialStore
+from app.credentials.partners import NewPartner, create_partner, revoke_partner, set_rate_limit
 from app.db import events as events_table
 from app.db import make_engine
 from app.main import create_app
-from app.partners import NewPartner, create_partner, revoke_partner, set_rate_limit
 from app.settings import Settings
 from tests.conftest import basic_auth
 from tests.services import wait_for

@@ -34,12 +34,12 @@ from starlette.testclient import TestClient
 from starlette.types import Message
 
 from app import openapi
-from app.api_keys import create_api_key
+from app.credentials.api_keys import create_api_key
+from app.credentials.partners import NewPartner, set_rate_limit
 from app.errors import InvalidRequest
 from app.main import create_app
-from app.partners import NewPartner, set_rate_limit
 from app.settings import RateLimit, Settings
-from app.thrad_event import validate_event
+from app.thrad.validate import validate_event
 from tests.thrad_strategies import edge_event_bodies
 
 URL = "/attribution-api/v1/events"

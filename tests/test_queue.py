@@ -11,8 +11,8 @@ from redis import Redis
 from rq.job import Job
 
 from app import queue as q
-from app import stats
 from app.embedded_redis import EmbeddedRedis
+from app.ops import stats
 from tests.conftest import make_settings
 
 

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from redis import Redis
 from sqlalchemy.engine import Engine
 
+from app.credentials.partners import NewPartner, create_partner
 from app.db import events as events_table
-from app.partners import NewPartner, create_partner
 from app.settings import Settings
 from tests.cli_runner import run_cli
 from tests.test_jobs import event_ids, make_event

@@ -21,10 +21,10 @@ from redis import Redis
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
-from app.auth import CredentialStore
+from app.credentials.auth import CredentialStore
+from app.credentials.partners import NewPartner, create_partner
 from app.db import events as events_table
 from app.main import create_app
-from app.partners import NewPartner, create_partner
 from app.settings import RateLimit, Settings
 from tests.conftest import TEST_SECRET_KEY, basic_auth
 from tests.test_cli import inlet  # noqa: F401 - the fixture

@@ -14,7 +14,7 @@ import httpx2 as httpx
 import orjson
 import pytest
 
-from app.partners import NewPartner
+from app.credentials.partners import NewPartner
 from app.settings import Settings
 from tests.processes import WebProcess, process_env
 from tests.test_onside_api import URL, event

@@ -17,11 +17,11 @@ from redis import Redis
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
-from app import stats
-from app.api_keys import MISS, ApiKeyStore, NewApiKey, create_api_key, revoke_api_key
+from app.credentials.api_keys import MISS, ApiKeyStore, NewApiKey, create_api_key, revoke_api_key
+from app.credentials.partners import NewPartner, create_partner, revoke_partner, set_rate_limit
 from app.db import thrad_events
 from app.main import create_app
-from app.partners import NewPartner, create_partner, revoke_partner, set_rate_limit
+from app.ops import stats
 from app.settings import Settings
 from tests import geo
 from tests.services import wait_for

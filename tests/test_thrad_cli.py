@@ -14,8 +14,8 @@ from redis import Redis
 from sqlalchemy.engine import Engine
 
 from app import queue as q
-from app.api_keys import ApiKeyStore, split_key
 from app.cli import main
+from app.credentials.api_keys import ApiKeyStore, split_key
 from app.db import api_keys
 from app.settings import Settings
 from tests.conftest import TEST_SECRET_KEY

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from app.errors import InvalidRequest
-from app.thrad_event import client_address, derive_tag_id, server_fields, validate_event
+from app.request.client import client_address
+from app.thrad.validate import derive_tag_id, server_fields, validate_event
 
 RECEIVED = datetime(2026, 5, 26, 16, 0, 0, tzinfo=UTC)
 PROXIES = (ip_network("10.0.0.0/8"), ip_network("2001:db8::/32"))

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from app.db import api_keys, make_engine, partners
 from app.errors import InvalidRequest
-from app.thrad_event import server_fields, validate_event
+from app.thrad.validate import server_fields, validate_event
 from tests.thrad_strategies import FIELDS, event_bodies
-from worker.thrad_store import insert_thrad_events
+from worker.thrad import insert_thrad_events
 
 RECEIVED = datetime(2026, 5, 26, 12, 0, tzinfo=UTC)
 

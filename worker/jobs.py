@@ -23,8 +23,10 @@ from rq.timeouts import JobTimeoutException
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
-from app import metrics, stats
-from worker import context, store, thrad_store
+from app.ops import metrics, stats
+from worker import context
+from worker import onside as store
+from worker import thrad as thrad_store
 
 log = logging.getLogger("inlet.jobs")
 

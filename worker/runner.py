@@ -10,7 +10,7 @@ from rq.queue import Queue
 from rq.registry import clean_registries
 from rq.utils import current_timestamp, now
 
-from app import metrics
+from app.ops import metrics
 from app.queue import JSONSerializer, PlainJob, make_queue, make_redis
 from app.settings import Settings
 from worker import context

@@ -17,8 +17,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from app import failed as failed_jobs
-from app import stats
 from app.admin import page
 from app.admin.security import (
     CSRF_COOKIE,
@@ -27,8 +25,10 @@ from app.admin.security import (
     new_csrf_cookie,
     require_admin,
 )
-from app.body import read_body
 from app.errors import InvalidRequest, NotFound
+from app.ops import failed as failed_jobs
+from app.ops import stats
+from app.request.body import read_body
 from app.state import AppState
 
 log = logging.getLogger("inlet.admin")
@@ -152,7 +152,7 @@ async def requeue_all(request: Request) -> Response:
 
 async def metrics_page(request: Request) -> Response:
     """``/metrics`` behind admin credentials: its labels name partners."""
-    from app.health import metrics_endpoint
+    from app.ops.health import metrics_endpoint
 
     await require_admin(request)
     return await metrics_endpoint(request)

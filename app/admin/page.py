@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from app.failed import FailedJob, QueueState
-from app.stats import ACCEPTED, FAILED, REJECTED, WINDOW_MINUTES, PartnerHour
+from app.ops.failed import FailedJob, QueueState
+from app.ops.stats import ACCEPTED, FAILED, REJECTED, WINDOW_MINUTES, PartnerHour
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}

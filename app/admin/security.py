@@ -21,8 +21,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from app.admins import AdminStore
-from app.auth import parse_basic
+from app.credentials.admins import AdminStore
+from app.credentials.auth import parse_basic
 from app.errors import ApiError, ServiceUnavailable, Unauthorized
 from app.state import AppState
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 import orjson
 
-from app import admins as service
 from app.cli.common import engine_for, load_settings
+from app.credentials import admins as service
 
 
 @click.group()

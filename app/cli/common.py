@@ -11,9 +11,9 @@ from contextlib import contextmanager
 import click
 from sqlalchemy.engine import Engine
 
+from app.credentials.partners import PartnerError
 from app.db import make_engine
 from app.errors import ConfigError
-from app.partners import PartnerError
 from app.settings import Settings
 
 

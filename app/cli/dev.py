@@ -13,9 +13,9 @@ import click
 import orjson
 
 from app import migrations
-from app import partners as service
-from app.api_keys import DEFAULT_LABEL, create_api_key
 from app.cli.common import engine_for, load_settings
+from app.credentials import partners as service
+from app.credentials.api_keys import DEFAULT_LABEL, create_api_key
 from app.embedded_redis import EmbeddedRedis
 from app.settings import Settings
 

@@ -14,11 +14,11 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Result
 
-from app import partners as service
-from app.batch import parse_datetime
 from app.cli.common import engine_for, load_settings, operator_errors
-from app.cli.thrad_export import thrad_export_row, thrad_query
+from app.credentials import partners as service
 from app.db import events as events_table
+from app.request.jsonchecks import parse_datetime
+from app.thrad.export import thrad_export_row, thrad_query
 
 
 def iso_utc(value: datetime) -> str:

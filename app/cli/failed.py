@@ -10,8 +10,8 @@ import orjson
 from redis.exceptions import RedisError
 from rq import Queue
 
-from app import failed as service
 from app.cli.common import load_settings
+from app.ops import failed as service
 from app.queue import make_queue, make_redis
 from app.settings import Settings
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 import orjson
 
-from app import api_keys as service
 from app.cli.common import engine_for, load_settings, operator_errors
+from app.credentials import api_keys as service
 
 
 @click.group()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 import orjson
 
-from app import partners as service
-from app.api_keys import DEFAULT_LABEL, create_api_key
 from app.cli.common import engine_for, load_settings, operator_errors
+from app.credentials import partners as service
+from app.credentials.api_keys import DEFAULT_LABEL, create_api_key
 
 
 @click.group()

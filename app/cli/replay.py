@@ -9,11 +9,11 @@ from typing import BinaryIO
 import click
 import orjson
 
-from app import metrics
-from app import partners as partners_service
 from app.cli.common import engine_for, load_settings, operator_errors
 from app.cli.failed import queue_for
-from app.replay import Replayer, ReplaySummary, replay_lines
+from app.credentials import partners as partners_service
+from app.ops import metrics
+from app.ops.replay import Replayer, ReplaySummary, replay_lines
 
 
 def _size(stream: BinaryIO) -> int | None:

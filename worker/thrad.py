@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from app.db import thrad_events
-from app.thrad_event import STRING_FIELDS
+from app.thrad.validate import STRING_FIELDS
 from worker.enrich import geo_fields, ua_fields
-from worker.store import dialect_insert
+from worker.onside import dialect_insert
 
 
 def thrad_row(
@@ -22,7 +22,7 @@ def thrad_row(
     job_id: str | None,
     geoip_database: Path | None,
 ) -> dict[str, Any]:
-    """One queued event (see app.thrad_event.server_fields) -> one row."""
+    """One queued event (see app.thrad.validate.server_fields) -> one row."""
     row: dict[str, Any] = {field: event.get(field) for field in STRING_FIELDS}
     view_time = event.get("view_time_ms")
     row.update(

@@ -1,6 +1,6 @@
 """Thrad's Events API in the OpenAPI document (``app/openapi.py`` serves it).
 
-The event schema is built from ``app/thrad_event.py``'s field lists, so a
+The event schema is built from ``app/thrad/validate.py``'s field lists, so a
 field added there is documented here. It states what the endpoint checks and
 no more: types, not values. The error responses are the shared ones, but for
 401, where Thrad's exact bodies are part of the wire format.
@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.batch import MAX_PAYLOAD_DEPTH
-from app.thrad import MAX_BODY_BYTES
-from app.thrad_event import KEY_FIELDS, MAX_KEY_CHARS, NUMBER_FIELDS, OBJECT_FIELDS, STRING_FIELDS
+from app.request.jsonchecks import MAX_PAYLOAD_DEPTH
+from app.thrad.endpoint import MAX_BODY_BYTES
+from app.thrad.validate import (
+    KEY_FIELDS,
+    MAX_KEY_CHARS,
+    NUMBER_FIELDS,
+    OBJECT_FIELDS,
+    STRING_FIELDS,
+)
 
 JsonSchema = dict[str, Any]
 

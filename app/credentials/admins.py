@@ -2,7 +2,7 @@
 
 Kept in their own table, never in ``partners``: a partner's username and
 password are simply unknown here. Passwords are generated 256-bit secrets,
-stored as the same keyed BLAKE2b hash as partner secrets (see app/auth.py).
+stored as the same keyed BLAKE2b hash as partner secrets (see app/credentials/auth.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from app.auth import CachedLookup, SecretHashes, hash_secret, new_secret
+from app.credentials.auth import CachedLookup, SecretHashes, hash_secret, new_secret
 from app.db import admin_users
 
 _USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")

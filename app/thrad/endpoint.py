@@ -14,11 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import queue as q
-from app.api_keys import KeyOwner
-from app.body import read_body
+from app.credentials.api_keys import KeyOwner
 from app.errors import Unauthorized
+from app.request.body import read_body
+from app.request.client import client_address
 from app.state import AppState
-from app.thrad_event import client_address, server_fields, validate_event
+from app.thrad.validate import server_fields, validate_event
 
 log = logging.getLogger("inlet.thrad")
 

@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import queue as q
-from app.auth import Partner, parse_basic
-from app.batch import validate_batch
-from app.body import check_content_type, read_body
+from app.credentials.auth import Partner, parse_basic
 from app.errors import Unauthorized
+from app.onside.validate import validate_batch
+from app.request.body import check_content_type, read_body
 from app.state import AppState
 
 log = logging.getLogger("inlet.onside")

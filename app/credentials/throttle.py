@@ -24,9 +24,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.errors import TooManyFailedLogins
-from app.ratelimit import retry_after
+from app.request.client import client_address
+from app.request.ratelimit import retry_after
 from app.settings import IPNetwork, RateLimit
-from app.thrad_event import client_address
 
 log = logging.getLogger("inlet.auth")
 

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.db import thrad_events as t
-from app.thrad_event import STRING_FIELDS
+from app.thrad.validate import STRING_FIELDS
 
 ENRICHED_FIELDS = (
     "ip_address", "geo_country", "geo_region", "geo_city", "geo_lat", "geo_lon",

@@ -3,7 +3,7 @@
 A key reads ``ik_<16 hex>_<secret>``. The first part (the key id) is how a
 key is found and named, like a Basic username; the secret is a random 256-bit
 value stored only as its BLAKE2b hash keyed with INLET_SECRET_KEY, and
-compared in constant time, exactly as the Basic passwords are (app/auth.py).
+compared in constant time, exactly as the Basic passwords are (app/credentials/auth.py).
 A partner holds any number of keys, each with a label that the endpoint
 stamps into the rows it accepts.
 """
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from app.auth import (
+from app.credentials.auth import (
     CREDENTIAL_CACHE_SECONDS,
     MISS,
     CachedLookup,
@@ -28,8 +28,8 @@ from app.auth import (
     hash_secret,
     new_secret,
 )
+from app.credentials.partners import PartnerError, get_partner_id
 from app.db import api_keys, partners
-from app.partners import PartnerError, get_partner_id
 from app.settings import RateLimit
 
 KEY_PREFIX = "ik_"

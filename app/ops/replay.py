@@ -24,11 +24,11 @@ import sqlalchemy as sa
 from rq import Queue
 from sqlalchemy.engine import Engine
 
-from app import metrics, stats
 from app import queue as q
-from app.batch import validate_batch
 from app.db import events as events_table
 from app.errors import ApiError
+from app.onside.validate import validate_batch
+from app.ops import metrics, stats
 from app.settings import Settings
 
 MAX_EXAMPLES = 20

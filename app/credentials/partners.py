@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from app.auth import hash_secret, new_secret, new_username
+from app.credentials.auth import hash_secret, new_secret, new_username
 from app.db import partners
 from app.settings import RateLimit
 

@@ -9,8 +9,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app import errors, metrics
-from app.failed import queue_state
+from app import errors
+from app.ops import metrics
+from app.ops.failed import queue_state
 from app.state import AppState
 
 log = logging.getLogger("inlet.health")

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from app.db import events as events_table
-from app.names import normalize_event_name
+from app.onside.names import normalize_event_name
 
 # A batch repeats a handful of event names; normalizing each once is enough.
 _normalized_name = functools.lru_cache(maxsize=4096)(normalize_event_name)

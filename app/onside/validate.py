@@ -12,19 +12,20 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.names import normalize_event_name
+from app.onside.names import normalize_event_name
+from app.request.jsonchecks import (
+    DEPTH_MESSAGE,
+    MAX_PAYLOAD_DEPTH,
+    NUL_MESSAGE,
+    contains_nul,
+    decode_json,
+    nested_deeper_than,
+    parse_datetime,
+)
 
 MAX_LISTED_ERRORS = 100
 MAX_EVENT_NAME_CHARS = 256
-# How deep objects and arrays may nest inside a payload. orjson (the job
-# serializer) refuses to write more than 254 levels, and the job wraps the
-# payload in five more; past that an accepted batch could not be queued.
-# 64 is far beyond any real event and well inside every limit downstream.
-MAX_PAYLOAD_DEPTH = 64
-DEPTH_MESSAGE = f"must not nest objects and arrays more than {MAX_PAYLOAD_DEPTH} levels deep"
 
 _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -34,7 +35,6 @@ _UUID4_RE = re.compile(
 )
 
 FIELDS = ("event_name", "payload", "event_datetime", "event_id", "installation_id")
-NUL_MESSAGE = "must not contain the character \\u0000"
 
 
 class _Problems:
@@ -46,67 +46,6 @@ class _Problems:
         self.count += 1
         if len(self.items) < MAX_LISTED_ERRORS:
             self.items.append({"index": index, "field": field, "message": message})
-
-
-def decode_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"The body is not valid JSON: {exc}",
-            errors=[{"index": None, "field": None, "message": f"malformed JSON: {exc}"}],
-        ) from None
-
-
-def parse_datetime(value: str) -> datetime | None:
-    """ISO 8601 with a time; ``Z`` or an offset; naive means UTC. None if invalid."""
-    # RFC 3339 (OpenAPI's date-time) allows a lowercase separator and zone.
-    if value[10:11] == "t":
-        value = value[:10] + "T" + value[11:]
-    if value.endswith("z"):
-        value = value[:-1] + "Z"
-    if "T" not in value and " " not in value:
-        return None  # a date alone is not an event time
-    try:
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-
-
-def contains_nul(value: Any) -> bool:
-    """True if any string (or key) inside a decoded JSON value holds U+0000."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
-def nested_deeper_than(value: Any, limit: int) -> bool:
-    """True if objects and arrays inside ``value`` nest more than ``limit`` levels."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
 
 
 def validate_batch(body: bytes, max_events: int) -> list[dict[str, Any]]:

@@ -10,15 +10,15 @@ refuses), so that an accepted event always lands.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.batch import (
+from app.errors import InvalidRequest
+from app.request.jsonchecks import (
     DEPTH_MESSAGE,
     MAX_PAYLOAD_DEPTH,
     NUL_MESSAGE,
@@ -26,8 +26,6 @@ from app.batch import (
     decode_json,
     nested_deeper_than,
 )
-from app.errors import InvalidRequest
-from app.settings import IPNetwork
 
 # The reference table's string fields, plus impression_state.
 STRING_FIELDS = (
@@ -143,46 +141,6 @@ def derive_tag_id(event: Mapping[str, Any], headers: Mapping[str, str]) -> str:
         if host:
             return f"site:{host}"
     return "site:unknown"
-
-
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(text.strip().strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
-
-
-def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-             proxies: Iterable[IPNetwork]) -> bool:
-    return any(address in network for network in proxies)
-
-
-def client_address(
-    peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[IPNetwork, ...]
-) -> str | None:
-    """The client's address: the direct peer, unless that is a trusted proxy.
-
-    Behind trusted proxies, X-Forwarded-For is read from the right (each
-    proxy appends the address it saw) and the first hop that is not itself a
-    trusted proxy is the client; anything left of it could be made up by
-    the client. A peer that is not a trusted proxy can't vouch for any
-    header, so a spoofed X-Forwarded-For is ignored.
-    """
-    current = _address(peer) if peer else None
-    if current is None:
-        return None
-    if forwarded_for and _trusted(current, trusted_proxies):
-        for hop in reversed(forwarded_for.split(",")):
-            address = _address(hop)
-            if address is None:
-                break  # garbage from here leftwards: keep the last hop we could believe
-            current = address
-            if not _trusted(current, trusted_proxies):
-                break
-    return str(current)
 
 
 def server_fields(

@@ -1,0 +1,84 @@
+"""Checks on decoded JSON shared by both ingest formats: parsing, U+0000, depth, times.
+
+PostgreSQL's jsonb can't store U+0000 and orjson can't write more than 254
+levels of nesting, so an event holding either would be accepted and then
+fail in the worker: both formats refuse them at the door instead.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.errors import InvalidRequest
+
+# How deep objects and arrays may nest inside a payload. orjson (the job
+# serializer) refuses to write more than 254 levels, and the job wraps the
+# payload in five more; past that an accepted batch could not be queued.
+# 64 is far beyond any real event and well inside every limit downstream.
+MAX_PAYLOAD_DEPTH = 64
+DEPTH_MESSAGE = f"must not nest objects and arrays more than {MAX_PAYLOAD_DEPTH} levels deep"
+NUL_MESSAGE = "must not contain the character \\u0000"
+
+
+def decode_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"The body is not valid JSON: {exc}",
+            errors=[{"index": None, "field": None, "message": f"malformed JSON: {exc}"}],
+        ) from None
+
+
+def parse_datetime(value: str) -> datetime | None:
+    """ISO 8601 with a time; ``Z`` or an offset; naive means UTC. None if invalid."""
+    # RFC 3339 (OpenAPI's date-time) allows a lowercase separator and zone.
+    if value[10:11] == "t":
+        value = value[:10] + "T" + value[11:]
+    if value.endswith("z"):
+        value = value[:-1] + "Z"
+    if "T" not in value and " " not in value:
+        return None  # a date alone is not an event time
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def contains_nul(value: Any) -> bool:
+    """True if any string (or key) inside a decoded JSON value holds U+0000."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """True if objects and arrays inside ``value`` nest more than ``limit`` levels."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
