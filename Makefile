@@ -50,6 +50,7 @@ $(VENV)/.bench-installed: pyproject.toml
 
 lint: install
 	$(BIN)/python -m ruff check app worker tests bench alembic
+	$(BIN)/python -m ruff format --check app worker tests bench alembic
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -158,8 +158,9 @@ def enqueue_batch(
             job_id=job_id,
             pipeline=pipe,
         )
-        counting = (stats.add(pipe, partner_name, stats.ACCEPTED, len(events))
-                    if count_accepted else 0)
+        counting = (
+            stats.add(pipe, partner_name, stats.ACCEPTED, len(events)) if count_accepted else 0
+        )
         try:
             results = pipe.execute(raise_on_error=False)
         except (RedisConnectionError, RedisTimeoutError):
@@ -175,7 +176,7 @@ def enqueue_batch(
     for result in job_results:
         if isinstance(result, Exception):
             raise result
-    if any(isinstance(result, Exception) for result in results[len(job_results):]):
+    if any(isinstance(result, Exception) for result in results[len(job_results) :]):
         log.debug("stats not recorded with job %s", job.id)
     m = metrics.get()
     m.enqueue_seconds.labels(endpoint).observe(time.perf_counter() - started)

@@ -28,10 +28,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     if args.quick:
-        ingest_cfg = ingest.IngestConfig(seconds=0.5, half_rate_seconds=0.5, warmup=0.2,
-                                         connections=2, bodies=1, events_per_batch=20)
-        single_cfg = single.config(seconds=0.5, half_rate_seconds=0.5, warmup=0.2,
-                                   connections=2, bodies=2)
+        ingest_cfg = ingest.IngestConfig(
+            seconds=0.5,
+            half_rate_seconds=0.5,
+            warmup=0.2,
+            connections=2,
+            bodies=1,
+            events_per_batch=20,
+        )
+        single_cfg = single.config(
+            seconds=0.5, half_rate_seconds=0.5, warmup=0.2, connections=2, bodies=2
+        )
         drain_cfg = drain.DrainConfig(batches=3, events_per_batch=20)
         validation_calls, validation_events = 2, 20
     else:
@@ -62,8 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": time.time() - started,
         "quick": args.quick,
-        "config": {"ingest": vars(ingest_cfg), "thrad": vars(single_cfg),
-                   "drain": vars(drain_cfg)},
+        "config": {"ingest": vars(ingest_cfg), "thrad": vars(single_cfg), "drain": vars(drain_cfg)},
         **summary,
         "rounds": rounds,
     }

@@ -33,8 +33,17 @@ from bench.services import Stack
 from bench.workload import make_batches
 
 FLOOR_TABLE = "bench_copy_floor"
-COLUMNS = ("partner_id", "event_id", "event_name", "sent_event_name", "event_datetime",
-           "installation_id", "payload", "received_at", "job_id")
+COLUMNS = (
+    "partner_id",
+    "event_id",
+    "event_name",
+    "sent_event_name",
+    "event_datetime",
+    "installation_id",
+    "payload",
+    "received_at",
+    "job_id",
+)
 
 
 @dataclass
@@ -89,8 +98,13 @@ def enqueue(stack: Stack, events_batches: list[list[dict[str, Any]]]) -> None:
     try:
         for events in events_batches:
             q.enqueue_batch(
-                queue, stack.settings, func=q.INGEST_ONSIDE, partner_id=stack.partner.id,
-                partner_name=stack.partner.name, events=events, received_at=datetime.now(UTC),
+                queue,
+                stack.settings,
+                func=q.INGEST_ONSIDE,
+                partner_id=stack.partner.id,
+                partner_name=stack.partner.name,
+                events=events,
+                received_at=datetime.now(UTC),
             )
     finally:
         redis.close()
@@ -109,9 +123,17 @@ def truncate(engine: sa.Engine, table: str = "events") -> None:
 def floor_rows(partner_id: int, events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     now = datetime.now(UTC)
     return [
-        (partner_id, e["event_id"], normalize_event_name(e["event_name"]), e["event_name"],
-         datetime.fromisoformat(e["event_datetime"]), e["installation_id"],
-         orjson.dumps(e["payload"]).decode(), now, "bench-floor")
+        (
+            partner_id,
+            e["event_id"],
+            normalize_event_name(e["event_name"]),
+            e["event_name"],
+            datetime.fromisoformat(e["event_datetime"]),
+            e["installation_id"],
+            orjson.dumps(e["payload"]).decode(),
+            now,
+            "bench-floor",
+        )
         for e in events
     ]
 
@@ -150,6 +172,7 @@ def run(stack: Stack, cfg: DrainConfig, seed: int = 2) -> dict[str, Any]:
     redis = Redis.from_url(stack.settings.redis_url)
     results: dict[str, Any] = {"rows": total}
     try:
+
         def measure(name: str, workers: int, fresh: bool) -> None:
             if fresh:
                 truncate(engine)

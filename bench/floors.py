@@ -37,10 +37,12 @@ def http_floor() -> Starlette:
         await request.body()
         return Response(status_code=204)
 
-    return Starlette(routes=[
-        Route("/healthz", _ok, methods=["GET"]),
-        Route("/{path:path}", post, methods=["POST"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/healthz", _ok, methods=["GET"]),
+            Route("/{path:path}", post, methods=["POST"]),
+        ]
+    )
 
 
 def work_floor() -> Starlette:

@@ -83,8 +83,10 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 30)
 
 def load(spec: dict[str, Any]) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen"], input=orjson.dumps(spec),
-        capture_output=True, check=True,
+        [sys.executable, "-m", "bench.loadgen"],
+        input=orjson.dumps(spec),
+        capture_output=True,
+        check=True,
     )
     return orjson.loads(out.stdout)
 
@@ -115,8 +117,9 @@ def reset_redis(url: str) -> None:
         client.close()
 
 
-def measure_server(stack: Stack, name: str, cfg: IngestConfig,
-                   target: dict[str, Any]) -> dict[str, Any]:
+def measure_server(
+    stack: Stack, name: str, cfg: IngestConfig, target: dict[str, Any]
+) -> dict[str, Any]:
     """Start server ``name``, load it with ``target`` (path, headers, body_files,
     optional unique marker), stop it. Every answer must be a 204."""
     server_cpus, gen_cpus = split_cpus()
@@ -130,13 +133,17 @@ def measure_server(stack: Stack, name: str, cfg: IngestConfig,
     try:
         wait_ready(port, process)
         spec = {
-            "host": "127.0.0.1", "port": port, **target,
-            "connections": cfg.connections, "cpus": gen_cpus,
+            "host": "127.0.0.1",
+            "port": port,
+            **target,
+            "connections": cfg.connections,
+            "cpus": gen_cpus,
         }
         load({**spec, "seconds": cfg.warmup})
         peak = load({**spec, "seconds": cfg.seconds})
-        half = load({**spec, "seconds": cfg.half_rate_seconds,
-                     "rate": max(1.0, peak["ok_per_s"] / 2)})
+        half = load(
+            {**spec, "seconds": cfg.half_rate_seconds, "rate": max(1.0, peak["ok_per_s"] / 2)}
+        )
         rss = peak_rss_mb(process.pid)
     finally:
         process.terminate()
@@ -184,11 +191,15 @@ def run(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
     """One round: the three servers in turn, on the same bodies."""
     pin_redis(stack)
     body_files = write_bodies(
-        stack, "batch", make_batches(cfg.bodies, seed=1, size=cfg.events_per_batch))
+        stack, "batch", make_batches(cfg.bodies, seed=1, size=cfg.events_per_batch)
+    )
     token = f"{stack.partner.username}:{stack.partner.password}".encode()
     target = {
-        "path": ONSIDE_PATH, "body_files": body_files,
-        "headers": {"Content-Type": "application/json",
-                    "Authorization": "Basic " + base64.b64encode(token).decode()},
+        "path": ONSIDE_PATH,
+        "body_files": body_files,
+        "headers": {
+            "Content-Type": "application/json",
+            "Authorization": "Basic " + base64.b64encode(token).decode(),
+        },
     }
     return {name: measure_server(stack, name, cfg, target) for name in SERVERS}

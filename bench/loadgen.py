@@ -200,10 +200,13 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     seconds, optional rate, cpus and unique (a marker to replace per request)."""
     pin_to(set(spec.get("cpus") or ()))
     bodies = [Path(p).read_bytes() for p in spec["body_files"]]
-    requests = picker([
-        build_request(spec["host"], spec["port"], spec["path"], body, spec["headers"])
-        for body in bodies
-    ], spec.get("unique"))
+    requests = picker(
+        [
+            build_request(spec["host"], spec["port"], spec["path"], body, spec["headers"])
+            for body in bodies
+        ],
+        spec.get("unique"),
+    )
     rate = spec.get("rate")
     seconds = spec["seconds"]
     if rate:

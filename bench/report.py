@@ -50,15 +50,18 @@ def ratios(round_: dict[str, Any]) -> dict[str, float]:
     ingest = round_.get("ingest")
     if ingest:
         out["ingest_vs_work_floor"] = (
-            ingest["inlet"]["events_per_s"] / ingest["work_floor"]["events_per_s"])
+            ingest["inlet"]["events_per_s"] / ingest["work_floor"]["events_per_s"]
+        )
         out["ingest_vs_http_floor"] = (
-            ingest["inlet"]["events_per_s"] / ingest["http_floor"]["events_per_s"])
+            ingest["inlet"]["events_per_s"] / ingest["http_floor"]["events_per_s"]
+        )
         out["ingest_half_p99_ms"] = ingest["inlet"]["half_p99_ms"]
         out["web_peak_rss_mb"] = ingest["inlet"]["peak_rss_mb"]
     thrad = round_.get("thrad")
     if thrad:
         out["thrad_vs_http_floor"] = (
-            thrad["inlet"]["events_per_s"] / thrad["http_floor"]["events_per_s"])
+            thrad["inlet"]["events_per_s"] / thrad["http_floor"]["events_per_s"]
+        )
     validation = round_.get("validation")
     if validation:
         out["validation_ratio"] = validation["ratio"]
@@ -92,8 +95,15 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         fig(f"ingest_{server}_half_p99_ms", lambda r, s=server: r["ingest"][s]["half_p99_ms"])
         fig(f"ingest_{server}_peak_rss_mb", lambda r, s=server: r["ingest"][s]["peak_rss_mb"])
     for server in ("inlet", "http_floor"):
-        for key in ("events_per_s", "p50_ms", "p99_ms", "half_p50_ms", "half_p99_ms",
-                    "peak_rss_mb", "loadgen_cpu_share"):
+        for key in (
+            "events_per_s",
+            "p50_ms",
+            "p99_ms",
+            "half_p50_ms",
+            "half_p99_ms",
+            "peak_rss_mb",
+            "loadgen_cpu_share",
+        ):
             fig(f"thrad_{server}_{key}", lambda r, s=server, k=key: r["thrad"][s][k])
     fig("validation_ms", lambda r: r["validation"]["validate_ms"])
     fig("orjson_loads_ms", lambda r: r["validation"]["orjson_loads_ms"])
@@ -101,10 +111,13 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         fig(f"drain_{name}_rows_per_s", lambda r, n=name: r["drain"][n]["rows_per_s"])
     targets = {
         key: {
-            "label": label, "median": medians[key], "target": text,
+            "label": label,
+            "median": medians[key],
+            "target": text,
             "holds": bool(test(medians[key])),
         }
-        for label, key, test, text in TARGETS if key in medians
+        for label, key, test, text in TARGETS
+        if key in medians
     }
     return {"figures": figures, "ratios": medians, "targets": targets}
 
@@ -123,47 +136,92 @@ def markdown(summary: dict[str, Any], rounds: int) -> str:
 
     r = summary["ratios"]
     if "ingest_inlet_events_per_s" in f:
-        row("ingest, events/s vs work floor (orjson.loads + LPUSH)",
-            f"{f['ingest_inlet_events_per_s']:,.0f}", f"{f['ingest_work_floor_events_per_s']:,.0f}",
-            f"{r['ingest_vs_work_floor']:.2f}")
-        row("ingest, events/s vs HTTP floor (read body, 204)",
-            f"{f['ingest_inlet_events_per_s']:,.0f}", f"{f['ingest_http_floor_events_per_s']:,.0f}",
-            f"{r['ingest_vs_http_floor']:.2f}")
-        row("ingest, p99 ms at peak", f"{f['ingest_inlet_p99_ms']:.1f}",
-            f"{f['ingest_work_floor_p99_ms']:.1f}", "")
-        row("ingest, p99 ms at half the peak rate", f"{f['ingest_inlet_half_p99_ms']:.1f}",
-            f"{f['ingest_work_floor_half_p99_ms']:.1f}", "")
-        row("web process peak RSS, MB", f"{f['ingest_inlet_peak_rss_mb']:.0f}",
-            f"{f['ingest_work_floor_peak_rss_mb']:.0f}", "")
+        row(
+            "ingest, events/s vs work floor (orjson.loads + LPUSH)",
+            f"{f['ingest_inlet_events_per_s']:,.0f}",
+            f"{f['ingest_work_floor_events_per_s']:,.0f}",
+            f"{r['ingest_vs_work_floor']:.2f}",
+        )
+        row(
+            "ingest, events/s vs HTTP floor (read body, 204)",
+            f"{f['ingest_inlet_events_per_s']:,.0f}",
+            f"{f['ingest_http_floor_events_per_s']:,.0f}",
+            f"{r['ingest_vs_http_floor']:.2f}",
+        )
+        row(
+            "ingest, p99 ms at peak",
+            f"{f['ingest_inlet_p99_ms']:.1f}",
+            f"{f['ingest_work_floor_p99_ms']:.1f}",
+            "",
+        )
+        row(
+            "ingest, p99 ms at half the peak rate",
+            f"{f['ingest_inlet_half_p99_ms']:.1f}",
+            f"{f['ingest_work_floor_half_p99_ms']:.1f}",
+            "",
+        )
+        row(
+            "web process peak RSS, MB",
+            f"{f['ingest_inlet_peak_rss_mb']:.0f}",
+            f"{f['ingest_work_floor_peak_rss_mb']:.0f}",
+            "",
+        )
     if "thrad_inlet_events_per_s" in f:
-        row("single events (Thrad), events/s vs HTTP floor (read body, 204)",
-            f"{f['thrad_inlet_events_per_s']:,.0f}", f"{f['thrad_http_floor_events_per_s']:,.0f}",
-            f"{r['thrad_vs_http_floor']:.2f}")
-        row("single events, p50 / p99 ms at peak",
+        row(
+            "single events (Thrad), events/s vs HTTP floor (read body, 204)",
+            f"{f['thrad_inlet_events_per_s']:,.0f}",
+            f"{f['thrad_http_floor_events_per_s']:,.0f}",
+            f"{r['thrad_vs_http_floor']:.2f}",
+        )
+        row(
+            "single events, p50 / p99 ms at peak",
             f"{f['thrad_inlet_p50_ms']:.1f} / {f['thrad_inlet_p99_ms']:.1f}",
-            f"{f['thrad_http_floor_p50_ms']:.1f} / {f['thrad_http_floor_p99_ms']:.1f}", "")
-        row("single events, p50 / p99 ms at half the peak rate",
+            f"{f['thrad_http_floor_p50_ms']:.1f} / {f['thrad_http_floor_p99_ms']:.1f}",
+            "",
+        )
+        row(
+            "single events, p50 / p99 ms at half the peak rate",
             f"{f['thrad_inlet_half_p50_ms']:.1f} / {f['thrad_inlet_half_p99_ms']:.1f}",
             f"{f['thrad_http_floor_half_p50_ms']:.1f} / {f['thrad_http_floor_half_p99_ms']:.1f}",
-            "")
-        row("single events, load generator's CPU share at peak",
+            "",
+        )
+        row(
+            "single events, load generator's CPU share at peak",
             f"{f['thrad_inlet_loadgen_cpu_share']:.2f}",
-            f"{f['thrad_http_floor_loadgen_cpu_share']:.2f}", "")
+            f"{f['thrad_http_floor_loadgen_cpu_share']:.2f}",
+            "",
+        )
     if "validation_ms" in f:
-        row("validate one 1,000-event batch, ms (floor: orjson.loads)",
-            f"{f['validation_ms']:.2f}", f"{f['orjson_loads_ms']:.2f}",
-            f"{r['validation_ratio']:.2f}")
+        row(
+            "validate one 1,000-event batch, ms (floor: orjson.loads)",
+            f"{f['validation_ms']:.2f}",
+            f"{f['orjson_loads_ms']:.2f}",
+            f"{r['validation_ratio']:.2f}",
+        )
     if "drain_fresh_1_rows_per_s" in f:
         floor = f"{f['drain_copy_floor_rows_per_s']:,.0f}"
-        row("drain, rows/s, 1 worker (floor: COPY, unlogged)",
-            f"{f['drain_fresh_1_rows_per_s']:,.0f}", floor, f"{r['drain_1_vs_copy_floor']:.2f}")
-        row("drain, rows/s, 2 workers (floor: COPY, unlogged)",
-            f"{f['drain_fresh_2_rows_per_s']:,.0f}", floor, f"{r['drain_2_vs_copy_floor']:.2f}")
-        row("all-duplicate replay, rows/s, 1 worker (vs fresh)",
-            f"{f['drain_replay_1_rows_per_s']:,.0f}", f"{f['drain_fresh_1_rows_per_s']:,.0f}",
-            f"{r['replay_vs_fresh']:.2f}")
+        row(
+            "drain, rows/s, 1 worker (floor: COPY, unlogged)",
+            f"{f['drain_fresh_1_rows_per_s']:,.0f}",
+            floor,
+            f"{r['drain_1_vs_copy_floor']:.2f}",
+        )
+        row(
+            "drain, rows/s, 2 workers (floor: COPY, unlogged)",
+            f"{f['drain_fresh_2_rows_per_s']:,.0f}",
+            floor,
+            f"{r['drain_2_vs_copy_floor']:.2f}",
+        )
+        row(
+            "all-duplicate replay, rows/s, 1 worker (vs fresh)",
+            f"{f['drain_replay_1_rows_per_s']:,.0f}",
+            f"{f['drain_fresh_1_rows_per_s']:,.0f}",
+            f"{r['replay_vs_fresh']:.2f}",
+        )
     lines += ["", "| target | median | wanted | holds |", "|---|---:|---:|:---:|"]
     for t in summary["targets"].values():
-        lines.append(f"| {t['label']} | {t['median']:.2f} | {t['target']} | "
-                     f"{'yes' if t['holds'] else 'NO'} |")
+        lines.append(
+            f"| {t['label']} | {t['median']:.2f} | {t['target']} | "
+            f"{'yes' if t['holds'] else 'NO'} |"
+        )
     return "\n".join(lines)

@@ -39,8 +39,19 @@ class DurablePostgres(PostgresCluster):
             "-c fsync=on -c synchronous_commit=on -c max_connections=50 "
             "-c shared_buffers=256MB -c max_wal_size=2GB"
         )
-        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
-                  "-o", options, "-w", "-t", "30", "start")
+        self._run(
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
 
 
 @dataclass
@@ -77,14 +88,16 @@ def stack() -> Iterator[Stack]:
             root / "redis", extra_config={"auto-aof-rewrite-percentage": "0"}
         ).start()
         stack_.callback(redis.stop)
-        settings = Settings.from_env({
-            "DATABASE_URL": url,
-            "REDIS_URL": redis.url,
-            "INLET_DATA_DIR": str(root),
-            "INLET_SECRET_KEY": SECRET_KEY,
-            "INLET_LOG_LEVEL": "WARNING",
-            "PORT": "0",
-        })
+        settings = Settings.from_env(
+            {
+                "DATABASE_URL": url,
+                "REDIS_URL": redis.url,
+                "INLET_DATA_DIR": str(root),
+                "INLET_SECRET_KEY": SECRET_KEY,
+                "INLET_LOG_LEVEL": "WARNING",
+                "PORT": "0",
+            }
+        )
         engine = make_engine(url)
         try:
             partner = create_partner(engine, settings.secret_key, "bench", RATE_LIMIT)
@@ -97,14 +110,16 @@ def stack() -> Iterator[Stack]:
 def environ(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that gives a child process these settings."""
     env = dict(os.environ)
-    env.update({
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "INLET_DATA_DIR": str(settings.data_dir),
-        "INLET_SECRET_KEY": settings.secret_key.decode(),
-        "INLET_LOG_LEVEL": settings.log_level,
-        "HOST": settings.host,
-        "PORT": str(settings.port),
-        **extra,
-    })
+    env.update(
+        {
+            "DATABASE_URL": settings.database_url,
+            "REDIS_URL": settings.redis_url,
+            "INLET_DATA_DIR": str(settings.data_dir),
+            "INLET_SECRET_KEY": settings.secret_key.decode(),
+            "INLET_LOG_LEVEL": settings.log_level,
+            "HOST": settings.host,
+            "PORT": str(settings.port),
+            **extra,
+        }
+    )
     return env

@@ -30,8 +30,7 @@ def run(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
     target = {
         "path": THRAD_PATH,
         "body_files": write_bodies(stack, "thrad", make_thrad_events(cfg.bodies, seed=2)),
-        "headers": {"Content-Type": "application/json",
-                    "Authorization": f"Bearer {stack.api_key}"},
+        "headers": {"Content-Type": "application/json", "Authorization": f"Bearer {stack.api_key}"},
         "unique": EVENT_ID_MARKER,
     }
     return {name: measure_server(stack, name, cfg, target) for name in SERVERS}

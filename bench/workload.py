@@ -40,9 +40,7 @@ def make_event(rng: random.Random) -> dict[str, Any]:
 def make_batches(count: int, seed: int = 0, size: int = EVENTS_PER_BATCH) -> list[bytes]:
     """``count`` request bodies of ``size`` events each, every event id distinct."""
     rng = random.Random(seed)
-    return [
-        orjson.dumps({"events": [make_event(rng) for _ in range(size)]}) for _ in range(count)
-    ]
+    return [orjson.dumps({"events": [make_event(rng) for _ in range(size)]}) for _ in range(count)]
 
 
 # Replaced by the load generator with a fresh id in every request.
@@ -55,20 +53,22 @@ def make_thrad_events(count: int, seed: int = 0) -> list[bytes]:
     example (~330 bytes), each with EVENT_ID_MARKER where its event_id goes."""
     rng = random.Random(seed)
     return [
-        orjson.dumps({
-            "tag_id": "tag_8f3a2c",
-            "event_name": rng.choice(TAG_EVENTS),
-            "event_id": "evt_" + EVENT_ID_MARKER,
-            "timestamp": 1748275200 + rng.randint(0, 86400),
-            "click_id": f"clk_{rng.getrandbits(64):016x}",
-            "session_id": f"sess_{rng.getrandbits(64):016x}",
-            "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15",
-            "params": {
-                "content_id": f"sku_{rng.randint(0, 10**6)}",
-                "quantity": rng.randint(1, 5),
-                "value": rng.randint(100, 99999) / 100,
-                "currency": rng.choice(CURRENCIES),
-            },
-        })
+        orjson.dumps(
+            {
+                "tag_id": "tag_8f3a2c",
+                "event_name": rng.choice(TAG_EVENTS),
+                "event_id": "evt_" + EVENT_ID_MARKER,
+                "timestamp": 1748275200 + rng.randint(0, 86400),
+                "click_id": f"clk_{rng.getrandbits(64):016x}",
+                "session_id": f"sess_{rng.getrandbits(64):016x}",
+                "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15",
+                "params": {
+                    "content_id": f"sku_{rng.randint(0, 10**6)}",
+                    "quantity": rng.randint(1, 5),
+                    "value": rng.randint(100, 99999) / 100,
+                    "currency": rng.choice(CURRENCIES),
+                },
+            }
+        )
         for _ in range(count)
     ]

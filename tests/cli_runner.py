@@ -20,10 +20,10 @@ def cli_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def run_cli(settings: Settings, *args: str, input: bytes | None = None,
-            expect: int = 0) -> Result:
+def run_cli(settings: Settings, *args: str, input: bytes | None = None, expect: int = 0) -> Result:
     """``inlet ARGS...`` with the settings' services; fails unless it exits ``expect``."""
-    result = CliRunner().invoke(main, list(args), env=cli_env(settings), input=input,
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        main, list(args), env=cli_env(settings), input=input, catch_exceptions=False
+    )
     assert result.exit_code == expect, (result.exit_code, result.stdout, result.stderr)
     return result

@@ -36,8 +36,10 @@ class LoadReport:
     rejected: set[str] = field(default_factory=set)
 
     def summary(self) -> str:
-        return (f"batches={self.batches} acknowledged={len(self.acknowledged)} "
-                f"rejected={len(self.rejected)} responses={dict(self.statuses)}")
+        return (
+            f"batches={self.batches} acknowledged={len(self.acknowledged)} "
+            f"rejected={len(self.rejected)} responses={dict(self.statuses)}"
+        )
 
 
 class LoadClient:
@@ -47,8 +49,16 @@ class LoadClient:
     one invalid event, so none of its events may ever be stored.
     """
 
-    def __init__(self, base_url: str, auth: dict[str, str], *, batch_size: int = 50,
-                 invalid_every: int = 7, timeout: float = 10.0, pace: float = 0.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        auth: dict[str, str],
+        *,
+        batch_size: int = 50,
+        invalid_every: int = 7,
+        timeout: float = 10.0,
+        pace: float = 0.0,
+    ) -> None:
         self.http = httpx.Client(base_url=base_url, headers=auth, timeout=timeout)
         self.batch_size = batch_size
         self.invalid_every = invalid_every

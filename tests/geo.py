@@ -40,8 +40,12 @@ RECORDS = {
 
 
 def build_city_database(path: Path) -> Path:
-    writer = MMDBWriter(ip_version=4, database_type="GeoLite2-City", languages=["en"],
-                        description="Inlet test geo database")
+    writer = MMDBWriter(
+        ip_version=4,
+        database_type="GeoLite2-City",
+        languages=["en"],
+        description="Inlet test geo database",
+    )
     for network, record in RECORDS.items():
         writer.insert_network(IPSet([network]), record)
     writer.to_db_file(str(path))

@@ -42,7 +42,10 @@ class InletProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [INLET, *args], env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [INLET, *args],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 

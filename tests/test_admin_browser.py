@@ -30,8 +30,14 @@ from tests.test_jobs import event_ids, make_event, unreachable
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "var" / "test-artifacts"
 
@@ -42,8 +48,15 @@ pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=Tr
 def server(settings: Settings) -> Iterator[str]:
     """A real uvicorn serving the app on a free port, in a thread."""
     quick = settings.replace(retry_delays=(0, 0))
-    config = uvicorn.Config(create_app(quick), host="127.0.0.1", port=free_port(),
-                            log_level="warning", ws="none", http="h11", lifespan="on")
+    config = uvicorn.Config(
+        create_app(quick),
+        host="127.0.0.1",
+        port=free_port(),
+        log_level="warning",
+        ws="none",
+        http="h11",
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -68,7 +81,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser, admin: NewAdmin, request: pytest.FixtureRequest) -> Iterator[Page]:
     context = browser.new_context(
-        http_credentials={"username": admin.username, "password": admin.password})
+        http_credentials={"username": admin.username, "password": admin.password}
+    )
     page = context.new_page()
     page.set_default_timeout(10_000)
     failed_before = request.session.testsfailed
@@ -88,15 +102,22 @@ def post_batch(server: str, partner: NewPartner, events: list[dict]) -> int:
     """Send a batch over real HTTP, as a partner's backend does."""
     token = base64.b64encode(f"{partner.username}:{partner.password}".encode()).decode()
     request = urllib.request.Request(
-        f"{server}/attribution-api/v1/events", data=orjson.dumps({"events": events}),
-        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
+        f"{server}/attribution-api/v1/events",
+        data=orjson.dumps({"events": events}),
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return int(response.status)
 
 
 def test_a_real_failure_is_seen_and_requeued_from_the_page(
-    server: str, page: Page, settings: Settings, redis: Redis, partner: NewPartner,
-    engine: Engine, drain: Callable[..., None],
+    server: str,
+    page: Page,
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    engine: Engine,
+    drain: Callable[..., None],
 ) -> None:
     events = [{**make_event(n), "event_datetime": "2026-05-05T12:00:00Z"} for n in range(3)]
     assert post_batch(server, partner, events) == 204
@@ -129,7 +150,11 @@ def test_a_real_failure_is_seen_and_requeued_from_the_page(
 
 
 def test_the_detail_page_and_delete_button(
-    server: str, page: Page, settings: Settings, partner: NewPartner, engine: Engine,
+    server: str,
+    page: Page,
+    settings: Settings,
+    partner: NewPartner,
+    engine: Engine,
     drain: Callable[..., None],
 ) -> None:
     events = [{**make_event(7), "event_datetime": "2026-05-05T12:00:00Z"}]
@@ -150,7 +175,8 @@ def test_partner_credentials_get_no_page(
     server: str, browser: Browser, partner: NewPartner
 ) -> None:
     context = browser.new_context(
-        http_credentials={"username": partner.username, "password": partner.password})
+        http_credentials={"username": partner.username, "password": partner.password}
+    )
     try:
         response = context.new_page().goto(f"{server}/admin")
         assert response is not None and response.status == 401

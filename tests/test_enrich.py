@@ -41,8 +41,10 @@ def city_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 )
 def test_user_agents(user_agent: str | None, expected: tuple[str | None, ...]) -> None:
     fields = ua_fields(user_agent)
-    got = tuple(fields[k] for k in
-                ("ua_browser", "ua_browser_version", "ua_os", "ua_os_version", "ua_device"))
+    got = tuple(
+        fields[k]
+        for k in ("ua_browser", "ua_browser_version", "ua_os", "ua_os_version", "ua_device")
+    )
     assert got == expected
 
 
@@ -69,8 +71,19 @@ def test_geo_of_known_addresses(city_db: Path, address: str, expected: tuple[obj
 
 @pytest.mark.parametrize(
     "address",
-    [geo.NOWHERE, geo.ODD, "127.0.0.1", "10.1.2.3", "192.168.0.1", "::1", "fe80::1",
-     "2a00:1450:4001::1", "not-an-ip", "", None],
+    [
+        geo.NOWHERE,
+        geo.ODD,
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.1",
+        "::1",
+        "fe80::1",
+        "2a00:1450:4001::1",
+        "not-an-ip",
+        "",
+        None,
+    ],
 )
 def test_private_loopback_unknown_or_malformed_give_empty_geo(
     city_db: Path, address: str | None
@@ -96,5 +109,10 @@ def test_a_geo_database_that_cannot_be_read_stops_the_worker_at_start(
 
 def test_a_missing_geo_database_file_is_refused_with_the_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="INLET_GEOIP_DATABASE"):
-        Settings.from_env({"INLET_SECRET_KEY": "k", "INLET_DATA_DIR": str(tmp_path),
-                           "INLET_GEOIP_DATABASE": str(tmp_path / "nope.mmdb")})
+        Settings.from_env(
+            {
+                "INLET_SECRET_KEY": "k",
+                "INLET_DATA_DIR": str(tmp_path),
+                "INLET_GEOIP_DATABASE": str(tmp_path / "nope.mmdb"),
+            }
+        )

@@ -17,8 +17,13 @@ from tests.cli_runner import run_cli
 from tests.test_jobs import enqueue, event_ids, make_event, unreachable
 
 
-def fail_for_real(settings: Settings, redis: Redis, partner: NewPartner,
-                  drain: Callable[..., None], events: list[dict]) -> str:
+def fail_for_real(
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
+    events: list[dict],
+) -> str:
     """Queue a batch; run it on a worker whose database is unreachable until it fails for good."""
     quick = settings.replace(retry_delays=(0, 0))
     job_id = enqueue(quick, redis, partner, events)
@@ -49,7 +54,10 @@ def test_failed_list_shows_a_real_failure_with_its_attempts_and_error(
 
 
 def test_failed_list_filters_by_partner(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
     engine: Engine,
 ) -> None:
     other = create_partner(engine, settings.secret_key, "globex")
@@ -74,7 +82,10 @@ def test_failed_show_prints_traceback_meta_and_first_events(
 
 
 def test_requeue_with_a_good_worker_lands_every_row_once(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
     engine: Engine,
 ) -> None:
     events = [make_event(n) for n in range(4)]
@@ -102,7 +113,10 @@ def test_requeued_job_gets_its_retries_back(
 
 
 def test_requeue_all_of_one_partner(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
     engine: Engine,
 ) -> None:
     other = create_partner(engine, settings.secret_key, "globex")
@@ -123,7 +137,10 @@ def test_requeue_needs_a_job_id_or_all(settings: Settings) -> None:
 
 
 def test_delete_drops_the_job_and_its_batch(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None],
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    drain: Callable[..., None],
     engine: Engine,
 ) -> None:
     job_id = fail_for_real(settings, redis, partner, drain, [make_event(1)])

@@ -17,22 +17,36 @@ from tests.conftest import make_settings
 
 
 def events(n: int) -> list[dict[str, Any]]:
-    return [{
-        "event_id": f"550e8400-e29b-41d4-a716-{i:012d}",
-        "installation_id": "550e8400-e29b-41d4-a716-446655440000",
-        "event_name": "purchase_completed",
-        "event_datetime": "2026-05-05T12:00:00+00:00",
-        "payload": {"n": i},
-    } for i in range(n)]
+    return [
+        {
+            "event_id": f"550e8400-e29b-41d4-a716-{i:012d}",
+            "installation_id": "550e8400-e29b-41d4-a716-446655440000",
+            "event_name": "purchase_completed",
+            "event_datetime": "2026-05-05T12:00:00+00:00",
+            "payload": {"n": i},
+        }
+        for i in range(n)
+    ]
 
 
-def enqueue(redis: Redis, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path,
-            batch: list[dict[str, Any]]) -> str:
+def enqueue(
+    redis: Redis,
+    redis_server: EmbeddedRedis,
+    sqlite_url: str,
+    tmp_path: Path,
+    batch: list[dict[str, Any]],
+) -> str:
     settings = make_settings(sqlite_url, redis_server.url, tmp_path)
     queue = q.make_queue(settings, redis)
-    return q.enqueue_batch(queue, settings, func=q.INGEST_ONSIDE, partner_id=1,
-                           partner_name="acme", events=batch,
-                           received_at=datetime(2026, 5, 5, tzinfo=UTC))
+    return q.enqueue_batch(
+        queue,
+        settings,
+        func=q.INGEST_ONSIDE,
+        partner_id=1,
+        partner_name="acme",
+        events=batch,
+        received_at=datetime(2026, 5, 5, tzinfo=UTC),
+    )
 
 
 def test_job_data_is_plain_json_that_stock_rq_reads(
@@ -79,9 +93,16 @@ def test_accepted_count_is_written_with_the_job(
     settings = make_settings(sqlite_url, redis_server.url, tmp_path)
     queue = q.make_queue(settings, redis)
     for count in (False, True, True):
-        q.enqueue_batch(queue, settings, func=q.INGEST_THRAD, partner_id=1,
-                        partner_name="acme", events=events(3), count_accepted=count,
-                        received_at=datetime(2026, 5, 5, tzinfo=UTC))
+        q.enqueue_batch(
+            queue,
+            settings,
+            func=q.INGEST_THRAD,
+            partner_id=1,
+            partner_name="acme",
+            events=events(3),
+            count_accepted=count,
+            received_at=datetime(2026, 5, 5, tzinfo=UTC),
+        )
     assert redis.llen("rq:queue:inlet") == 3
     assert stats.last_hour(redis)["acme"].accepted == 6  # only the two that asked
 
@@ -94,8 +115,15 @@ def test_a_count_that_fails_leaves_the_job_queued(
     queue = q.make_queue(settings, redis)
     for key in stats_keys(time.time()):
         redis.set(key, "not a hash")  # HINCRBY on it fails with WRONGTYPE
-    job_id = q.enqueue_batch(queue, settings, func=q.INGEST_THRAD, partner_id=1,
-                             partner_name="acme", events=events(1), count_accepted=True,
-                             received_at=datetime(2026, 5, 5, tzinfo=UTC))
+    job_id = q.enqueue_batch(
+        queue,
+        settings,
+        func=q.INGEST_THRAD,
+        partner_id=1,
+        partner_name="acme",
+        events=events(1),
+        count_accepted=True,
+        received_at=datetime(2026, 5, 5, tzinfo=UTC),
+    )
     assert redis.lrange("rq:queue:inlet", 0, -1) == [job_id.encode()]
     assert Job.fetch(job_id, connection=redis, serializer=q.JSONSerializer).args[2] == events(1)

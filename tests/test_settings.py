@@ -8,8 +8,13 @@ from app.settings import RateLimit, Settings, normalize_database_url
 
 @pytest.mark.parametrize(
     ("text", "limit", "period"),
-    [("100/second", 100, 1), ("5/minute", 5, 60), ("1000/hour", 1000, 3600),
-     ("7 / 10 seconds", 7, 10), ("2/DAY", 2, 86400)],
+    [
+        ("100/second", 100, 1),
+        ("5/minute", 5, 60),
+        ("1000/hour", 1000, 3600),
+        ("7 / 10 seconds", 7, 10),
+        ("2/DAY", 2, 86400),
+    ],
 )
 def test_rate_limits_parse(text: str, limit: int, period: int) -> None:
     assert RateLimit.parse(text) == RateLimit(limit, period)
@@ -57,6 +62,11 @@ def test_a_shared_database_needs_a_shared_secret_key(tmp_path: Path) -> None:
     """A key generated per host would make every login a 401: refuse to start instead."""
     with pytest.raises(ConfigError, match="INLET_SECRET_KEY"):
         Settings.from_env({"INLET_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@h/db"})
-    settings = Settings.from_env({"INLET_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@h/db",
-                                  "INLET_SECRET_KEY": "k"})
+    settings = Settings.from_env(
+        {
+            "INLET_DATA_DIR": str(tmp_path),
+            "DATABASE_URL": "postgres://u@h/db",
+            "INLET_SECRET_KEY": "k",
+        }
+    )
     assert settings.secret_key == b"k"

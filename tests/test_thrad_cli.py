@@ -56,10 +56,13 @@ def test_keys_create_list_revoke(
     new = orjson.loads(inlet("keys", "create", "acme", "--label", "billing", "--json").stdout)
     assert set(new) == {"partner", "key_id", "label", "api_key"}
     assert split_key(new["api_key"]) is not None and new["api_key"].startswith(new["key_id"] + "_")
-    listed = [orjson.loads(line) for line in
-              inlet("keys", "list", "acme", "--json").stdout.splitlines()]
-    assert [(k["label"], k["status"]) for k in listed] == [("default", "active"),
-                                                           ("billing", "active")]
+    listed = [
+        orjson.loads(line) for line in inlet("keys", "list", "acme", "--json").stdout.splitlines()
+    ]
+    assert [(k["label"], k["status"]) for k in listed] == [
+        ("default", "active"),
+        ("billing", "active"),
+    ]
     # Listing never shows a secret.
     assert new["api_key"] not in inlet("keys", "list", "acme").stdout
 
@@ -73,19 +76,31 @@ def test_keys_create_list_revoke(
     # Only the keyed hash is stored.
     with engine.connect() as conn:
         stored = conn.execute(sa.select(api_keys.c.key_hash)).scalars().all()
-    assert all(len(h) == 32 and split_key(new["api_key"])[1].encode() not in h  # type: ignore[index]
-               for h in stored)
+    assert all(
+        len(h) == 32 and split_key(new["api_key"])[1].encode() not in h  # type: ignore[index]
+        for h in stored
+    )
 
 
-def enqueue(settings: Settings, redis: Redis, func: str, event: dict[str, Any], when: int,
-            partner_id: int) -> None:
-    q.enqueue_batch(q.make_queue(settings, redis), settings, func=func, partner_id=partner_id,
-                    partner_name="acme", events=[event],
-                    received_at=datetime(2026, 5, 26, 12, 0, when, tzinfo=UTC))
+def enqueue(
+    settings: Settings, redis: Redis, func: str, event: dict[str, Any], when: int, partner_id: int
+) -> None:
+    q.enqueue_batch(
+        q.make_queue(settings, redis),
+        settings,
+        func=func,
+        partner_id=partner_id,
+        partner_name="acme",
+        events=[event],
+        received_at=datetime(2026, 5, 26, 12, 0, when, tzinfo=UTC),
+    )
 
 
 def test_export_merges_both_sources_oldest_first(
-    inlet: Callable[..., Result], settings: Settings, redis: Redis, engine: Engine,
+    inlet: Callable[..., Result],
+    settings: Settings,
+    redis: Redis,
+    engine: Engine,
     drain: Callable[..., None],
 ) -> None:
     created = orjson.loads(inlet("partners", "create", "acme", "--json").stdout)
@@ -95,25 +110,40 @@ def test_export_merges_both_sources_oldest_first(
     onside = {
         "event_id": "550e8400-e29b-41d4-a716-446655440000",
         "installation_id": "550e8400-e29b-41d4-a716-446655440000",
-        "event_name": "purchase_completed", "event_datetime": "2026-05-05T12:00:00+00:00",
+        "event_name": "purchase_completed",
+        "event_datetime": "2026-05-05T12:00:00+00:00",
         "payload": {"amount": "9.99"},
     }
     thrad = {
-        "event_name": "items_added", "tag_id": "t", "timestamp": 1748275200, "channel": "server",
-        "params": {"integration": "partner_s2s"}, "ip_address": "81.2.69.160",
-        "ingest_id": "c0ffee00-0000-4000-8000-000000000000", "api_key_id": key_row.api_key_id,
+        "event_name": "items_added",
+        "tag_id": "t",
+        "timestamp": 1748275200,
+        "channel": "server",
+        "params": {"integration": "partner_s2s"},
+        "ip_address": "81.2.69.160",
+        "ingest_id": "c0ffee00-0000-4000-8000-000000000000",
+        "api_key_id": key_row.api_key_id,
         "user_agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
     }
     enqueue(settings, redis, q.INGEST_THRAD, {**thrad, "event_id": "late"}, 3, partner_id)
     enqueue(settings, redis, q.INGEST_ONSIDE, onside, 2, partner_id)
-    enqueue(settings, redis, q.INGEST_THRAD,
-            {**thrad, "ingest_id": "c0ffee00-0000-4000-8000-000000000001"}, 1, partner_id)
+    enqueue(
+        settings,
+        redis,
+        q.INGEST_THRAD,
+        {**thrad, "ingest_id": "c0ffee00-0000-4000-8000-000000000001"},
+        1,
+        partner_id,
+    )
     drain()
 
-    lines = [orjson.loads(line) for line in
-             inlet("events", "export", "--partner", "acme").stdout.splitlines()]
+    lines = [
+        orjson.loads(line)
+        for line in inlet("events", "export", "--partner", "acme").stdout.splitlines()
+    ]
     assert [(line["source"], line["received_at"]) for line in lines] == [
-        ("thrad", "2026-05-26T12:00:01Z"), ("onside", "2026-05-26T12:00:02Z"),
+        ("thrad", "2026-05-26T12:00:01Z"),
+        ("onside", "2026-05-26T12:00:02Z"),
         ("thrad", "2026-05-26T12:00:03Z"),
     ]
     first = lines[0]
@@ -123,10 +153,27 @@ def test_export_merges_both_sources_oldest_first(
     assert first["geo_country"] == "GB"
     assert (first["ua_browser"], first["ua_device"]) == ("Googlebot", "Spider")
     assert set(first) >= {
-        "page_url", "referrer", "session_id", "client_id", "click_id", "impression_id", "bid_id",
-        "attribution_type", "consent", "params", "ip_address", "geo_region", "geo_city",
-        "geo_lat", "geo_lon", "ua_browser_version", "ua_os", "ua_os_version", "user_agent",
-        "impression_state", "view_time_ms",
+        "page_url",
+        "referrer",
+        "session_id",
+        "client_id",
+        "click_id",
+        "impression_id",
+        "bid_id",
+        "attribution_type",
+        "consent",
+        "params",
+        "ip_address",
+        "geo_region",
+        "geo_city",
+        "geo_lat",
+        "geo_lon",
+        "ua_browser_version",
+        "ua_os",
+        "ua_os_version",
+        "user_agent",
+        "impression_state",
+        "view_time_ms",
     }
     assert "api_key_id" not in first and "ingest_id" not in first
     assert lines[1]["event_name"] == "purchase_completed"

@@ -42,23 +42,42 @@ def test_unknown_fields_are_ignored_and_nulls_count_as_absent() -> None:
         ({"event_name": ""}, [("event_name", "must not be empty")]),
         ({"event_name": "  "}, [("event_name", "must not be empty")]),
         ({"event_name": 7}, [("event_name", "must be a string")]),
-        *[({"event_name": "x", field: 1}, [(field, "must be a string")]) for field in (
-            "tag_id", "event_id", "page_url", "referrer", "user_agent", "session_id",
-            "client_id", "click_id", "impression_id", "bid_id", "attribution_type",
-            "impression_state",
-        )],
+        *[
+            ({"event_name": "x", field: 1}, [(field, "must be a string")])
+            for field in (
+                "tag_id",
+                "event_id",
+                "page_url",
+                "referrer",
+                "user_agent",
+                "session_id",
+                "client_id",
+                "click_id",
+                "impression_id",
+                "bid_id",
+                "attribution_type",
+                "impression_state",
+            )
+        ],
         ({"event_name": "x", "timestamp": "1748275200"}, [("timestamp", "must be a number")]),
         ({"event_name": "x", "timestamp": True}, [("timestamp", "must be a number")]),
         ({"event_name": "x", "view_time_ms": [1]}, [("view_time_ms", "must be a number")]),
         ({"event_name": "x", "consent": "yes"}, [("consent", "must be a JSON object")]),
         ({"event_name": "x", "consent": [True]}, [("consent", "must be a JSON object")]),
         ({"event_name": "x", "params": "a=b"}, [("params", "must be a JSON object")]),
-        ({"event_name": "x", "params": {"k": "a\x00b"}},
-         [("params", "must not contain the character \\u0000")]),
+        (
+            {"event_name": "x", "params": {"k": "a\x00b"}},
+            [("params", "must not contain the character \\u0000")],
+        ),
         # Every problem at once, so the partner fixes them in one round trip.
-        ({"tag_id": 1, "params": []},
-         [("event_name", "is required"), ("tag_id", "must be a string"),
-          ("params", "must be a JSON object")]),
+        (
+            {"tag_id": 1, "params": []},
+            [
+                ("event_name", "is required"),
+                ("tag_id", "must be a string"),
+                ("params", "must be a JSON object"),
+            ],
+        ),
     ],
 )
 def test_every_wrong_type_is_named(body: dict[str, Any], expected: list[tuple[str, str]]) -> None:
@@ -73,8 +92,14 @@ def test_not_an_object_is_refused(body: bytes) -> None:
 
 def test_values_are_not_checked() -> None:
     """Thrad checks shape only: odd values of the right type are accepted."""
-    body = {"event_name": "my custom event!", "timestamp": -5, "attribution_type": "psychic",
-            "view_time_ms": 0.5, "page_url": "not a url", "consent": {}}
+    body = {
+        "event_name": "my custom event!",
+        "timestamp": -5,
+        "attribution_type": "psychic",
+        "view_time_ms": 0.5,
+        "page_url": "not a url",
+        "consent": {},
+    }
     assert validate_event(orjson.dumps(body)) == body
 
 
@@ -82,8 +107,11 @@ def test_values_are_not_checked() -> None:
     ("event", "headers", "expected"),
     [
         ({"tag_id": "tag_1", "page_url": "https://shop.example/x"}, {}, "tag_1"),
-        ({"page_url": "https://Shop.Example:8443/cart?x=1"}, {"origin": "https://o.example"},
-         "site:shop.example"),
+        (
+            {"page_url": "https://Shop.Example:8443/cart?x=1"},
+            {"origin": "https://o.example"},
+            "site:shop.example",
+        ),
         ({"page_url": "not a url"}, {"origin": "https://o.example"}, "site:o.example"),
         ({}, {"origin": "https://o.example", "referer": "https://r.example/p"}, "site:o.example"),
         ({}, {"origin": "null", "referer": "https://r.example/p"}, "site:r.example"),
@@ -129,8 +157,13 @@ def test_no_trusted_proxies_means_the_peer_is_the_client() -> None:
 
 
 def server(event: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    options: dict[str, Any] = dict(headers={}, ip_address="81.2.69.142", partner_id=7,
-                                   key_label="backend", received_at=RECEIVED)
+    options: dict[str, Any] = dict(
+        headers={},
+        ip_address="81.2.69.142",
+        partner_id=7,
+        key_label="backend",
+        received_at=RECEIVED,
+    )
     options.update(kwargs)
     return server_fields(event, **options)
 
@@ -148,12 +181,17 @@ def test_params_are_stamped_and_the_partners_own_kept() -> None:
     params = {"content_id": "sku_123", "quantity": 2, "integration": "spoofed", "partner_id": 1}
     queued = server({"event_name": "x", "params": params})
     assert queued["params"] == {
-        "content_id": "sku_123", "quantity": 2,
-        "integration": "partner_s2s", "partner_id": 7, "api_key_label": "backend",
+        "content_id": "sku_123",
+        "quantity": 2,
+        "integration": "partner_s2s",
+        "partner_id": 7,
+        "api_key_label": "backend",
     }
     assert params["integration"] == "spoofed"  # the caller's dict is not changed
     assert server({"event_name": "x"})["params"] == {
-        "integration": "partner_s2s", "partner_id": 7, "api_key_label": "backend",
+        "integration": "partner_s2s",
+        "partner_id": 7,
+        "api_key_label": "backend",
     }
 
 

@@ -73,8 +73,11 @@ def web(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     process = subprocess.Popen([INLET, "web"], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{env['PORT']}"
     try:
-        wait_for(lambda: process.poll() is not None or _healthy(base + "/healthz"),
-                 timeout=30, message="inlet web to answer /healthz")
+        wait_for(
+            lambda: process.poll() is not None or _healthy(base + "/healthz"),
+            timeout=30,
+            message="inlet web to answer /healthz",
+        )
         assert process.poll() is None, (tmp_path / "web.log").read_text()
         yield base
     finally:
@@ -84,8 +87,9 @@ def web(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
 
 
 def inlet(env: dict[str, str], *args: str) -> str:
-    return subprocess.run([INLET, *args], env=env, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        [INLET, *args], env=env, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def test_reference_curl_example_verbatim_against_live_web(
@@ -96,7 +100,10 @@ def test_reference_curl_example_verbatim_against_live_web(
     command = REFERENCE_CURL.replace("https://events.thrad.ai", web)
     assert command.count(web) == 1
     result = subprocess.run(
-        ["bash", "-c", command], capture_output=True, text=True, timeout=30,
+        ["bash", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=30,
         env={**env, "THRAD_API_KEY": api_key, "CURL_HOME": str(tmp_path)},
     )
     assert (result.returncode, result.stdout) == (0, "204"), result.stderr
@@ -108,12 +115,19 @@ def test_reference_curl_example_verbatim_against_live_web(
     assert line["channel"] == "server"
     assert line["click_id"] == "clk_xyz"
     assert line["params"] == {
-        "content_id": "sku_123", "quantity": 2, "value": 58.0, "currency": "USD",
-        "integration": "partner_s2s", "partner_id": line["params"]["partner_id"],
+        "content_id": "sku_123",
+        "quantity": 2,
+        "value": 58.0,
+        "currency": "USD",
+        "integration": "partner_s2s",
+        "partner_id": line["params"]["partner_id"],
         "api_key_label": "default",
     }
     assert (line["tag_id"], line["event_id"], line["timestamp"]) == (
-        "<YOUR_TAG_ID>", "evt_42", 1748275200)
+        "<YOUR_TAG_ID>",
+        "evt_42",
+        1748275200,
+    )
     assert line["ip_address"] == "127.0.0.1"
     # The UA fields describe the body's user_agent (the end user's browser),
     # never the User-Agent of the partner's backend that made the request.

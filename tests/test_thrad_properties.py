@@ -27,8 +27,14 @@ def accept(body: dict[str, Any]) -> dict[str, Any] | None:
     except InvalidRequest as exc:
         assert exc.errors and {e["field"] for e in exc.errors} <= set(FIELDS)
         return None
-    queued = server_fields(event, headers={}, ip_address="81.2.69.160", partner_id=1,
-                           key_label="k", received_at=RECEIVED)
+    queued = server_fields(
+        event,
+        headers={},
+        ip_address="81.2.69.160",
+        partner_id=1,
+        key_label="k",
+        received_at=RECEIVED,
+    )
     return orjson.loads(orjson.dumps({**queued, "api_key_id": 1}))  # as RQ's JSON serializer
 
 
@@ -41,9 +47,7 @@ def test_every_object_is_refused_by_field_or_accepted(body: dict[str, Any]) -> N
 
 
 @pytest.mark.parametrize("database", ["postgresql", "sqlite"])
-def test_every_accepted_event_can_be_stored(
-    request: pytest.FixtureRequest, database: str
-) -> None:
+def test_every_accepted_event_can_be_stored(request: pytest.FixtureRequest, database: str) -> None:
     engine = make_engine(request.getfixturevalue(f"{database}_url"))
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -51,15 +55,25 @@ def test_every_accepted_event_can_be_stored(
     def check(bodies: list[dict[str, Any]]) -> None:
         events = [e for e in map(accept, bodies) if e is not None]
         with engine.connect() as conn, conn.begin() as transaction:
-            partner_id = conn.execute(partners.insert().values(
-                name="prop", username="prop", password_hash=b"x").returning(partners.c.id)
+            partner_id = conn.execute(
+                partners.insert()
+                .values(name="prop", username="prop", password_hash=b"x")
+                .returning(partners.c.id)
             ).scalar_one()
-            key_id = conn.execute(api_keys.insert().values(
-                partner_id=partner_id, key_id="ik_prop", label="k", key_hash=b"x"
-            ).returning(api_keys.c.id)).scalar_one()
+            key_id = conn.execute(
+                api_keys.insert()
+                .values(partner_id=partner_id, key_id="ik_prop", label="k", key_hash=b"x")
+                .returning(api_keys.c.id)
+            ).scalar_one()
             events = [{**e, "api_key_id": key_id} for e in events]
-            inserted = insert_thrad_events(conn, partner_id=partner_id, received_at=RECEIVED,
-                                           events=events, job_id=None, geoip_database=None)
+            inserted = insert_thrad_events(
+                conn,
+                partner_id=partner_id,
+                received_at=RECEIVED,
+                events=events,
+                job_id=None,
+                geoip_database=None,
+            )
             keys = {(e["tag_id"], e["event_id"]) for e in events if e.get("event_id") is not None}
             without_id = sum(1 for e in events if e.get("event_id") is None)
             assert inserted == len(keys) + without_id

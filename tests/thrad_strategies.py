@@ -42,12 +42,22 @@ def event_bodies(draw: st.DrawFn) -> dict[str, Any]:
 _EDGE_CHARACTERS = "\t\n\x0b\x1c\x1f \x85\xa0\u2000\u3000\ufeff\x00a"
 edge_event_bodies = st.one_of(
     event_bodies(),
-    st.builds(lambda b, n: {**b, "event_name": n}, event_bodies(),
-              st.text(st.sampled_from(_EDGE_CHARACTERS), max_size=3)),
-    st.builds(lambda b, p: {**b, "params": p}, event_bodies(),
-              st.dictionaries(st.sampled_from(["k", "\x00"]), st.sampled_from(["v", "\x00"]))),
+    st.builds(
+        lambda b, n: {**b, "event_name": n},
+        event_bodies(),
+        st.text(st.sampled_from(_EDGE_CHARACTERS), max_size=3),
+    ),
+    st.builds(
+        lambda b, p: {**b, "params": p},
+        event_bodies(),
+        st.dictionaries(st.sampled_from(["k", "\x00"]), st.sampled_from(["v", "\x00"])),
+    ),
     # Dedup ids around their 256-character limit, and blank ones.
-    st.builds(lambda b, f, n, c: {**b, f: c * n}, event_bodies(),
-              st.sampled_from(["tag_id", "event_id"]), st.sampled_from([0, 1, 255, 256, 257, 600]),
-              st.sampled_from(["a", " ", "\U0001F600"])),
+    st.builds(
+        lambda b, f, n, c: {**b, f: c * n},
+        event_bodies(),
+        st.sampled_from(["tag_id", "event_id"]),
+        st.sampled_from([0, 1, 255, 256, 257, 600]),
+        st.sampled_from(["a", " ", "\U0001f600"]),
+    ),
 )

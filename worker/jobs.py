@@ -115,13 +115,23 @@ def batch_job(body: BatchBody) -> Callable[[int, str, list[dict[str, Any]]], dic
                     stats.record(job.connection, partner, stats.FAILED, len(events))
             m.jobs_failed.labels(partner or "(unknown)", str(final).lower()).inc()
             m.job_seconds.labels(endpoint, "failed").observe(time.perf_counter() - started)
-            log.warning(orjson.dumps({
-                "job_id": job_id, "partner": partner, "partner_id": partner_id,
-                "endpoint": endpoint, "events": len(events), "status": "failed",
-                "transient": transient, "final": final, "error": type(exc).__name__,
-                "attempt": meta.get("attempts"),
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            }).decode())
+            log.warning(
+                orjson.dumps(
+                    {
+                        "job_id": job_id,
+                        "partner": partner,
+                        "partner_id": partner_id,
+                        "endpoint": endpoint,
+                        "events": len(events),
+                        "status": "failed",
+                        "transient": transient,
+                        "final": final,
+                        "error": type(exc).__name__,
+                        "attempt": meta.get("attempts"),
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    }
+                ).decode()
+            )
             raise
         seconds = time.perf_counter() - started
         lag = (datetime.now(UTC) - received).total_seconds()
@@ -130,11 +140,21 @@ def batch_job(body: BatchBody) -> Callable[[int, str, list[dict[str, Any]]], dic
         m.rows_inserted.labels(partner or "(unknown)").inc(inserted)
         m.rows_duplicate.labels(partner or "(unknown)").inc(len(events) - inserted)
         m.receive_to_insert_seconds.labels(endpoint).observe(max(lag, 0.0))
-        log.info(orjson.dumps({
-            "job_id": job_id, "partner": partner, "partner_id": partner_id,
-            "endpoint": endpoint, "events": len(events), **result, "status": "ok",
-            "duration_ms": round(seconds * 1000, 2), "lag_ms": round(lag * 1000, 1),
-        }).decode())
+        log.info(
+            orjson.dumps(
+                {
+                    "job_id": job_id,
+                    "partner": partner,
+                    "partner_id": partner_id,
+                    "endpoint": endpoint,
+                    "events": len(events),
+                    **result,
+                    "status": "ok",
+                    "duration_ms": round(seconds * 1000, 2),
+                    "lag_ms": round(lag * 1000, 1),
+                }
+            ).decode()
+        )
         return result
 
     return run
@@ -162,6 +182,10 @@ def ingest_thrad(
     job_id: str | None,
 ) -> int:
     return thrad_store.insert_thrad_events(
-        conn, partner_id=partner_id, received_at=received_at, events=events, job_id=job_id,
+        conn,
+        partner_id=partner_id,
+        received_at=received_at,
+        events=events,
+        job_id=job_id,
         geoip_database=context.current().settings.geoip_database,
     )

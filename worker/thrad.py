@@ -61,8 +61,13 @@ def insert_thrad_events(
     acknowledgement was lost adds nothing, with or without event_id.
     """
     rows = [
-        thrad_row(event, partner_id=partner_id, received_at=received_at, job_id=job_id,
-                  geoip_database=geoip_database)
+        thrad_row(
+            event,
+            partner_id=partner_id,
+            received_at=received_at,
+            job_id=job_id,
+            geoip_database=geoip_database,
+        )
         for event in events
     ]
     stmt = dialect_insert(conn, thrad_events).on_conflict_do_nothing().returning(thrad_events.c.id)

@@ -20,8 +20,16 @@ Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.DateTime(timezone=True)
 
 _TEXT_FIELDS = (
-    "page_url", "referrer", "user_agent", "session_id", "client_id", "click_id",
-    "impression_id", "bid_id", "attribution_type", "impression_state",
+    "page_url",
+    "referrer",
+    "user_agent",
+    "session_id",
+    "client_id",
+    "click_id",
+    "impression_id",
+    "bid_id",
+    "attribution_type",
+    "impression_state",
 )
 _UA_FIELDS = ("ua_browser", "ua_browser_version", "ua_os", "ua_os_version", "ua_device")
 

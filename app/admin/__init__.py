@@ -39,7 +39,7 @@ PAGE_FAILED_JOBS = 100
 # The page shows everything it knows; frames, scripts and other origins get nothing.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
@@ -60,11 +60,18 @@ def _html(request: Request, admin: str, render) -> Response:  # type: ignore[no-
     fresh = cookie is None
     if fresh:
         cookie = new_csrf_cookie()
-    response = HTMLResponse(render(csrf_token(state.settings.secret_key, cookie, admin)),
-                            headers=SECURITY_HEADERS)
+    response = HTMLResponse(
+        render(csrf_token(state.settings.secret_key, cookie, admin)), headers=SECURITY_HEADERS
+    )
     if fresh:
-        response.set_cookie(CSRF_COOKIE, cookie, path="/admin", httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+        response.set_cookie(
+            CSRF_COOKIE,
+            cookie,
+            path="/admin",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
     return response
 
 
@@ -81,17 +88,26 @@ async def dashboard(request: Request) -> Response:
     state: AppState = request.app.state.inlet
 
     def gather() -> tuple[Any, Any, Any]:
-        return (_try(failed_jobs.queue_state, state.queue), _try(stats.last_hour, state.redis),
-                _try(failed_jobs.list_failed, state.queue, None, PAGE_FAILED_JOBS))
+        return (
+            _try(failed_jobs.queue_state, state.queue),
+            _try(stats.last_hour, state.redis),
+            _try(failed_jobs.list_failed, state.queue, None, PAGE_FAILED_JOBS),
+        )
 
     queue, hours, failed = await run_in_threadpool(gather)
     notice = None
     template = NOTICES.get(request.query_params.get("done", ""))
     if template:
-        notice = template.format(job=request.query_params.get("job", ""),
-                                 count=request.query_params.get("count", ""))
-    return _html(request, admin, lambda csrf: page.dashboard(
-        admin=admin, queue=queue, hours=hours, failed=failed, csrf=csrf, notice=notice))
+        notice = template.format(
+            job=request.query_params.get("job", ""), count=request.query_params.get("count", "")
+        )
+    return _html(
+        request,
+        admin,
+        lambda csrf: page.dashboard(
+            admin=admin, queue=queue, hours=hours, failed=failed, csrf=csrf, notice=notice
+        ),
+    )
 
 
 async def job_detail(request: Request) -> Response:
@@ -128,8 +144,9 @@ async def act_on_job(request: Request) -> Response:
     job_id, action = request.path_params["job_id"], request.path_params["action"]
     try:
         if action == "requeue":
-            await state.run_redis(failed_jobs.requeue, state.queue, job_id,
-                                  len(state.settings.retry_delays))
+            await state.run_redis(
+                failed_jobs.requeue, state.queue, job_id, len(state.settings.retry_delays)
+            )
         elif action == "delete":
             await state.run_redis(failed_jobs.delete, state.queue, job_id)
         else:
@@ -144,8 +161,12 @@ async def requeue_all(request: Request) -> Response:
     admin = await require_admin(request)
     form = await _form(request, admin)
     state: AppState = request.app.state.inlet
-    done = await state.run_redis(failed_jobs.requeue_all, state.queue,
-                                 len(state.settings.retry_delays), form.get("partner") or None)
+    done = await state.run_redis(
+        failed_jobs.requeue_all,
+        state.queue,
+        len(state.settings.retry_delays),
+        form.get("partner") or None,
+    )
     log.info("admin %s: requeued %d failed jobs", admin, len(done))
     return _back(done="requeued-all", count=len(done))
 

@@ -61,20 +61,28 @@ def chart(partner: str, hour: PartnerHour) -> str:
             if minute[kind]:
                 h = max(minute[kind] / peak * height, 1.0)
                 y -= h
-                rects.append(f'<rect x="{slot * 4}" y="{y:.1f}" width="{bar}" height="{h:.1f}" '
-                             f'fill="{COLORS[kind]}"/>')
-    label = (f"{partner}: per minute over the last hour, {hour.accepted} accepted, "
-             f"{hour.rejected_total} rejected, {hour.failed} failed")
-    return (f'<svg class="chart" role="img" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
-            f'<title>{esc(label)}</title>'
-            f'<rect width="{width}" height="{height}" fill="#fafafa"/>{"".join(rects)}</svg>')
+                rects.append(
+                    f'<rect x="{slot * 4}" y="{y:.1f}" width="{bar}" height="{h:.1f}" '
+                    f'fill="{COLORS[kind]}"/>'
+                )
+    label = (
+        f"{partner}: per minute over the last hour, {hour.accepted} accepted, "
+        f"{hour.rejected_total} rejected, {hour.failed} failed"
+    )
+    return (
+        f'<svg class="chart" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+        f"<title>{esc(label)}</title>"
+        f'<rect width="{width}" height="{height}" fill="#fafafa"/>{"".join(rects)}</svg>'
+    )
 
 
 def _button(action: str, label: str, csrf: str, extra: str = "") -> str:
-    return (f'<form method="post" action="{esc(action)}">'
-            f'<input type="hidden" name="csrf" value="{esc(csrf)}">{extra}'
-            f'<button type="submit">{esc(label)}</button></form>')
+    return (
+        f'<form method="post" action="{esc(action)}">'
+        f'<input type="hidden" name="csrf" value="{esc(csrf)}">{extra}'
+        f'<button type="submit">{esc(label)}</button></form>'
+    )
 
 
 def _partners_section(hours: dict[str, PartnerHour] | None) -> str:
@@ -89,43 +97,61 @@ def _partners_section(hours: dict[str, PartnerHour] | None) -> str:
             f'<tr data-partner="{esc(partner)}"><td>{esc(partner)}</td>'
             f'<td class="num accepted">{hour.accepted}</td>'
             f'<td class="num rejected">{hour.rejected_total}</td><td class="reasons">{reasons}</td>'
-            f'<td class="num failed">{hour.failed}</td><td>{chart(partner, hour)}</td></tr>')
+            f'<td class="num failed">{hour.failed}</td><td>{chart(partner, hour)}</td></tr>'
+        )
     legend = "".join(f'<span style="background:{c}"></span>{k}' for k, c in COLORS.items())
-    return (f'<table id="partners"><tr><th>partner</th><th>events accepted</th>'
-            f'<th>requests rejected</th><th>by reason</th><th>events failed</th>'
-            f'<th>last 60 minutes</th></tr>{"".join(rows)}</table>'
-            f'<p class="legend muted">{legend}</p>')
+    return (
+        f'<table id="partners"><tr><th>partner</th><th>events accepted</th>'
+        f"<th>requests rejected</th><th>by reason</th><th>events failed</th>"
+        f"<th>last 60 minutes</th></tr>{''.join(rows)}</table>"
+        f'<p class="legend muted">{legend}</p>'
+    )
 
 
 def _failed_section(failed: list[FailedJob] | None, csrf: str) -> str:
     if failed is None:
         return '<p class="muted">Failed jobs unavailable (Redis does not answer).</p>'
     if not failed:
-        return '<p>No failed jobs.</p>'
+        return "<p>No failed jobs.</p>"
     rows = []
     for job in failed:
-        actions = (_button(f"/admin/failed/{job.job_id}/requeue", "Requeue", csrf) + " "
-                   + _button(f"/admin/failed/{job.job_id}/delete", "Delete", csrf))
+        actions = (
+            _button(f"/admin/failed/{job.job_id}/requeue", "Requeue", csrf)
+            + " "
+            + _button(f"/admin/failed/{job.job_id}/delete", "Delete", csrf)
+        )
         rows.append(
             f'<tr class="failed-job" data-job-id="{esc(job.job_id)}">'
             f'<td><a href="/admin/failed/{esc(job.job_id)}">{esc(job.job_id)}</a></td>'
-            f'<td>{esc(job.partner)}</td><td>{esc(job.endpoint)}</td>'
+            f"<td>{esc(job.partner)}</td><td>{esc(job.endpoint)}</td>"
             f'<td class="num">{esc(job.events)}</td><td>{when(job.first_failure)}</td>'
             f'<td>{when(job.last_failure)}</td><td class="num">{job.attempts}</td>'
-            f'<td class="err">{esc(job.error)}</td><td>{actions}</td></tr>')
+            f'<td class="err">{esc(job.error)}</td><td>{actions}</td></tr>'
+        )
     requeue_all = _button("/admin/failed/requeue-all", "Requeue all failed jobs", csrf)
-    return (f'<table id="failed"><tr><th>job</th><th>partner</th><th>endpoint</th>'
-            f'<th>events</th><th>first failure</th><th>last failure</th><th>attempts</th>'
-            f'<th>error</th><th></th></tr>{"".join(rows)}</table><p>{requeue_all}</p>')
+    return (
+        f'<table id="failed"><tr><th>job</th><th>partner</th><th>endpoint</th>'
+        f"<th>events</th><th>first failure</th><th>last failure</th><th>attempts</th>"
+        f"<th>error</th><th></th></tr>{''.join(rows)}</table><p>{requeue_all}</p>"
+    )
 
 
 def document(title: str, body: str) -> str:
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<title>{esc(title)}</title><style>{CSS}</style></head><body>{body}</body></html>')
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>{body}</body></html>"
+    )
 
 
-def dashboard(*, admin: str, queue: QueueState | None, hours: dict[str, PartnerHour] | None,
-              failed: list[FailedJob] | None, csrf: str, notice: str | None) -> str:
+def dashboard(
+    *,
+    admin: str,
+    queue: QueueState | None,
+    hours: dict[str, PartnerHour] | None,
+    failed: list[FailedJob] | None,
+    csrf: str,
+    notice: str | None,
+) -> str:
     if queue is None:
         tiles = '<p class="muted">Queue state unavailable (Redis does not answer).</p>'
     else:
@@ -137,26 +163,34 @@ def dashboard(*, admin: str, queue: QueueState | None, hours: dict[str, PartnerH
                 ("scheduled", queue.scheduled, "waiting to retry"),
                 ("failed-count", queue.failed, "failed jobs"),
                 ("workers", queue.workers, "workers alive"),
-            ))
+            )
+        )
         tiles = f'<div class="tiles">{tiles}</div>'
     notice_html = f'<p class="notice" id="notice">{esc(notice)}</p>' if notice else ""
-    body = (f'<h1>Inlet</h1><p class="muted">Signed in as {esc(admin)} · '
-            f'{when(datetime.now(UTC))} · <a href="/admin">refresh</a></p>{notice_html}'
-            f'<h2>Queue</h2>{tiles}<h2>Partners, last hour</h2>{_partners_section(hours)}'
-            f'<h2>Failed jobs</h2>{_failed_section(failed, csrf)}')
+    body = (
+        f'<h1>Inlet</h1><p class="muted">Signed in as {esc(admin)} · '
+        f'{when(datetime.now(UTC))} · <a href="/admin">refresh</a></p>{notice_html}'
+        f"<h2>Queue</h2>{tiles}<h2>Partners, last hour</h2>{_partners_section(hours)}"
+        f"<h2>Failed jobs</h2>{_failed_section(failed, csrf)}"
+    )
     return document("Inlet admin", body)
 
 
 def job_detail(job: FailedJob, events: list[Any], csrf: str) -> str:
     meta = orjson.dumps(job.meta, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
     shown = "\n".join(orjson.dumps(e).decode() for e in events)
-    actions = (_button(f"/admin/failed/{job.job_id}/requeue", "Requeue", csrf) + " "
-               + _button(f"/admin/failed/{job.job_id}/delete", "Delete", csrf))
-    body = (f'<p><a href="/admin">← back</a></p><h1>Failed job {esc(job.job_id)}</h1>'
-            f'<p>{esc(job.partner)} · {esc(job.endpoint)} · {esc(job.events)} events · '
-            f'{job.attempts} attempts · first failure {when(job.first_failure)} · '
-            f'last failure {when(job.last_failure)}</p><p>{actions}</p>'
-            f'<h2>Error</h2><pre id="traceback">{esc(job.traceback or job.error)}</pre>'
-            f'<h2>Metadata</h2><pre>{esc(meta)}</pre>'
-            f'<h2>First {len(events)} events of the batch</h2><pre>{esc(shown)}</pre>')
+    actions = (
+        _button(f"/admin/failed/{job.job_id}/requeue", "Requeue", csrf)
+        + " "
+        + _button(f"/admin/failed/{job.job_id}/delete", "Delete", csrf)
+    )
+    body = (
+        f'<p><a href="/admin">← back</a></p><h1>Failed job {esc(job.job_id)}</h1>'
+        f"<p>{esc(job.partner)} · {esc(job.endpoint)} · {esc(job.events)} events · "
+        f"{job.attempts} attempts · first failure {when(job.first_failure)} · "
+        f"last failure {when(job.last_failure)}</p><p>{actions}</p>"
+        f'<h2>Error</h2><pre id="traceback">{esc(job.traceback or job.error)}</pre>'
+        f"<h2>Metadata</h2><pre>{esc(meta)}</pre>"
+        f"<h2>First {len(events)} events of the batch</h2><pre>{esc(shown)}</pre>"
+    )
     return document(f"Failed job {job.job_id}", body)

@@ -53,8 +53,9 @@ async def require_admin(request: Request) -> str:
     try:
         ok = await run_in_threadpool(admin_store(request).check, *credentials)
     except SQLAlchemyError:
-        raise ServiceUnavailable("Admin credentials cannot be checked right now",
-                                 headers={"Retry-After": "5"}) from None
+        raise ServiceUnavailable(
+            "Admin credentials cannot be checked right now", headers={"Retry-After": "5"}
+        ) from None
     if not ok:
         raise Unauthorized("Invalid admin credentials", headers=_CHALLENGE)
     request.scope["inlet.admin"] = credentials[0]

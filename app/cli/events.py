@@ -52,8 +52,9 @@ def parse_when(value: str | None, option: str) -> datetime | None:
         return None
     parsed = parse_datetime(value if ("T" in value or " " in value) else value + "T00:00:00")
     if parsed is None:
-        raise click.BadParameter("expected e.g. 2026-05-05 or 2026-05-05T12:00:00Z",
-                                 param_hint=option)
+        raise click.BadParameter(
+            "expected e.g. 2026-05-05 or 2026-05-05T12:00:00Z", param_hint=option
+        )
     return parsed
 
 
@@ -75,11 +76,21 @@ def export(partner: str, since: str | None, until: str | None, limit: int | None
         partner_id = service.get_partner_id(engine, partner)
         t = events_table
         onside_query = _window(
-            sa.select(t.c.event_id, t.c.event_name, t.c.sent_event_name, t.c.event_datetime,
-                      t.c.installation_id, t.c.payload, t.c.received_at, t.c.id)
+            sa.select(
+                t.c.event_id,
+                t.c.event_name,
+                t.c.sent_event_name,
+                t.c.event_datetime,
+                t.c.installation_id,
+                t.c.payload,
+                t.c.received_at,
+                t.c.id,
+            )
             .where(t.c.partner_id == partner_id)
             .order_by(t.c.received_at, t.c.id),
-            t.c.received_at, start, end,
+            t.c.received_at,
+            start,
+            end,
         )
         thrad = thrad_query(partner_id)
         thrad = _window(thrad, thrad.selected_columns.received_at, start, end)
@@ -96,15 +107,18 @@ def export(partner: str, since: str | None, until: str | None, limit: int | None
         ):
             merged = heapq.merge(
                 ((row.received_at, 0, row.id, export_row(row)) for row in onside_rows),
-                ((row.received_at, 1, row.id, thrad_export_row(row, iso_utc))
-                 for row in thrad_rows),
+                (
+                    (row.received_at, 1, row.id, thrad_export_row(row, iso_utc))
+                    for row in thrad_rows
+                ),
                 key=lambda item: item[:3],
             )
             lines = (item for *_, item in itertools.islice(merged, limit))
             total = _count(engine, onside_query, thrad, limit) if sys.stderr.isatty() else None
             if total:
-                with click.progressbar(lines, length=total, label="exporting",
-                                       file=sys.stderr) as bar:
+                with click.progressbar(
+                    lines, length=total, label="exporting", file=sys.stderr
+                ) as bar:
                     for item in bar:
                         out.write(orjson.dumps(item) + b"\n")
             else:

@@ -47,8 +47,16 @@ def list_(partner: str | None, as_json: bool) -> None:
     settings = load_settings()
     with queue_for(settings) as queue:
         jobs = service.list_failed(queue, partner)
-    columns = ("job_id", "partner", "endpoint", "events", "first_failure", "last_failure",
-               "attempts", "error")
+    columns = (
+        "job_id",
+        "partner",
+        "endpoint",
+        "events",
+        "first_failure",
+        "last_failure",
+        "attempts",
+        "error",
+    )
     if jobs and not as_json:
         click.echo("\t".join(columns))
     for job in jobs:
@@ -63,8 +71,14 @@ def list_(partner: str | None, as_json: bool) -> None:
 
 @failed.command()
 @click.argument("job_id")
-@click.option("--events", "count", default=5, show_default=True,
-              type=click.IntRange(min=0), help="How many of the batch's events to print.")
+@click.option(
+    "--events",
+    "count",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How many of the batch's events to print.",
+)
 def show(job_id: str, count: int) -> None:
     """The job's metadata, full traceback and the first events of its batch."""
     settings = load_settings()

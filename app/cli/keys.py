@@ -16,8 +16,12 @@ def keys() -> None:
 
 @keys.command()
 @click.argument("partner")
-@click.option("--label", default=service.DEFAULT_LABEL, show_default=True,
-              help="What the key is for; stamped into every event it sends.")
+@click.option(
+    "--label",
+    default=service.DEFAULT_LABEL,
+    show_default=True,
+    help="What the key is for; stamped into every event it sends.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the key as one JSON object.")
 def create(partner: str, label: str, as_json: bool) -> None:
     """Give PARTNER a new API key (shown this once only)."""
@@ -25,9 +29,16 @@ def create(partner: str, label: str, as_json: bool) -> None:
     with engine_for(settings) as engine, operator_errors():
         new = service.create_api_key(engine, settings.secret_key, partner, label)
     if as_json:
-        click.echo(orjson.dumps(
-            {"partner": partner, "key_id": new.key_id, "label": new.label, "api_key": new.api_key}
-        ))
+        click.echo(
+            orjson.dumps(
+                {
+                    "partner": partner,
+                    "key_id": new.key_id,
+                    "label": new.label,
+                    "api_key": new.api_key,
+                }
+            )
+        )
         return
     click.echo(f"API key {new.key_id} ({new.label!r}) for {partner!r}; shown this once only:")
     click.echo(f"  {new.api_key}")
@@ -44,10 +55,16 @@ def list_(partner: str, as_json: bool) -> None:
     for row in rows:
         status = "revoked" if row.revoked_at else "active"
         if as_json:
-            click.echo(orjson.dumps({
-                "key_id": row.key_id, "label": row.label, "status": status,
-                "created_at": row.created_at.isoformat(),
-            }))
+            click.echo(
+                orjson.dumps(
+                    {
+                        "key_id": row.key_id,
+                        "label": row.label,
+                        "status": status,
+                        "created_at": row.created_at.isoformat(),
+                    }
+                )
+            )
         else:
             click.echo(f"{row.key_id}\t{row.label}\t{status}\t{row.created_at:%Y-%m-%d %H:%M}")
     if not rows and not as_json:

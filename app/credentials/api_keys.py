@@ -67,18 +67,21 @@ def create_api_key(engine: Engine, secret_key: bytes, partner: str, label: str) 
     partner_id = get_partner_id(engine, partner)
     key_id, secret = KEY_PREFIX + secrets.token_hex(8), new_secret()
     with engine.begin() as conn:
-        conn.execute(api_keys.insert().values(
-            partner_id=partner_id, key_id=key_id, label=label,
-            key_hash=hash_secret(secret_key, secret),
-        ))
+        conn.execute(
+            api_keys.insert().values(
+                partner_id=partner_id,
+                key_id=key_id,
+                label=label,
+                key_hash=hash_secret(secret_key, secret),
+            )
+        )
     return NewApiKey(key_id, label, f"{key_id}_{secret}")
 
 
 def list_api_keys(engine: Engine, partner: str) -> list[sa.Row]:
     partner_id = get_partner_id(engine, partner)
     query = (
-        sa.select(api_keys.c.key_id, api_keys.c.label, api_keys.c.created_at,
-                  api_keys.c.revoked_at)
+        sa.select(api_keys.c.key_id, api_keys.c.label, api_keys.c.created_at, api_keys.c.revoked_at)
         .where(api_keys.c.partner_id == partner_id)
         .order_by(api_keys.c.id)
     )
@@ -145,11 +148,20 @@ class ApiKeyStore:
 
     def _load(self, key_id: str) -> _StoredKey | None:
         query = (
-            sa.select(api_keys.c.id, api_keys.c.label, api_keys.c.key_hash,
-                      partners.c.id.label("partner_id"), partners.c.name, partners.c.rate_limit)
+            sa.select(
+                api_keys.c.id,
+                api_keys.c.label,
+                api_keys.c.key_hash,
+                partners.c.id.label("partner_id"),
+                partners.c.name,
+                partners.c.rate_limit,
+            )
             .join(partners, partners.c.id == api_keys.c.partner_id)
-            .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None),
-                   partners.c.revoked_at.is_(None))
+            .where(
+                api_keys.c.key_id == key_id,
+                api_keys.c.revoked_at.is_(None),
+                partners.c.revoked_at.is_(None),
+            )
         )
         with self._engine.connect() as conn:
             row = conn.execute(query).first()

@@ -51,8 +51,12 @@ def create_partner(
 
 def list_partners(engine: Engine) -> list[sa.Row]:
     query = sa.select(
-        partners.c.id, partners.c.name, partners.c.username, partners.c.rate_limit,
-        partners.c.created_at, partners.c.revoked_at,
+        partners.c.id,
+        partners.c.name,
+        partners.c.username,
+        partners.c.rate_limit,
+        partners.c.created_at,
+        partners.c.revoked_at,
     ).order_by(partners.c.id)
     with engine.connect() as conn:
         return list(conn.execute(query))

@@ -30,7 +30,9 @@ async def authenticate_basic(state: AppState, request: Request) -> Partner:
     if credentials is None:
         raise Unauthorized("Basic authentication is required", headers=_BASIC_CHALLENGE)
     return await state.authenticate(
-        request, state.credentials.check_basic, state.credentials.check_basic_cached,
+        request,
+        state.credentials.check_basic,
+        state.credentials.check_basic_cached,
         *credentials,
         refusal=Unauthorized("Invalid credentials", headers=_BASIC_CHALLENGE),
     )

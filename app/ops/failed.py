@@ -83,8 +83,11 @@ def error_line(traceback: str) -> str:
 
 def _describe(job: Job, with_traceback: bool = False) -> FailedJob:
     meta = dict(job.meta or {})
-    times = [datetime.fromisoformat(t) for t in (meta.get("first_failed_at"),
-                                                 meta.get("last_failed_at")) if t]
+    times = [
+        datetime.fromisoformat(t)
+        for t in (meta.get("first_failed_at"), meta.get("last_failed_at"))
+        if t
+    ]
     traceback = ""
     failures = [r for r in job.results() if r.type.name in _FAILURE_TYPES]
     for result in failures:
@@ -108,8 +111,9 @@ def _describe(job: Job, with_traceback: bool = False) -> FailedJob:
     )
 
 
-def list_failed(queue: Queue, partner: str | None = None,
-                limit: int | None = None) -> list[FailedJob]:
+def list_failed(
+    queue: Queue, partner: str | None = None, limit: int | None = None
+) -> list[FailedJob]:
     """The jobs in the failed registry, newest failure first (the newest ``limit`` only).
 
     The registry is ordered by expiry, i.e. failure time plus a constant TTL,

@@ -39,14 +39,14 @@ async def readyz(request: Request) -> Response:
             # The exception's type only: its text may hold a host name or a URL.
             log.warning("readiness: %s failed: %s", name, type(exc).__name__)
             checks[name] = "unavailable"
-            problems.append({"index": None, "field": name,
-                             "message": f"does not answer ({type(exc).__name__})"})
+            problems.append(
+                {"index": None, "field": name, "message": f"does not answer ({type(exc).__name__})"}
+            )
     if problems:
         names = " and ".join(p["field"] for p in problems)
         return errors.json_response(
             503,
-            {"error": f"Not ready: {names} unavailable", "code": "not_ready",
-             "errors": problems},
+            {"error": f"Not ready: {names} unavailable", "code": "not_ready", "errors": problems},
             headers={"Retry-After": "5"},
         )
     return errors.json_response(200, {"status": "ready", "checks": checks})

@@ -89,35 +89,74 @@ def _build(path: Path) -> Metrics:
     # scrape reads them through a MultiProcessCollector, not a registry.
     return Metrics(
         directory=path,
-        requests=Counter("inlet_http_requests", "HTTP requests by route and status.",
-                         ["route", "method", "status"], registry=None),
-        request_seconds=Histogram("inlet_http_request_duration_seconds",
-                                  "HTTP request duration by route.", ["route"],
-                                  buckets=_FAST, registry=None),
-        events_accepted=Counter("inlet_events_accepted", "Events accepted (queued) by partner.",
-                                ["partner", "endpoint"], registry=None),
-        batches_rejected=Counter("inlet_batches_rejected",
-                                 "Refused ingest requests by partner and reason (error code).",
-                                 ["partner", "reason"], registry=None),
-        batch_size=Histogram("inlet_batch_size_events", "Events per accepted batch.",
-                             ["endpoint"], buckets=_SIZES, registry=None),
-        enqueue_seconds=Histogram("inlet_enqueue_duration_seconds",
-                                  "Time to write one batch to the queue.", ["endpoint"],
-                                  buckets=_FAST, registry=None),
-        job_seconds=Histogram("inlet_job_duration_seconds", "Time a worker spent on one job.",
-                              ["endpoint", "outcome"], buckets=_JOB, registry=None),
-        rows_inserted=Counter("inlet_rows_inserted", "Event rows inserted.",
-                              ["partner"], registry=None),
-        rows_duplicate=Counter("inlet_rows_duplicate",
-                               "Events already stored (same partner and event_id), skipped.",
-                               ["partner"], registry=None),
-        jobs_failed=Counter("inlet_job_failures",
-                            "Job attempts that failed; final=true when no retry is left.",
-                            ["partner", "final"], registry=None),
+        requests=Counter(
+            "inlet_http_requests",
+            "HTTP requests by route and status.",
+            ["route", "method", "status"],
+            registry=None,
+        ),
+        request_seconds=Histogram(
+            "inlet_http_request_duration_seconds",
+            "HTTP request duration by route.",
+            ["route"],
+            buckets=_FAST,
+            registry=None,
+        ),
+        events_accepted=Counter(
+            "inlet_events_accepted",
+            "Events accepted (queued) by partner.",
+            ["partner", "endpoint"],
+            registry=None,
+        ),
+        batches_rejected=Counter(
+            "inlet_batches_rejected",
+            "Refused ingest requests by partner and reason (error code).",
+            ["partner", "reason"],
+            registry=None,
+        ),
+        batch_size=Histogram(
+            "inlet_batch_size_events",
+            "Events per accepted batch.",
+            ["endpoint"],
+            buckets=_SIZES,
+            registry=None,
+        ),
+        enqueue_seconds=Histogram(
+            "inlet_enqueue_duration_seconds",
+            "Time to write one batch to the queue.",
+            ["endpoint"],
+            buckets=_FAST,
+            registry=None,
+        ),
+        job_seconds=Histogram(
+            "inlet_job_duration_seconds",
+            "Time a worker spent on one job.",
+            ["endpoint", "outcome"],
+            buckets=_JOB,
+            registry=None,
+        ),
+        rows_inserted=Counter(
+            "inlet_rows_inserted", "Event rows inserted.", ["partner"], registry=None
+        ),
+        rows_duplicate=Counter(
+            "inlet_rows_duplicate",
+            "Events already stored (same partner and event_id), skipped.",
+            ["partner"],
+            registry=None,
+        ),
+        jobs_failed=Counter(
+            "inlet_job_failures",
+            "Job attempts that failed; final=true when no retry is left.",
+            ["partner", "final"],
+            registry=None,
+        ),
         receive_to_insert_seconds=Histogram(
             "inlet_receive_to_insert_seconds",
             "From the web tier receiving a batch to its rows being committed.",
-            ["endpoint"], buckets=_LAG, registry=None),
+            ["endpoint"],
+            buckets=_LAG,
+            registry=None,
+        ),
     )
 
 
@@ -130,14 +169,18 @@ class QueueCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         state = self._read()
         yield GaugeMetricFamily("inlet_queue_depth", "Jobs waiting in the queue.", state.depth)
-        yield GaugeMetricFamily("inlet_queue_oldest_job_age_seconds",
-                                "Age of the oldest waiting job (0 when none).",
-                                state.oldest_age_seconds or 0.0)
-        yield GaugeMetricFamily("inlet_queue_scheduled_jobs",
-                                "Jobs waiting for a retry delay to pass.", state.scheduled)
+        yield GaugeMetricFamily(
+            "inlet_queue_oldest_job_age_seconds",
+            "Age of the oldest waiting job (0 when none).",
+            state.oldest_age_seconds or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "inlet_queue_scheduled_jobs", "Jobs waiting for a retry delay to pass.", state.scheduled
+        )
         yield GaugeMetricFamily("inlet_failed_jobs", "Jobs in the failed registry.", state.failed)
-        yield GaugeMetricFamily("inlet_workers_alive", "Workers registered and heartbeating.",
-                                state.workers)
+        yield GaugeMetricFamily(
+            "inlet_workers_alive", "Workers registered and heartbeating.", state.workers
+        )
 
 
 def render(read_queue_state=None) -> bytes:  # type: ignore[no-untyped-def]

@@ -52,8 +52,11 @@ class ReplaySummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "lines": self.lines, "accepted": self.accepted, "duplicate": self.duplicate,
-            "rejected": self.rejected, "reasons": dict(self.reasons.most_common()),
+            "lines": self.lines,
+            "accepted": self.accepted,
+            "duplicate": self.duplicate,
+            "rejected": self.rejected,
+            "reasons": dict(self.reasons.most_common()),
             "examples": [{"line": n, "reason": r} for n, r in self.examples],
             "jobs": len(self.jobs),
         }
@@ -77,8 +80,10 @@ def check_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
         [event] = validate_batch(orjson.dumps({"events": [raw]}), 1)
     except ApiError as exc:
         problems = exc.errors or [{"field": None, "message": exc.message}]
-        reasons = [f"{p['field']}: {p['message']}" if p.get("field") else str(p["message"])
-                   for p in problems]
+        reasons = [
+            f"{p['field']}: {p['message']}" if p.get("field") else str(p["message"])
+            for p in problems
+        ]
         return None, "; ".join(reasons)
     return event, None
 
@@ -93,8 +98,9 @@ def _stored_ids(engine: Engine, partner_id: int, ids: list[str]) -> set[str]:
 class Replayer:
     """Feeds lines in; queues a batch whenever one is full. Call ``finish`` at the end."""
 
-    def __init__(self, engine: Engine, queue: Queue, settings: Settings,
-                 partner_id: int, partner_name: str) -> None:
+    def __init__(
+        self, engine: Engine, queue: Queue, settings: Settings, partner_id: int, partner_name: str
+    ) -> None:
         self.engine, self.queue, self.settings = engine, queue, settings
         self.partner_id, self.partner_name = partner_id, partner_name
         self.summary = ReplaySummary()
@@ -134,8 +140,13 @@ class Replayer:
         if not fresh:
             return
         job_id = q.enqueue_batch(
-            self.queue, self.settings, func=q.INGEST_ONSIDE, partner_id=self.partner_id,
-            partner_name=self.partner_name, events=fresh, received_at=datetime.now(UTC),
+            self.queue,
+            self.settings,
+            func=q.INGEST_ONSIDE,
+            partner_id=self.partner_id,
+            partner_name=self.partner_name,
+            events=fresh,
+            received_at=datetime.now(UTC),
             extra_meta={"source": "replay"},
         )
         self.summary.jobs.append(job_id)
@@ -144,8 +155,9 @@ class Replayer:
         stats.record(self.queue.connection, self.partner_name, stats.ACCEPTED, len(fresh))
 
 
-def replay_lines(replayer: Replayer, lines: Iterable[bytes],
-                 progress: Callable[[int], None] | None = None) -> ReplaySummary:
+def replay_lines(
+    replayer: Replayer, lines: Iterable[bytes], progress: Callable[[int], None] | None = None
+) -> ReplaySummary:
     """Feed every line; ``progress`` gets the bytes read, for a progress bar."""
     for number, line in enumerate(lines, start=1):
         replayer.feed(number, line)

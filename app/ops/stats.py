@@ -35,8 +35,14 @@ def _minute(now: float) -> int:
     return int(now // 60)
 
 
-def record(redis: Redis, partner: str | None, kind: str, amount: int = 1,
-           reason: str = "", now: float | None = None) -> None:
+def record(
+    redis: Redis,
+    partner: str | None,
+    kind: str,
+    amount: int = 1,
+    reason: str = "",
+    now: float | None = None,
+) -> None:
     """Add ``amount`` to this minute's count of ``kind`` for ``partner``."""
     if amount <= 0:
         return
@@ -48,8 +54,14 @@ def record(redis: Redis, partner: str | None, kind: str, amount: int = 1,
         log.debug("stats not recorded: %s", type(exc).__name__)
 
 
-def add(pipe: Pipeline, partner: str | None, kind: str, amount: int = 1,
-        reason: str = "", now: float | None = None) -> int:
+def add(
+    pipe: Pipeline,
+    partner: str | None,
+    kind: str,
+    amount: int = 1,
+    reason: str = "",
+    now: float | None = None,
+) -> int:
     """Queue what ``record`` writes on ``pipe`` (the caller executes it); return
     how many commands were queued (0 when there is nothing to add).
 
@@ -72,8 +84,9 @@ class PartnerHour:
     failed: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     per_minute: list[dict[str, int]] = field(
-        default_factory=lambda: [{ACCEPTED: 0, REJECTED: 0, FAILED: 0}
-                                 for _ in range(WINDOW_MINUTES)]
+        default_factory=lambda: [
+            {ACCEPTED: 0, REJECTED: 0, FAILED: 0} for _ in range(WINDOW_MINUTES)
+        ]
     )
 
     @property

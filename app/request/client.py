@@ -22,8 +22,9 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
-def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-             proxies: Iterable[IPNetwork]) -> bool:
+def _trusted(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: Iterable[IPNetwork]
+) -> bool:
     return any(address in network for network in proxies)
 
 

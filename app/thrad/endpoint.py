@@ -44,7 +44,10 @@ async def authenticate_bearer(state: AppState, request: Request) -> KeyOwner:
         # Thrad's exact bodies, so partners' error handling keeps working.
         raise Unauthorized("Missing bearer token", headers=_BEARER_CHALLENGE)
     return await state.authenticate(
-        request, state.api_keys.check, state.api_keys.check_cached, token,
+        request,
+        state.api_keys.check,
+        state.api_keys.check_cached,
+        token,
         refusal=Unauthorized("Invalid API key", headers=_BEARER_CHALLENGE),
     )
 

@@ -12,8 +12,17 @@ from app.db import thrad_events as t
 from app.thrad.validate import STRING_FIELDS
 
 ENRICHED_FIELDS = (
-    "ip_address", "geo_country", "geo_region", "geo_city", "geo_lat", "geo_lon",
-    "ua_browser", "ua_browser_version", "ua_os", "ua_os_version", "ua_device",
+    "ip_address",
+    "geo_country",
+    "geo_region",
+    "geo_city",
+    "geo_lat",
+    "geo_lon",
+    "ua_browser",
+    "ua_browser_version",
+    "ua_os",
+    "ua_os_version",
+    "ua_device",
 )
 
 

@@ -77,11 +77,15 @@ THRAD_EVENT: JsonSchema = {
             "description": "Standard or custom; stored as sent.",
         },
         **{
-            name: _field(name, {
-                "type": ["string", "null"], "pattern": _NO_NUL,
-                # The dedup key's parts must fit a database index.
-                **({"maxLength": MAX_KEY_CHARS} if name in KEY_FIELDS else {}),
-            })
+            name: _field(
+                name,
+                {
+                    "type": ["string", "null"],
+                    "pattern": _NO_NUL,
+                    # The dedup key's parts must fit a database index.
+                    **({"maxLength": MAX_KEY_CHARS} if name in KEY_FIELDS else {}),
+                },
+            )
             for name in STRING_FIELDS
         },
         **{

@@ -29,8 +29,18 @@ from app.request.jsonchecks import (
 
 # The reference table's string fields, plus impression_state.
 STRING_FIELDS = (
-    "tag_id", "event_id", "page_url", "referrer", "user_agent", "session_id", "client_id",
-    "click_id", "impression_id", "bid_id", "attribution_type", "impression_state",
+    "tag_id",
+    "event_id",
+    "page_url",
+    "referrer",
+    "user_agent",
+    "session_id",
+    "client_id",
+    "click_id",
+    "impression_id",
+    "bid_id",
+    "attribution_type",
+    "impression_state",
 )
 NUMBER_FIELDS = ("timestamp", "view_time_ms")
 OBJECT_FIELDS = ("consent", "params")
@@ -77,9 +87,11 @@ def validate_event(body: bytes) -> dict[str, Any]:
         if not isinstance(value, str):
             problems.append(_problem(field, "must be a string"))
         elif field in KEY_FIELDS and len(value) > MAX_KEY_CHARS:
-            problems.append(_problem(
-                field, f"must be at most {MAX_KEY_CHARS} characters (it is a deduplication key)"
-            ))
+            problems.append(
+                _problem(
+                    field, f"must be at most {MAX_KEY_CHARS} characters (it is a deduplication key)"
+                )
+            )
         elif field in KEY_FIELDS and not value.strip():
             # An empty id is no id: such events are all stored, as without one.
             continue
