@@ -37,11 +37,8 @@ test: install system-deps lint
 soak: install
 	INLET_SOAK=5 $(BIN)/python -m pytest tests/test_faults.py -s $(PYTEST_ARGS)
 
-# Benchmarks against their floors (see README, Performance). Needs PostgreSQL's
-# binaries like `make test`; installs them with apt when missing (as root).
-bench: install $(VENV)/.bench-installed
-	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
-		|| (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql)
+# Benchmarks against their floors (method and figures: bench/README.md).
+bench: install system-deps $(VENV)/.bench-installed
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 $(VENV)/.bench-installed: pyproject.toml
