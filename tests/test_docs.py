@@ -27,3 +27,7 @@ def test_settings_doc_is_generated_from_settings() -> None:
         "docs/settings.md is stale: run "
         "`.venv/bin/python -m app.settings --markdown > docs/settings.md`"
     )
+
+
+def test_readme_is_short() -> None:
+    assert len(README.splitlines()) <= 250
