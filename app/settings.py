@@ -1,7 +1,8 @@
 """Inlet's settings: declared once, read from the environment once.
 
-Every setting has a default and a sentence of help; ``tests/test_docs.py``
-checks that each one is documented in the README.
+Every setting has a default and a sentence of help, from which
+``docs/settings.md`` is generated (``python -m app.settings --markdown``);
+``tests/test_docs.py`` checks that the committed file is what this generates.
 """
 
 from __future__ import annotations
@@ -86,8 +87,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "INLET_AUTH_FAILURE_LIMIT",
         "20/minute",
-        "Failed authentications one client address may make per window before it gets "
-        "429 with Retry-After instead of 401; correct credentials always pass.",
+        "Failed authentications one client address may make per window "
+        "(`N/second|minute|hour|day`) before it gets 429 with Retry-After instead of 401; "
+        "correct credentials always pass. Counted in Redis, shared by every web process.",
     ),
     Setting(
         "INLET_BODY_TIMEOUT",
@@ -104,14 +106,16 @@ SETTINGS: tuple[Setting, ...] = (
         "INLET_TRUSTED_PROXIES",
         "",
         "Comma-separated addresses or CIDR networks of proxies whose X-Forwarded-For "
-        "the Thrad endpoint believes; empty: the direct peer is the client.",
+        "the Thrad endpoint and the failed-authentication throttle believe; empty: "
+        "the direct peer is the client.",
     ),
     Setting(
         "INLET_GEOIP_DATABASE",
         "",
         "Path of a MaxMind-format City database (GeoLite2, DB-IP City Lite) for the "
         "Thrad rows' geo fields; empty: the GeoLite2 City database that the "
-        "maxminddb-geolite2 package ships.",
+        "maxminddb-geolite2 package ships (it dates from 2018). A missing file stops "
+        "the process at start-up.",
     ),
     Setting(
         "PROMETHEUS_MULTIPROC_DIR",
@@ -313,3 +317,45 @@ def _load_or_create_key(data_dir: Path) -> bytes:
     finally:
         os.unlink(tmp)
     return path.read_bytes().strip()
+
+
+def markdown() -> str:
+    """The settings table of ``docs/settings.md``, generated from ``SETTINGS``."""
+    lines = [
+        "# Settings",
+        "",
+        "<!-- Generated from SETTINGS in app/settings.py by "
+        "`python -m app.settings --markdown > docs/settings.md`; do not edit by hand. -->",
+        "",
+        "Environment variables, read once at start-up; an invalid value stops the",
+        "process with a message. Every web, worker and CLI process of a deployment",
+        "needs the same values.",
+        "",
+        "| variable | default | meaning |",
+        "|---|---|---|",
+    ]
+    for setting in SETTINGS:
+        default = f"`{setting.default}`" if setting.default else "empty"
+        meaning = setting.help.replace("|", "\\|")
+        lines.append(f"| `{setting.env}` | {default} | {meaning} |")
+    lines += [
+        "",
+        "Tests only: `TEST_DATABASE_URL` makes `make test` use that PostgreSQL",
+        "instead of starting a cluster of its own.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m app.settings")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print docs/settings.md (the settings table)"
+    )
+    if not parser.parse_args().markdown:
+        parser.print_help()
+        sys.exit(2)
+    sys.stdout.write(markdown())
