@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from app.db import thrad_events
 from app.thrad.contract import STRING_FIELDS, QueuedThradEvent
 from worker.enrich import geo_fields, ua_fields
-from worker.onside import dialect_insert
+from worker.sql import dialect_insert
 
 
 def thrad_row(
