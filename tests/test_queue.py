@@ -41,7 +41,7 @@ def enqueue(
     return q.enqueue_batch(
         queue,
         settings,
-        func=q.INGEST_ONSIDE,
+        endpoint="onside",
         partner_id=1,
         partner_name="acme",
         events=batch,
@@ -96,7 +96,7 @@ def test_accepted_count_is_written_with_the_job(
         q.enqueue_batch(
             queue,
             settings,
-            func=q.INGEST_THRAD,
+            endpoint="thrad",
             partner_id=1,
             partner_name="acme",
             events=events(3),
@@ -118,7 +118,7 @@ def test_a_count_that_fails_leaves_the_job_queued(
     job_id = q.enqueue_batch(
         queue,
         settings,
-        func=q.INGEST_THRAD,
+        endpoint="thrad",
         partner_id=1,
         partner_name="acme",
         events=events(1),

@@ -142,7 +142,7 @@ class Replayer:
         job_id = q.enqueue_batch(
             self.queue,
             self.settings,
-            func=q.INGEST_ONSIDE,
+            endpoint="onside",
             partner_id=self.partner_id,
             partner_name=self.partner_name,
             events=fresh,

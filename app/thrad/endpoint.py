@@ -82,7 +82,7 @@ async def collect(request: Request) -> Response:
         q.enqueue_batch,
         state.queue,
         state.settings,
-        func=q.INGEST_THRAD,
+        endpoint="thrad",
         partner_id=partner.id,
         partner_name=partner.name,
         events=[queued],
