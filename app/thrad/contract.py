@@ -13,8 +13,8 @@ which RQ's JSON serializer writes as they are. The field groups below are
 read from the annotations once, at import.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: TypedDict reads NotRequired
+# from evaluated annotations only (``__optional_keys__``, which the tests use).
 from typing import Any, NotRequired, TypedDict, get_type_hints
 
 JsonObject = dict[str, Any]
