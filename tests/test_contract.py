@@ -20,7 +20,7 @@ from app import openapi
 from app.db import events, thrad_events
 from app.onside import contract as onside
 from app.onside.export import onside_export_row, onside_query
-from app.onside.validate import validate_events
+from app.onside.validate import validate_batch, validate_events
 from app.queue import JOB_FUNCTIONS
 from app.thrad import contract as thrad
 from app.thrad.export import thrad_export_row, thrad_query
@@ -134,10 +134,13 @@ def test_every_sent_thrad_field_is_checked_and_kept() -> None:
     assert set(queued) == set(get_type_hints(thrad.QueuedThradEvent))
 
 
-def test_a_queued_onside_event_has_exactly_the_contract_fields() -> None:
-    [queued] = validate_events([dict(ONSIDE_EVENT, extra="ignored")])
-    assert set(queued) == set(onside.FIELDS)
+@pytest.mark.parametrize("extra", [{}, {"extra": "ignored"}])
+def test_a_queued_onside_event_has_exactly_the_contract_fields(extra: dict[str, str]) -> None:
+    """On the fast path (the event kept, or copied) and on the slow one."""
     assert set(onside.FIELDS) == set(get_type_hints(onside.QueuedOnsideEvent))
+    [fast] = validate_batch(orjson.dumps({"events": [{**ONSIDE_EVENT, **extra}]}), 1)
+    [slow] = validate_events([{**ONSIDE_EVENT, **extra}])
+    assert set(fast) == set(slow) == set(onside.FIELDS)
 
 
 def test_enrichment_gives_the_contract_fields() -> None:
