@@ -1,7 +1,11 @@
 """The engine factory and the table definitions (SQLAlchemy Core).
 
 The tables here describe the schema; Alembic migrations create it, and
-``alembic check`` in the test run keeps the two from drifting.
+``alembic check`` in the test run keeps the two from drifting. The event
+tables store what crosses the queue (``app/onside/contract.py``,
+``app/thrad/contract.py``): ``tests/test_contract.py`` checks that their
+columns and the contracts' fields agree, so a field added to a contract
+needs its column (and its migration) here.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
+
+from app.thrad.contract import PLAIN_TEXT_FIELDS, UA_FIELDS
 
 metadata = sa.MetaData(
     naming_convention={
@@ -103,21 +109,7 @@ thrad_events = sa.Table(
     sa.Column("event_id", sa.Text, nullable=True),
     # Unix seconds, as sent (or the receive time): "timestamp" in the wire format.
     sa.Column("event_timestamp", sa.Double, nullable=False),
-    *(
-        sa.Column(name, sa.Text, nullable=True)
-        for name in (
-            "page_url",
-            "referrer",
-            "user_agent",
-            "session_id",
-            "client_id",
-            "click_id",
-            "impression_id",
-            "bid_id",
-            "attribution_type",
-            "impression_state",
-        )
-    ),
+    *(sa.Column(name, sa.Text, nullable=True) for name in PLAIN_TEXT_FIELDS),
     sa.Column("view_time_ms", sa.Double, nullable=True),
     sa.Column("consent", OptionalJson, nullable=True),
     sa.Column("params", Json, nullable=False),
@@ -128,16 +120,7 @@ thrad_events = sa.Table(
     sa.Column("geo_city", sa.Text, nullable=True),
     sa.Column("geo_lat", sa.Double, nullable=True),
     sa.Column("geo_lon", sa.Double, nullable=True),
-    *(
-        sa.Column(name, sa.Text, nullable=True)
-        for name in (
-            "ua_browser",
-            "ua_browser_version",
-            "ua_os",
-            "ua_os_version",
-            "ua_device",
-        )
-    ),
+    *(sa.Column(name, sa.Text, nullable=True) for name in UA_FIELDS),
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Column("job_id", sa.Text, nullable=True),
     # Thrad's dedup key. NULLs are distinct in a unique key (PostgreSQL and

@@ -1,13 +1,17 @@
 """The OpenAPI 3.1 document served at ``GET /openapi.json``.
 
-It describes each partner endpoint exactly (Onside's batch API here, Thrad's
-Events API in ``app/thrad/openapi.py``): what the request may hold, which
-credentials it takes, and every response with its headers and the one error
-shape of ``app/errors.py``. The test suite runs schemathesis against it, so
-the document and the code cannot drift apart.
+It describes each partner endpoint exactly (Onside's batch API in
+``app/onside/openapi.py``, Thrad's Events API in ``app/thrad/openapi.py``):
+what the request may hold, which credentials it takes, and every response
+with its headers and the one error shape of ``app/errors.py``. The test
+suite runs schemathesis against it, so the document and the code cannot
+drift apart.
 
-An endpoint adds itself with one entry in ``PATHS`` (and, for a new kind of
-credential, one in ``SECURITY_SCHEMES``); the error responses are shared.
+This module holds the shared parts (credentials, the error shape, the error
+responses, JSON values) and assembles the document. A format adds its
+paths, schemas and responses of its own with one entry each in ``PATHS``,
+``SCHEMAS`` and ``RESPONSES`` (and, for a new kind of credential, one in
+``SECURITY_SCHEMES``).
 """
 
 from __future__ import annotations
@@ -18,15 +22,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.onside.validate import MAX_EVENT_NAME_CHARS
+from app.onside.openapi import ONSIDE_PATHS, ONSIDE_SCHEMAS
 from app.thrad.openapi import THRAD_PATHS, THRAD_RESPONSES, THRAD_SCHEMAS
 
 JsonSchema = dict[str, Any]
 
-UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-UUID4_PATTERN = (
-    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
-)
 # No U+0000 anywhere (PostgreSQL's jsonb can't store it): refused with a 400.
 NO_NUL_PATTERN = "^[^\\u0000]*$"
 
@@ -94,48 +94,7 @@ SCHEMAS: dict[str, JsonSchema] = {
         "propertyNames": {"pattern": NO_NUL_PATTERN},
         "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
     },
-    "OnsideEvent": {
-        "type": "object",
-        "required": ["event_name", "payload", "event_datetime", "event_id", "installation_id"],
-        "properties": {
-            "event_name": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": MAX_EVENT_NAME_CHARS,
-                # Not only whitespace, and no U+0000.
-                "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
-                "description": "Case-insensitive: stored trimmed, NFKC-normalized and casefolded.",
-            },
-            "payload": {"$ref": "#/components/schemas/JsonObject"},
-            "event_datetime": {
-                "type": "string",
-                "format": "date-time",
-                "description": (
-                    "ISO 8601 with a time; `Z` or an offset; naive means UTC. RFC 3339 "
-                    "date-times are accepted, but for a leap second (:60)."
-                ),
-            },
-            "event_id": {
-                "type": "string",
-                "pattern": UUID4_PATTERN,
-                "description": "A UUID version 4: the idempotency key, per partner.",
-            },
-            "installation_id": {"type": "string", "pattern": UUID_PATTERN},
-        },
-        "description": "Unknown extra fields are ignored.",
-    },
-    "OnsideBatch": {
-        "type": "object",
-        "required": ["events"],
-        "properties": {
-            "events": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": 1000,
-                "items": {"$ref": "#/components/schemas/OnsideEvent"},
-            },
-        },
-    },
+    **ONSIDE_SCHEMAS,
     **THRAD_SCHEMAS,
 }
 
@@ -196,44 +155,8 @@ RESPONSES: dict[str, JsonSchema] = {
 }
 
 
-def error_responses(*statuses: str) -> dict[str, JsonSchema]:
-    names = {
-        "400": "BadRequest",
-        "401": "Unauthorized",
-        "408": "RequestTimeout",
-        "413": "PayloadTooLarge",
-        "415": "UnsupportedMediaType",
-        "429": "TooManyRequests",
-        "503": "Unavailable",
-    }
-    return {status: {"$ref": f"#/components/responses/{names[status]}"} for status in statuses}
-
-
-ONSIDE_EVENTS: JsonSchema = {
-    "post": {
-        "operationId": "postOnsideEvents",
-        "summary": "Send a batch of events (Onside's batch API)",
-        "description": (
-            "Up to 1,000 events and 1 MiB per request. The body may be sent with "
-            "`Content-Encoding: gzip`. A batch is accepted whole (204, durably queued) or "
-            "refused whole. Resending a batch is always safe: an `event_id` lands once per partner."
-        ),
-        "security": [{"basicAuth": []}],
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/OnsideBatch"}}
-            },
-        },
-        "responses": {
-            "204": {"description": "The whole batch is durably queued and will land."},
-            **error_responses("400", "401", "408", "413", "415", "429", "503"),
-        },
-    }
-}
-
 PATHS: dict[str, JsonSchema] = {
-    "/attribution-api/v1/events": ONSIDE_EVENTS,
+    **ONSIDE_PATHS,
     **THRAD_PATHS,
 }
 

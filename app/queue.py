@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from redis import Redis
@@ -17,13 +18,22 @@ from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.job import Job
 
+from app.onside.contract import QueuedOnsideEvent
 from app.ops import metrics, stats
 from app.settings import Settings
+from app.thrad.contract import QueuedThradEvent
 
 log = logging.getLogger("inlet.queue")
 
-INGEST_ONSIDE = "worker.jobs.ingest_onside"
-INGEST_THRAD = "worker.jobs.ingest_thrad"
+Endpoint = Literal["onside", "thrad"]
+
+# The job function of each endpoint. Queued and failed jobs in Redis name
+# these paths (and `inlet failed requeue` runs them long after), so they stay
+# importable under these names whatever the worker's modules become.
+JOB_FUNCTIONS: dict[Endpoint, str] = {
+    "onside": "worker.jobs.ingest_onside",
+    "thrad": "worker.jobs.ingest_thrad",
+}
 
 
 class JSONSerializer:
@@ -117,15 +127,15 @@ def enqueue_batch(
     queue: Queue,
     settings: Settings,
     *,
-    func: str,
+    endpoint: Endpoint,
     partner_id: int,
     partner_name: str,
-    events: list[dict[str, Any]],
+    events: Sequence[QueuedOnsideEvent] | Sequence[QueuedThradEvent],
     received_at: datetime,
     extra_meta: dict[str, Any] | None = None,
     count_accepted: bool = False,
 ) -> str:
-    """Queue one batch as one job; return the job id.
+    """Queue one batch as one job of ``endpoint``'s job function; return the job id.
 
     The job, its id pushed on the queue and the queue's registration all go
     in one MULTI/EXEC (one round trip, one fsync: left to itself RQ sends the
@@ -138,7 +148,6 @@ def enqueue_batch(
     trip of its own. A failure of only those counting commands (which EXEC
     runs regardless) is logged and ignored: the job is queued all the same.
     """
-    endpoint = func.rsplit("_", 1)[-1]
     meta = {"partner": partner_name, "endpoint": endpoint, "events": len(events)}
     if extra_meta:
         meta.update(extra_meta)
@@ -146,7 +155,7 @@ def enqueue_batch(
     job_id = str(uuid.uuid4())
     with queue.connection.pipeline(transaction=True) as pipe:
         job = queue.enqueue_call(
-            func,
+            JOB_FUNCTIONS[endpoint],
             args=(partner_id, received_at.isoformat(), events),
             timeout=settings.job_timeout,
             # Successful jobs leave nothing behind in Redis; failed ones stay a year.

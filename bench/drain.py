@@ -100,7 +100,7 @@ def enqueue(stack: Stack, events_batches: list[list[dict[str, Any]]]) -> None:
             q.enqueue_batch(
                 queue,
                 stack.settings,
-                func=q.INGEST_ONSIDE,
+                endpoint="onside",
                 partner_id=stack.partner.id,
                 partner_name=stack.partner.name,
                 events=events,

@@ -39,7 +39,7 @@ def enqueue(
     return q.enqueue_batch(
         queue,
         settings,
-        func=q.INGEST_ONSIDE,
+        endpoint="onside",
         partner_id=partner.id,
         partner_name=partner.name,
         events=events,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis import Redis
 from rq.job import Job
 
@@ -41,7 +42,7 @@ def enqueue(
     return q.enqueue_batch(
         queue,
         settings,
-        func=q.INGEST_ONSIDE,
+        endpoint="onside",
         partner_id=1,
         partner_name="acme",
         events=batch,
@@ -61,6 +62,26 @@ def test_job_data_is_plain_json_that_stock_rq_reads(
     # The queue is registered (RQ's own SADD, sent in the same transaction).
     assert b"rq:queue:inlet" in redis.smembers("rq:queues")
     assert redis.lrange("rq:queue:inlet", 0, -1) == [job_id.encode()]
+
+
+@pytest.mark.parametrize("endpoint", ["onside", "thrad"])
+def test_the_job_runs_its_endpoints_function_and_is_labelled_with_it(
+    redis: Redis, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path, endpoint: q.Endpoint
+) -> None:
+    settings = make_settings(sqlite_url, redis_server.url, tmp_path)
+    job_id = q.enqueue_batch(
+        q.make_queue(settings, redis),
+        settings,
+        endpoint=endpoint,
+        partner_id=1,
+        partner_name="acme",
+        events=events(2),
+        received_at=datetime(2026, 5, 5, tzinfo=UTC),
+    )
+    job = Job.fetch(job_id, connection=redis, serializer=q.JSONSerializer)
+    assert job.func_name == f"worker.jobs.ingest_{endpoint}"
+    assert job.meta["endpoint"] == endpoint
+    assert job.description == f"{endpoint} batch of 2 events for acme"
 
 
 def test_saving_a_fetched_job_keeps_its_batch_without_resending_it(
@@ -96,7 +117,7 @@ def test_accepted_count_is_written_with_the_job(
         q.enqueue_batch(
             queue,
             settings,
-            func=q.INGEST_THRAD,
+            endpoint="thrad",
             partner_id=1,
             partner_name="acme",
             events=events(3),
@@ -118,7 +139,7 @@ def test_a_count_that_fails_leaves_the_job_queued(
     job_id = q.enqueue_batch(
         queue,
         settings,
-        func=q.INGEST_THRAD,
+        endpoint="thrad",
         partner_id=1,
         partner_name="acme",
         events=events(1),

@@ -83,12 +83,17 @@ def test_keys_create_list_revoke(
 
 
 def enqueue(
-    settings: Settings, redis: Redis, func: str, event: dict[str, Any], when: int, partner_id: int
+    settings: Settings,
+    redis: Redis,
+    endpoint: q.Endpoint,
+    event: dict[str, Any],
+    when: int,
+    partner_id: int,
 ) -> None:
     q.enqueue_batch(
         q.make_queue(settings, redis),
         settings,
-        func=func,
+        endpoint=endpoint,
         partner_id=partner_id,
         partner_name="acme",
         events=[event],
@@ -125,12 +130,12 @@ def test_export_merges_both_sources_oldest_first(
         "api_key_id": key_row.api_key_id,
         "user_agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
     }
-    enqueue(settings, redis, q.INGEST_THRAD, {**thrad, "event_id": "late"}, 3, partner_id)
-    enqueue(settings, redis, q.INGEST_ONSIDE, onside, 2, partner_id)
+    enqueue(settings, redis, "thrad", {**thrad, "event_id": "late"}, 3, partner_id)
+    enqueue(settings, redis, "onside", onside, 2, partner_id)
     enqueue(
         settings,
         redis,
-        q.INGEST_THRAD,
+        "thrad",
         {**thrad, "ingest_id": "c0ffee00-0000-4000-8000-000000000001"},
         1,
         partner_id,

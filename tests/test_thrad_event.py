@@ -161,6 +161,7 @@ def server(event: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         headers={},
         ip_address="81.2.69.142",
         partner_id=7,
+        api_key_id=3,
         key_label="backend",
         received_at=RECEIVED,
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from app.thrad.validate import NUMBER_FIELDS, OBJECT_FIELDS, STRING_FIELDS
+from app.thrad.contract import NUMBER_FIELDS, OBJECT_FIELDS, STRING_FIELDS
 from tests.strategies import json_text, json_values
 
 # Strings as a partner might send them: anything JSON can carry, U+0000 included.

@@ -6,7 +6,8 @@ INLET_GEOIP_DATABASE, or the GeoLite2 City database that the
 User agents are parsed by ``ua-parser`` on its Rust resolver
 (``ua-parser-rs``) when installed. Neither can fail a job: an address that
 is private, loopback, malformed or unknown to the database, or a user agent
-nobody recognizes, gives empty fields.
+nobody recognizes, gives empty fields. The fields' names and types are
+declared in ``app/thrad/contract.py``.
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ import functools
 import ipaddress
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import maxminddb
 import ua_parser
 
 from app.errors import ConfigError
+from app.thrad.contract import GEO_FIELDS, UA_FIELDS, GeoFields, UserAgentFields
 
 log = logging.getLogger("inlet.enrich")
-
-GEO_FIELDS = ("geo_country", "geo_region", "geo_city", "geo_lat", "geo_lon")
-UA_FIELDS = ("ua_browser", "ua_browser_version", "ua_os", "ua_os_version", "ua_device")
 
 
 def packaged_geoip_database() -> Path:
@@ -62,9 +61,9 @@ def _english(record: Any) -> str | None:
     return None
 
 
-def geo_fields(ip_address: str | None, database: Path | None) -> dict[str, Any]:
+def geo_fields(ip_address: str | None, database: Path | None) -> GeoFields:
     """Country (ISO code), region (ISO code of the first subdivision), city, lat, lon."""
-    empty: dict[str, Any] = dict.fromkeys(GEO_FIELDS)
+    empty = cast(GeoFields, dict.fromkeys(GEO_FIELDS))
     try:
         address = ipaddress.ip_address(ip_address) if ip_address else None
     except ValueError:
@@ -106,9 +105,9 @@ def _version(part: Any) -> str | None:
     return ".".join(numbers) or None
 
 
-def ua_fields(user_agent: str | None) -> dict[str, Any]:
+def ua_fields(user_agent: str | None) -> UserAgentFields:
     """Browser and version, OS and version, device family; None where unknown."""
-    empty: dict[str, Any] = dict.fromkeys(UA_FIELDS)
+    empty = cast(UserAgentFields, dict.fromkeys(UA_FIELDS))
     if not user_agent:
         return empty
     result = ua_parser.parse(user_agent)

@@ -23,7 +23,9 @@ from rq.timeouts import JobTimeoutException
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
+from app.onside.contract import QueuedOnsideEvent
 from app.ops import metrics, stats
+from app.thrad.contract import QueuedThradEvent
 from worker import context
 from worker import onside as store
 from worker import thrad as thrad_store
@@ -59,7 +61,8 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
-BatchBody = Callable[[Connection, int, datetime, list[dict[str, Any]], str | None], int]
+# The wrapper reads only the batch's length; each body's own type says what its events are.
+BatchBody = Callable[[Connection, int, datetime, list[Any], str | None], int]
 
 MAX_ERROR_CHARS = 300
 
@@ -85,11 +88,11 @@ def note_failure(job: Job, exc: BaseException, when: datetime) -> None:
         log.warning("job %s: failure not noted in its meta (Redis unavailable)", job.id)
 
 
-def batch_job(body: BatchBody) -> Callable[[int, str, list[dict[str, Any]]], dict[str, int]]:
+def batch_job(body: BatchBody) -> Callable[[int, str, list[Any]], dict[str, int]]:
     """Wrap a batch insert into a job: transaction, log line, metrics, retry policy."""
 
     @functools.wraps(body)
-    def run(partner_id: int, received_at: str, events: list[dict[str, Any]]) -> dict[str, int]:
+    def run(partner_id: int, received_at: str, events: list[Any]) -> dict[str, int]:
         job = get_current_job()
         job_id = job.id if job else None
         meta = job.meta if job else {}
@@ -160,12 +163,17 @@ def batch_job(body: BatchBody) -> Callable[[int, str, list[dict[str, Any]]], dic
     return run
 
 
+# The job functions. app/queue.py's JOB_FUNCTIONS names them, and so does every
+# job stored in Redis (queued, scheduled for a retry, failed): they must stay
+# importable as worker.jobs.ingest_onside and worker.jobs.ingest_thrad.
+
+
 @batch_job
 def ingest_onside(
     conn: Connection,
     partner_id: int,
     received_at: datetime,
-    events: list[dict[str, Any]],
+    events: list[QueuedOnsideEvent],
     job_id: str | None,
 ) -> int:
     return store.insert_onside_events(
@@ -178,7 +186,7 @@ def ingest_thrad(
     conn: Connection,
     partner_id: int,
     received_at: datetime,
-    events: list[dict[str, Any]],
+    events: list[QueuedThradEvent],
     job_id: str | None,
 ) -> int:
     return thrad_store.insert_thrad_events(

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Any
 
 import orjson
 import psycopg
-import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 
 from app.db import events as events_table
+from app.onside.contract import QueuedOnsideEvent
 from app.onside.names import normalize_event_name
 
 # A batch repeats a handful of event names; normalizing each once is enough.
@@ -57,22 +56,12 @@ ON CONFLICT (partner_id, event_id) DO NOTHING
 """
 
 
-def dialect_insert(conn: Connection, table: sa.Table) -> Any:
-    """The INSERT with ON CONFLICT support of the connection's database."""
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise RuntimeError(f"unsupported database: {dialect}")
-
-
 def insert_onside_events(
     conn: Connection,
     *,
     partner_id: int,
     received_at: datetime,
-    events: list[dict[str, Any]],
+    events: list[QueuedOnsideEvent],
     job_id: str | None,
 ) -> int:
     """Insert a batch; return how many rows were new (the rest were duplicates).
@@ -93,7 +82,7 @@ def _insert_postgresql(
     conn: Connection,
     partner_id: int,
     received_at: datetime,
-    events: list[dict[str, Any]],
+    events: list[QueuedOnsideEvent],
     job_id: str | None,
 ) -> int:
     conn.exec_driver_sql(_PG_STAGING)
@@ -104,7 +93,7 @@ def _insert_postgresql(
     return int(result.rowcount)
 
 
-def _copy_to_staging(conn: Connection, events: list[dict[str, Any]]) -> None:
+def _copy_to_staging(conn: Connection, events: list[QueuedOnsideEvent]) -> None:
     """COPY the batch through the transaction's own psycopg connection.
 
     SQLAlchemy has no COPY, so its error translation is done here: a lost
@@ -151,7 +140,7 @@ def _insert_sqlite(
     conn: Connection,
     partner_id: int,
     received_at: datetime,
-    events: list[dict[str, Any]],
+    events: list[QueuedOnsideEvent],
     job_id: str | None,
 ) -> int:
     rows = [

@@ -9,20 +9,20 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from app.db import thrad_events
-from app.thrad.validate import STRING_FIELDS
+from app.thrad.contract import STRING_FIELDS, QueuedThradEvent
 from worker.enrich import geo_fields, ua_fields
-from worker.onside import dialect_insert
+from worker.sql import dialect_insert
 
 
 def thrad_row(
-    event: dict[str, Any],
+    event: QueuedThradEvent,
     *,
     partner_id: int,
     received_at: datetime,
     job_id: str | None,
     geoip_database: Path | None,
 ) -> dict[str, Any]:
-    """One queued event (see app.thrad.validate.server_fields) -> one row."""
+    """One queued event (see app/thrad/contract.py) -> one row."""
     row: dict[str, Any] = {field: event.get(field) for field in STRING_FIELDS}
     view_time = event.get("view_time_ms")
     row.update(
@@ -49,7 +49,7 @@ def insert_thrad_events(
     *,
     partner_id: int,
     received_at: datetime,
-    events: list[dict[str, Any]],
+    events: list[QueuedThradEvent],
     job_id: str | None,
     geoip_database: Path | None,
 ) -> int:

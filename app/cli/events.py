@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Result
 
 from app.cli.common import engine_for, load_settings, operator_errors
 from app.credentials import partners as service
-from app.db import events as events_table
+from app.onside.export import onside_export_row, onside_query
 from app.request.jsonchecks import parse_datetime
 from app.thrad.export import thrad_export_row, thrad_query
 
@@ -26,19 +26,6 @@ def iso_utc(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def export_row(row: Any) -> dict[str, Any]:
-    return {
-        "source": "onside",
-        "event_id": str(row.event_id),
-        "event_name": row.event_name,
-        "sent_event_name": row.sent_event_name,
-        "event_datetime": iso_utc(row.event_datetime),
-        "installation_id": str(row.installation_id),
-        "payload": row.payload,
-        "received_at": iso_utc(row.received_at),
-    }
 
 
 @click.group()
@@ -74,39 +61,26 @@ def export(partner: str, since: str | None, until: str | None, limit: int | None
     settings = load_settings()
     with engine_for(settings) as engine, operator_errors():
         partner_id = service.get_partner_id(engine, partner)
-        t = events_table
-        onside_query = _window(
-            sa.select(
-                t.c.event_id,
-                t.c.event_name,
-                t.c.sent_event_name,
-                t.c.event_datetime,
-                t.c.installation_id,
-                t.c.payload,
-                t.c.received_at,
-                t.c.id,
-            )
-            .where(t.c.partner_id == partner_id)
-            .order_by(t.c.received_at, t.c.id),
-            t.c.received_at,
-            start,
-            end,
-        )
+        onside = onside_query(partner_id)
+        onside = _window(onside, onside.selected_columns.received_at, start, end)
         thrad = thrad_query(partner_id)
         thrad = _window(thrad, thrad.selected_columns.received_at, start, end)
         if limit:
-            onside_query, thrad = onside_query.limit(limit), thrad.limit(limit)
+            onside, thrad = onside.limit(limit), thrad.limit(limit)
         out = sys.stdout.buffer
         # Streamed in chunks, one connection per table: a large export runs in
         # constant memory, and the two ordered streams merge as they come.
         with (
             engine.connect() as onside_conn,
             engine.connect() as thrad_conn,
-            closing(_stream(onside_conn, onside_query)) as onside_rows,
+            closing(_stream(onside_conn, onside)) as onside_rows,
             closing(_stream(thrad_conn, thrad)) as thrad_rows,
         ):
             merged = heapq.merge(
-                ((row.received_at, 0, row.id, export_row(row)) for row in onside_rows),
+                (
+                    (row.received_at, 0, row.id, onside_export_row(row, iso_utc))
+                    for row in onside_rows
+                ),
                 (
                     (row.received_at, 1, row.id, thrad_export_row(row, iso_utc))
                     for row in thrad_rows
@@ -114,7 +88,7 @@ def export(partner: str, since: str | None, until: str | None, limit: int | None
                 key=lambda item: item[:3],
             )
             lines = (item for *_, item in itertools.islice(merged, limit))
-            total = _count(engine, onside_query, thrad, limit) if sys.stderr.isatty() else None
+            total = _count(engine, onside, thrad, limit) if sys.stderr.isatty() else None
             if total:
                 with click.progressbar(
                     lines, length=total, label="exporting", file=sys.stderr

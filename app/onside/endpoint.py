@@ -52,7 +52,7 @@ async def post_events(request: Request) -> Response:
         q.enqueue_batch,
         state.queue,
         state.settings,
-        func=q.INGEST_ONSIDE,
+        endpoint="onside",
         partner_id=partner.id,
         partner_name=partner.name,
         events=events,

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from app import queue as q
 from app.db import events as events_table
 from app.errors import ApiError
+from app.onside.contract import QueuedOnsideEvent
 from app.onside.validate import validate_batch
 from app.ops import metrics, stats
 from app.settings import Settings
@@ -62,7 +63,7 @@ class ReplaySummary:
         }
 
 
-def check_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+def check_line(line: bytes) -> tuple[QueuedOnsideEvent | None, str | None]:
     """One line -> (the event as the endpoint would queue it, None) or (None, reason)."""
     try:
         raw = orjson.loads(line)
@@ -104,7 +105,7 @@ class Replayer:
         self.engine, self.queue, self.settings = engine, queue, settings
         self.partner_id, self.partner_name = partner_id, partner_name
         self.summary = ReplaySummary()
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[QueuedOnsideEvent] = []
         # Ids seen earlier in this file: 16-byte ints rather than strings, to
         # keep a replay of millions of lines within tens of MB.
         self._seen: set[int] = set()
@@ -142,7 +143,7 @@ class Replayer:
         job_id = q.enqueue_batch(
             self.queue,
             self.settings,
-            func=q.INGEST_ONSIDE,
+            endpoint="onside",
             partner_id=self.partner_id,
             partner_name=self.partner_name,
             events=fresh,

@@ -74,15 +74,15 @@ async def collect(request: Request) -> Response:
             peer, request.headers.get("x-forwarded-for"), state.settings.trusted_proxies
         ),
         partner_id=partner.id,
+        api_key_id=owner.api_key_id,
         key_label=owner.label,
         received_at=received_at,
     )
-    queued["api_key_id"] = owner.api_key_id
     job_id = await state.run_redis(
         q.enqueue_batch,
         state.queue,
         state.settings,
-        func=q.INGEST_THRAD,
+        endpoint="thrad",
         partner_id=partner.id,
         partner_name=partner.name,
         events=[queued],

@@ -9,21 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.db import thrad_events as t
-from app.thrad.validate import STRING_FIELDS
-
-ENRICHED_FIELDS = (
-    "ip_address",
-    "geo_country",
-    "geo_region",
-    "geo_city",
-    "geo_lat",
-    "geo_lon",
-    "ua_browser",
-    "ua_browser_version",
-    "ua_os",
-    "ua_os_version",
-    "ua_device",
-)
+from app.thrad.contract import ENRICHED_FIELDS, STRING_FIELDS
 
 
 def thrad_query(partner_id: int) -> sa.Select[Any]:

@@ -1,7 +1,7 @@
 """Thrad's Events API in the OpenAPI document (``app/openapi.py`` serves it).
 
-The event schema is built from ``app/thrad/validate.py``'s field lists, so a
-field added there is documented here. It states what the endpoint checks and
+The event schema is built from the field groups of ``app/thrad/contract.py``,
+so a field added there is documented here. It states what the endpoint checks and
 no more: types, not values. The error responses are the shared ones, but for
 401, where Thrad's exact bodies are part of the wire format.
 """
@@ -11,14 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from app.request.jsonchecks import MAX_PAYLOAD_DEPTH
+from app.thrad.contract import KEY_FIELDS, NUMBER_FIELDS, OBJECT_FIELDS, STRING_FIELDS
 from app.thrad.endpoint import MAX_BODY_BYTES
-from app.thrad.validate import (
-    KEY_FIELDS,
-    MAX_KEY_CHARS,
-    NUMBER_FIELDS,
-    OBJECT_FIELDS,
-    STRING_FIELDS,
-)
+from app.thrad.validate import MAX_KEY_CHARS
 
 JsonSchema = dict[str, Any]
 

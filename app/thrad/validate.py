@@ -5,7 +5,8 @@ basic shape check"): only ``event_name`` is required, every other known
 field is optional and must have its documented type, and unknown fields are
 ignored. A ``null`` counts as the field being absent. The few value checks
 here only keep out what could not be stored (U+0000, which PostgreSQL
-refuses), so that an accepted event always lands.
+refuses), so that an accepted event always lands. The fields and their
+types are declared in ``app/thrad/contract.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from app.errors import InvalidRequest
@@ -26,29 +27,18 @@ from app.request.jsonchecks import (
     decode_json,
     nested_deeper_than,
 )
-
-# The reference table's string fields, plus impression_state.
-STRING_FIELDS = (
-    "tag_id",
-    "event_id",
-    "page_url",
-    "referrer",
-    "user_agent",
-    "session_id",
-    "client_id",
-    "click_id",
-    "impression_id",
-    "bid_id",
-    "attribution_type",
-    "impression_state",
+from app.thrad.contract import (
+    KEY_FIELDS,
+    NUMBER_FIELDS,
+    OBJECT_FIELDS,
+    STRING_FIELDS,
+    QueuedThradEvent,
 )
-NUMBER_FIELDS = ("timestamp", "view_time_ms")
-OBJECT_FIELDS = ("consent", "params")
+
 INTEGRATION = "partner_s2s"
-# tag_id and event_id together are the dedup key, held in a unique index:
+# The dedup key's parts (KEY_FIELDS) are held in a unique index:
 # PostgreSQL's btree entries stop at ~2.7 KB, so each is kept to 256
 # characters (1 KB of UTF-8 at most) and a longer one is refused, not lost.
-KEY_FIELDS = ("tag_id", "event_id")
 MAX_KEY_CHARS = 256
 # The longest host name DNS allows; a longer "host" is no host.
 MAX_HOST_CHARS = 253
@@ -161,20 +151,26 @@ def server_fields(
     headers: Mapping[str, str],
     ip_address: str | None,
     partner_id: int,
+    api_key_id: int,
     key_label: str,
     received_at: datetime,
-) -> dict[str, Any]:
+) -> QueuedThradEvent:
     """The event as queued: what the partner sent plus what the server stamps."""
     params = dict(event.get("params") or {})
     # The stamps are the server's facts and win over a partner's keys of the same names.
     params.update(integration=INTEGRATION, partner_id=partner_id, api_key_label=key_label)
     timestamp = event.get("timestamp")
-    return {
-        **event,
-        "tag_id": derive_tag_id(event, headers),
-        "timestamp": received_at.timestamp() if timestamp is None else timestamp,
-        "channel": "server",
-        "params": params,
-        "ip_address": ip_address,
-        "ingest_id": str(uuid.uuid4()),
-    }
+    # ``event`` holds only sent fields of their declared types (validate_event).
+    return cast(
+        QueuedThradEvent,
+        {
+            **event,
+            "tag_id": derive_tag_id(event, headers),
+            "timestamp": received_at.timestamp() if timestamp is None else timestamp,
+            "channel": "server",
+            "params": params,
+            "ip_address": ip_address,
+            "ingest_id": str(uuid.uuid4()),
+            "api_key_id": api_key_id,
+        },
+    )
