@@ -22,6 +22,8 @@ from app.credentials.auth import MISS, CredentialStore, Miss, Partner
 from app.credentials.throttle import AuthFailureThrottle, count_failed_login
 from app.db import make_engine
 from app.errors import RateLimited, ServiceUnavailable, Unauthorized
+from app.groupcommit import GroupCommit
+from app.queue import Submission, enqueue_group
 from app.request.ratelimit import RateLimiter, retry_after
 from app.settings import Settings
 
@@ -30,6 +32,14 @@ T = TypeVar("T")
 
 # What a partner is told to wait when Redis can't take its batch.
 UNAVAILABLE_RETRY_AFTER = "5"
+
+
+def queue_unavailable() -> ServiceUnavailable:
+    # Connection refused, timeout, OOM (noeviction): nothing was queued.
+    return ServiceUnavailable(
+        "The queue is unavailable; nothing was accepted. Retry later.",
+        headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
+    )
 
 
 @dataclass
@@ -42,20 +52,27 @@ class AppState:
     limiter: RateLimiter
     api_keys: ApiKeyStore
     auth_throttle: AuthFailureThrottle
+    group_commit: GroupCommit
 
     @classmethod
     def open(cls, settings: Settings) -> AppState:
         engine = make_engine(settings.database_url)
         redis = q.make_redis(settings.redis_url, timeout=settings.redis_timeout)
+        queue = q.make_queue(settings, redis)
         return cls(
             settings=settings,
             engine=engine,
             redis=redis,
-            queue=q.make_queue(settings, redis),
+            queue=queue,
             credentials=CredentialStore(engine, settings.secret_key),
             limiter=RateLimiter(redis),
             api_keys=ApiKeyStore(engine, settings.secret_key),
             auth_throttle=AuthFailureThrottle(redis, settings.auth_failure_limit),
+            group_commit=GroupCommit(
+                functools.partial(enqueue_group, queue, settings),
+                max_events=settings.group_max_events,
+                wait_seconds=settings.group_wait_ms / 1000,
+            ),
         )
 
     def close(self) -> None:
@@ -67,12 +84,19 @@ class AppState:
         try:
             return await run_in_threadpool(functools.partial(call, *args, **kwargs))
         except RedisError as exc:
-            # Connection refused, timeout, OOM (noeviction): nothing was queued.
             log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
-            raise ServiceUnavailable(
-                "The queue is unavailable; nothing was accepted. Retry later.",
-                headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
-            ) from None
+            raise queue_unavailable() from None
+
+    async def commit(self, submission: Submission) -> None:
+        """Queue a request's events with its group; return once they are durably queued.
+
+        Redis trouble -> 503 to every request of the group (the group
+        logged it once): nothing was queued.
+        """
+        try:
+            await self.group_commit.submit(submission)
+        except RedisError:
+            raise queue_unavailable() from None
 
     async def authenticate(
         self,

@@ -36,7 +36,10 @@ TARGETS: list[tuple[str, str, Any, str]] = [
     ("ingest events/s ÷ work floor", "ingest_vs_work_floor", lambda v: v >= 0.5, "≥ 0.50"),
     ("ingest p99 at half peak (ms)", "ingest_half_p99_ms", lambda v: v <= 50, "≤ 50"),
     ("web peak RSS (MB)", "web_peak_rss_mb", lambda v: v <= 150, "≤ 150"),
-    ("single events/s ÷ HTTP floor", "thrad_vs_http_floor", lambda v: v >= 0.6, "≥ 0.60"),
+    ("single Thrad events/s ÷ work floor", "thrad_vs_work_floor", lambda v: v >= 0.5, "≥ 0.50"),
+    ("single Thrad p99 at half peak (ms)", "thrad_half_p99_ms", lambda v: v <= 25, "≤ 25"),
+    ("one-event Onside/s ÷ work floor", "onside1_vs_work_floor", lambda v: v >= 0.5, "≥ 0.50"),
+    ("one-event Onside p99 at half peak (ms)", "onside1_half_p99_ms", lambda v: v <= 25, "≤ 25"),
     ("validation ÷ orjson.loads", "validation_ratio", lambda v: v <= 3, "≤ 3.0"),
     ("drain, 1 worker ÷ COPY floor", "drain_1_vs_copy_floor", lambda v: v >= 0.5, "≥ 0.50"),
     ("drain, 2 workers ÷ COPY floor", "drain_2_vs_copy_floor", lambda v: v >= 0.5, "≥ 0.50"),
@@ -57,11 +60,14 @@ def ratios(round_: dict[str, Any]) -> dict[str, float]:
         )
         out["ingest_half_p99_ms"] = ingest["inlet"]["half_p99_ms"]
         out["web_peak_rss_mb"] = ingest["inlet"]["peak_rss_mb"]
-    thrad = round_.get("thrad")
-    if thrad:
-        out["thrad_vs_http_floor"] = (
-            thrad["inlet"]["events_per_s"] / thrad["http_floor"]["events_per_s"]
-        )
+    for part in ("thrad", "onside1"):
+        single = round_.get(part)
+        if single:
+            inlet = single["inlet"]["events_per_s"]
+            out[f"{part}_vs_http_floor"] = inlet / single["http_floor"]["events_per_s"]
+            if "work_floor" in single:
+                out[f"{part}_vs_work_floor"] = inlet / single["work_floor"]["events_per_s"]
+            out[f"{part}_half_p99_ms"] = single["inlet"]["half_p99_ms"]
     validation = round_.get("validation")
     if validation:
         out["validation_ratio"] = validation["ratio"]
@@ -94,7 +100,11 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         fig(f"ingest_{server}_p99_ms", lambda r, s=server: r["ingest"][s]["p99_ms"])
         fig(f"ingest_{server}_half_p99_ms", lambda r, s=server: r["ingest"][s]["half_p99_ms"])
         fig(f"ingest_{server}_peak_rss_mb", lambda r, s=server: r["ingest"][s]["peak_rss_mb"])
-    for server in ("inlet", "http_floor"):
+    for part, server in (
+        (part, server)
+        for part in ("thrad", "onside1")
+        for server in ("inlet", "work_floor", "http_floor")
+    ):
         for key in (
             "events_per_s",
             "p50_ms",
@@ -104,7 +114,10 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "peak_rss_mb",
             "loadgen_cpu_share",
         ):
-            fig(f"thrad_{server}_{key}", lambda r, s=server, k=key: r["thrad"][s][k])
+            fig(
+                f"{part}_{server}_{key}",
+                lambda r, p=part, s=server, k=key: r[p][s][k],
+            )
     fig("validation_ms", lambda r: r["validation"]["validate_ms"])
     fig("orjson_loads_ms", lambda r: r["validation"]["orjson_loads_ms"])
     for name in ("fresh_1", "replay_1", "fresh_2", "copy_floor"):
@@ -166,29 +179,33 @@ def markdown(summary: dict[str, Any], rounds: int) -> str:
             f"{f['ingest_work_floor_peak_rss_mb']:.0f}",
             "",
         )
-    if "thrad_inlet_events_per_s" in f:
+    for part, label in (("thrad", "single Thrad events"), ("onside1", "one-event Onside")):
+        if f"{part}_inlet_events_per_s" not in f:
+            continue
+        if f"{part}_work_floor_events_per_s" in f:
+            row(
+                f"{label}, requests/s vs work floor (orjson.loads + LPUSH)",
+                f"{f[f'{part}_inlet_events_per_s']:,.0f}",
+                f"{f[f'{part}_work_floor_events_per_s']:,.0f}",
+                f"{r[f'{part}_vs_work_floor']:.2f}",
+            )
         row(
-            "single events (Thrad), events/s vs HTTP floor (read body, 204)",
-            f"{f['thrad_inlet_events_per_s']:,.0f}",
-            f"{f['thrad_http_floor_events_per_s']:,.0f}",
-            f"{r['thrad_vs_http_floor']:.2f}",
+            f"{label}, requests/s vs HTTP floor (read body, 204)",
+            f"{f[f'{part}_inlet_events_per_s']:,.0f}",
+            f"{f[f'{part}_http_floor_events_per_s']:,.0f}",
+            f"{r[f'{part}_vs_http_floor']:.2f}",
         )
         row(
-            "single events, p50 / p99 ms at peak",
-            f"{f['thrad_inlet_p50_ms']:.1f} / {f['thrad_inlet_p99_ms']:.1f}",
-            f"{f['thrad_http_floor_p50_ms']:.1f} / {f['thrad_http_floor_p99_ms']:.1f}",
+            f"{label}, p50 / p99 ms at half the peak rate",
+            f"{f[f'{part}_inlet_half_p50_ms']:.1f} / {f[f'{part}_inlet_half_p99_ms']:.1f}",
+            f"{f[f'{part}_http_floor_half_p50_ms']:.1f} / "
+            f"{f[f'{part}_http_floor_half_p99_ms']:.1f}",
             "",
         )
         row(
-            "single events, p50 / p99 ms at half the peak rate",
-            f"{f['thrad_inlet_half_p50_ms']:.1f} / {f['thrad_inlet_half_p99_ms']:.1f}",
-            f"{f['thrad_http_floor_half_p50_ms']:.1f} / {f['thrad_http_floor_half_p99_ms']:.1f}",
-            "",
-        )
-        row(
-            "single events, load generator's CPU share at peak",
-            f"{f['thrad_inlet_loadgen_cpu_share']:.2f}",
-            f"{f['thrad_http_floor_loadgen_cpu_share']:.2f}",
+            f"{label}, load generator's CPU share at peak",
+            f"{f[f'{part}_inlet_loadgen_cpu_share']:.2f}",
+            f"{f[f'{part}_http_floor_loadgen_cpu_share']:.2f}",
             "",
         )
     if "validation_ms" in f:
