@@ -106,7 +106,10 @@ def make_redis(url: str, timeout: float | None = None) -> Redis:
         options.update(
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=RedisRetry(NoBackoff(), 1),
+            # One retry for a connection found broken (Redis restarted since
+            # the last call); none for a timeout, which would double the wait
+            # of a request whose Redis has stopped answering.
+            retry=RedisRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
     return Redis.from_url(url, **options)
 
