@@ -21,6 +21,10 @@ acknowledged only after the flush that carries it. Here:
   nothing, so a failed group left nothing queued).
 - A request whose client goes away is still written or not with its group,
   never half: the group, not the waiting request, owns the events.
+
+The same coalescing serves the per-partner rate limit: the hits of the
+requests of one loop turn go to Redis in one pipeline, from one thread,
+each request getting its own answer (app/state.py).
 """
 
 from __future__ import annotations
@@ -28,83 +32,101 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
-
-from app.queue import Submission
 
 log = logging.getLogger("inlet.groupcommit")
 
 
-class _Group:
-    __slots__ = ("submissions", "events", "done", "timer")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Group(Generic[T, R]):
+    __slots__ = ("items", "size", "done", "timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.submissions: list[Submission] = []
-        self.events = 0
-        self.done: asyncio.Future[None] = loop.create_future()
+        self.items: list[T] = []
+        self.size = 0
+        self.done: asyncio.Future[Sequence[R]] = loop.create_future()
         self.timer: asyncio.TimerHandle | None = None
 
 
-Writer = Callable[[Sequence[Submission]], object]
+class Coalescer(Generic[T, R]):
+    """Runs ``run(items)`` in a worker thread for many callers' items at once.
 
-
-@dataclass
-class GroupCommit:
-    """Collects requests into groups and writes each group once (see the module doc).
-
-    ``write`` runs in a worker thread and raises when the group was not
-    queued; every request of that group then sees the exception.
+    An item joins the pending group and its caller waits for the group's
+    run. A group runs on the loop's next turn when no run is in flight,
+    when its items reach ``max_size`` (by ``size``), or ``wait_seconds``
+    after it opened even while another run is in flight; an item that alone
+    reaches ``max_size`` runs at once, by itself. ``run`` returns one result
+    per item, in order, or raises, and then every caller of the group sees
+    the exception.
     """
 
-    write: Writer
-    max_events: int
-    wait_seconds: float
-    _pending: _Group | None = field(default=None, init=False)
-    _in_flight: int = field(default=0, init=False)
-    _flush_soon: bool = field(default=False, init=False)
+    def __init__(
+        self,
+        run: Callable[[Sequence[T]], Sequence[R]],
+        *,
+        max_size: int,
+        wait_seconds: float,
+        size: Callable[[T], int] = lambda item: 1,
+        name: str = "group",
+    ) -> None:
+        self.run = run
+        self.max_size = max_size
+        self.wait_seconds = wait_seconds
+        self.size = size
+        self.name = name
+        self._pending: _Group[T, R] | None = None
+        self._in_flight = 0
+        self._flush_soon = False
 
-    async def submit(self, submission: Submission) -> None:
-        """Return once the group carrying ``submission`` is written; raise if it failed."""
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def submit(self, item: T) -> R:
+        """Return ``item``'s result once its group ran; raise if the run failed."""
         loop = asyncio.get_running_loop()
-        size = len(submission.events)
-        if size >= self.max_events:
-            alone = _Group(loop)
-            self._add(alone, submission)
+        size = self.size(item)
+        if size >= self.max_size:
+            alone: _Group[T, R] = _Group(loop)
+            self._add(alone, item, size)
             self._start(alone)
-            await asyncio.shield(alone.done)
-            return
+            return (await asyncio.shield(alone.done))[0]
         group = self._pending
-        if group is not None and group.events + size > self.max_events:
+        if group is not None and group.size + size > self.max_size:
             self._flush()
             group = None
         if group is None:
             group = self._pending = _Group(loop)
             group.timer = loop.call_later(self.wait_seconds, self._flush_if, group)
-        self._add(group, submission)
-        if group.events >= self.max_events:
+        index = len(group.items)
+        self._add(group, item, size)
+        if group.size >= self.max_size:
             self._flush()
         elif self._in_flight == 0 and not self._flush_soon:
-            # Nothing is being written: write on the loop's next turn, so
-            # that every request handled in this turn shares the write.
+            # Nothing is running: run on the loop's next turn, so that every
+            # caller handled in this turn shares the run.
             self._flush_soon = True
             loop.call_soon(self._flush_idle)
-        # shield: a request cancelled while waiting (its client went away)
-        # leaves its events in the group, which is written whole or not at all.
-        await asyncio.shield(group.done)
+        # shield: a caller cancelled while waiting (its client went away)
+        # leaves its item in the group, which runs whole or not at all.
+        return (await asyncio.shield(group.done))[index]
 
     @staticmethod
-    def _add(group: _Group, submission: Submission) -> None:
-        group.submissions.append(submission)
-        group.events += len(submission.events)
+    def _add(group: _Group[T, R], item: T, size: int) -> None:
+        group.items.append(item)
+        group.size += size
 
     def _flush_idle(self) -> None:
         self._flush_soon = False
         if self._in_flight == 0:
             self._flush()
 
-    def _flush_if(self, group: _Group) -> None:
+    def _flush_if(self, group: _Group[T, R]) -> None:
         if self._pending is group:
             self._flush()
 
@@ -115,28 +137,25 @@ class GroupCommit:
         self._pending = None
         self._start(group)
 
-    def _start(self, group: _Group) -> None:
+    def _start(self, group: _Group[T, R]) -> None:
         if group.timer is not None:
             group.timer.cancel()
         self._in_flight += 1
         asyncio.get_running_loop().create_task(self._run(group))
 
-    async def _run(self, group: _Group) -> None:
+    async def _run(self, group: _Group[T, R]) -> None:
         try:
-            await run_in_threadpool(self.write, group.submissions)
+            results = await run_in_threadpool(self.run, group.items)
         except Exception as exc:
             log.warning(
-                "group of %d requests not queued: %s: %s",
-                len(group.submissions),
-                type(exc).__name__,
-                exc,
+                "%s of %d failed: %s: %s", self.name, len(group.items), type(exc).__name__, exc
             )
             group.done.set_exception(exc)
-            # Retrieved here so that a group whose every waiter went away
+            # Retrieved here so that a group whose every caller went away
             # doesn't log "exception was never retrieved".
             group.done.exception()
         else:
-            group.done.set_result(None)
+            group.done.set_result(results)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0 and self._pending is not None:

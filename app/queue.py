@@ -139,17 +139,6 @@ class Submission:
     request_id: str
 
 
-@dataclass(frozen=True)
-class QueuedJob:
-    """One job of a written group: a partner's events of one format."""
-
-    job_id: str
-    endpoint: str
-    partner_name: str
-    events: int
-    requests: int
-
-
 def _jobs_of(submissions: Sequence[Submission]) -> dict[tuple[str, int], list[Submission]]:
     by_job: dict[tuple[str, int], list[Submission]] = {}
     for submission in submissions:
@@ -164,8 +153,9 @@ def enqueue_group(
     *,
     extra_meta: dict[str, Any] | None = None,
     count_accepted: bool = True,
-) -> list[QueuedJob]:
+) -> list[str]:
     """Write a group: one job per (format, partner), all in one MULTI/EXEC.
+    Return, for each submission, the id of the job that carries it.
 
     Each job's rows are stamped with the earliest receive time of the
     requests it holds (true to within the group's wait); its meta lists each
@@ -179,7 +169,7 @@ def enqueue_group(
     """
     started = time.perf_counter()
     retry = retry_policy(settings)
-    queued: list[QueuedJob] = []
+    job_of: dict[tuple[str, int], str] = {}
     with queue.connection.pipeline(transaction=True) as pipe:
         accepted: dict[str, int] = {}
         for (endpoint, partner_id), parts in _jobs_of(submissions).items():
@@ -219,7 +209,7 @@ def enqueue_group(
                 job_id=job_id,
                 pipeline=pipe,
             )
-            queued.append(QueuedJob(job_id, endpoint, partner_name, len(events), len(parts)))
+            job_of[endpoint, partner_id] = job_id
             accepted[partner_name] = accepted.get(partner_name, 0) + len(events)
         job_commands = len(pipe.command_stack)
         if count_accepted:
@@ -230,7 +220,8 @@ def enqueue_group(
         except (RedisConnectionError, RedisTimeoutError):
             # The reply is lost, not necessarily the write: the first job's
             # key says which (all of the group was written, or none of it).
-            if not queue.connection.exists(queue.job_class.key_for(queued[0].job_id)):
+            first_job = next(iter(job_of.values()))
+            if not queue.connection.exists(queue.job_class.key_for(first_job)):
                 raise
             results = []
     # An aborted EXEC (OOM, lost connection) raised above: nothing was queued.
@@ -240,14 +231,14 @@ def enqueue_group(
         if isinstance(result, Exception):
             raise result
     if any(isinstance(result, Exception) for result in results[job_commands:]):
-        log.debug("stats not recorded with jobs %s", [job.job_id for job in queued])
+        log.debug("stats not recorded with jobs %s", list(job_of.values()))
     m = metrics.get()
     seconds = time.perf_counter() - started
-    for endpoint in {job.endpoint for job in queued}:
+    for endpoint in {endpoint for endpoint, _ in job_of}:
         m.enqueue_seconds.labels(endpoint).observe(seconds)
     for submission in submissions:
         m.batch_size.labels(submission.endpoint).observe(len(submission.events))
-    return queued
+    return [job_of[s.endpoint, s.partner_id] for s in submissions]
 
 
 def enqueue_batch(
@@ -266,7 +257,7 @@ def enqueue_batch(
     """Queue one batch as one job, in one MULTI/EXEC, without waiting for a
     group (replay, the CLI and the benches); return the job id."""
     submission = Submission(endpoint, partner_id, partner_name, events, received_at, request_id)
-    (job,) = enqueue_group(
+    (job_id,) = enqueue_group(
         queue, settings, [submission], extra_meta=extra_meta, count_accepted=count_accepted
     )
-    return job.job_id
+    return job_id

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from app import queue as q
 from app.credentials.partners import create_partner
 from app.db import events as events_table
-from app.groupcommit import GroupCommit
+from app.groupcommit import Coalescer
 from app.queue import Submission, enqueue_group
 from app.settings import Settings
 
@@ -61,31 +61,43 @@ class RecordingWriter:
         if not hold_first:
             self.release.set()
 
-    def __call__(self, submissions: Sequence[Submission]) -> None:
+    def __call__(self, submissions: Sequence[Submission]) -> list[str]:
         self.groups.append(list(submissions))
         self.started.set()
         if len(self.groups) == 1:
             assert self.release.wait(10), "the first write was never released"
+        return [f"job-{len(self.groups)}"] * len(submissions)
 
 
-async def _gather(commit: GroupCommit, subs: list[Submission]) -> list[BaseException | None]:
+def group_commit(write: Any, max_events: int, wait_seconds: float) -> Coalescer[Submission, str]:
+    return Coalescer(
+        write,
+        max_size=max_events,
+        wait_seconds=wait_seconds,
+        size=lambda submission: len(submission.events),
+    )
+
+
+async def _gather(
+    commit: Coalescer[Submission, str], subs: list[Submission]
+) -> list[str | BaseException]:
     return await asyncio.gather(*(commit.submit(s) for s in subs), return_exceptions=True)
 
 
 def test_requests_of_one_loop_turn_share_one_write() -> None:
     writer = RecordingWriter()
-    commit = GroupCommit(writer, max_events=1000, wait_seconds=5.0)
+    commit = group_commit(writer, max_events=1000, wait_seconds=5.0)
     subs = [submission(1, "acme") for _ in range(50)]
-    assert asyncio.run(_gather(commit, subs)) == [None] * 50
+    assert asyncio.run(_gather(commit, subs)) == ["job-1"] * 50
     assert len(writer.groups) == 1
     assert [s.request_id for s in writer.groups[0]] == [s.request_id for s in subs]
 
 
 def test_a_group_is_written_when_full() -> None:
     writer = RecordingWriter()
-    commit = GroupCommit(writer, max_events=10, wait_seconds=5.0)
+    commit = group_commit(writer, max_events=10, wait_seconds=5.0)
     subs = [submission(1, "acme", n=3) for _ in range(7)]  # 21 events
-    assert asyncio.run(_gather(commit, subs)) == [None] * 7
+    assert all(isinstance(j, str) for j in asyncio.run(_gather(commit, subs)))
     sizes = [sum(len(s.events) for s in group) for group in writer.groups]
     assert sum(sizes) == 21 and max(sizes) <= 10, sizes
     assert len(writer.groups) >= 3
@@ -94,7 +106,7 @@ def test_a_group_is_written_when_full() -> None:
 def test_a_full_batch_is_written_alone_at_once() -> None:
     """It neither waits for the group nor joins the small requests pending beside it."""
     writer = RecordingWriter(hold_first=True)
-    commit = GroupCommit(writer, max_events=10, wait_seconds=60.0)
+    commit = group_commit(writer, max_events=10, wait_seconds=60.0)
 
     async def scenario() -> None:
         first = asyncio.ensure_future(commit.submit(submission(1, "acme")))
@@ -113,7 +125,7 @@ def test_a_full_batch_is_written_alone_at_once() -> None:
 
 def test_a_group_waits_at_most_the_group_wait_behind_a_write_in_flight() -> None:
     writer = RecordingWriter(hold_first=True)
-    commit = GroupCommit(writer, max_events=1000, wait_seconds=0.05)
+    commit = group_commit(writer, max_events=1000, wait_seconds=0.05)
 
     async def scenario() -> None:
         first = asyncio.ensure_future(commit.submit(submission(1, "acme")))
@@ -128,17 +140,17 @@ def test_a_group_waits_at_most_the_group_wait_behind_a_write_in_flight() -> None
 
 
 def test_every_request_of_a_failed_group_sees_the_failure() -> None:
-    def failing(submissions: Sequence[Submission]) -> None:
+    def failing(submissions: Sequence[Submission]) -> list[str]:
         raise RedisError("connection refused")
 
-    commit = GroupCommit(failing, max_events=1000, wait_seconds=5.0)
+    commit = group_commit(failing, max_events=1000, wait_seconds=5.0)
     outcomes = asyncio.run(_gather(commit, [submission(1, "acme") for _ in range(5)]))
     assert all(isinstance(o, RedisError) for o in outcomes), outcomes
 
 
 def test_a_request_whose_client_went_away_is_still_written_with_its_group() -> None:
     writer = RecordingWriter(hold_first=True)
-    commit = GroupCommit(writer, max_events=1000, wait_seconds=60.0)
+    commit = group_commit(writer, max_events=1000, wait_seconds=60.0)
     gone = submission(1, "acme")
 
     async def scenario() -> None:
@@ -149,7 +161,7 @@ def test_a_request_whose_client_went_away_is_still_written_with_its_group() -> N
         assert waiter.cancelled()
         writer.release.set()
         # The write still completes, with the cancelled request's events in it.
-        while commit._in_flight:
+        while commit.in_flight:
             await asyncio.sleep(0.01)
 
     asyncio.run(scenario())
@@ -166,14 +178,17 @@ def test_a_written_group_holds_one_job_per_format_and_partner(
         submission(1, "acme", n=2),
         Submission("thrad", 1, "acme", [{"event_name": "x"}], datetime.now(UTC), "r-thrad"),
     ]
-    jobs = enqueue_group(queue, settings, subs)
-    assert [(j.endpoint, j.partner_name, j.events, j.requests) for j in jobs] == [
-        ("onside", "acme", 3, 2),
-        ("onside", "globex", 3, 1),
-        ("thrad", "acme", 1, 1),
-    ]
+    job_ids = enqueue_group(queue, settings, subs)
+    assert job_ids[0] == job_ids[2] and len(set(job_ids)) == 3
     assert queue.count == 3
-    acme = Job.fetch(jobs[0].job_id, connection=redis, serializer=q.JSONSerializer)
+    jobs = [Job.fetch(i, connection=redis, serializer=q.JSONSerializer) for i in job_ids]
+    assert [(j.meta["endpoint"], j.meta["partner"], j.meta["events"]) for j in jobs] == [
+        ("onside", "acme", 3),
+        ("onside", "globex", 3),
+        ("onside", "acme", 3),
+        ("thrad", "acme", 1),
+    ]
+    acme = jobs[0]
     assert acme.func_name == q.JOB_FUNCTIONS["onside"]
     partner_id, received_at, events = acme.args
     assert partner_id == 1 and events == subs[0].events + subs[2].events
@@ -230,7 +245,7 @@ def test_any_interleaving_lands_each_accepted_event_once_under_its_partner(
     with engine.begin() as conn:
         conn.execute(sa.delete(events_table))
     queue = q.make_queue(settings, redis)
-    commit = GroupCommit(
+    commit = group_commit(
         lambda subs: enqueue_group(queue, settings, subs),
         max_events=max_events,
         wait_seconds=0.001,
@@ -253,7 +268,7 @@ def test_any_interleaving_lands_each_accepted_event_once_under_its_partner(
             pid, name = partners[which]
             subs.append(submission(pid, name, n))
 
-    async def scenario() -> list[BaseException | None]:
+    async def scenario() -> list[str | BaseException]:
         async def one(s: Submission, delay: int) -> None:
             for _ in range(delay):
                 await asyncio.sleep(0)
