@@ -53,6 +53,7 @@ class ObserveRequests:
             return
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
+        scope["inlet.request_id"] = request_id
         status = 500
 
         async def send_and_note(message: Message) -> None:

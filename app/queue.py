@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -105,7 +106,10 @@ def make_redis(url: str, timeout: float | None = None) -> Redis:
         options.update(
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=RedisRetry(NoBackoff(), 1),
+            # One retry for a connection found broken (Redis restarted since
+            # the last call); none for a timeout, which would double the wait
+            # of a request whose Redis has stopped answering.
+            retry=RedisRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
     return Redis.from_url(url, **options)
 
@@ -123,6 +127,120 @@ def retry_policy(settings: Settings) -> Retry | None:
     return Retry(max=len(delays), interval=delays)
 
 
+@dataclass(frozen=True)
+class Submission:
+    """One request's validated events, as they join a group."""
+
+    endpoint: Endpoint
+    partner_id: int
+    partner_name: str
+    events: Sequence[QueuedOnsideEvent] | Sequence[QueuedThradEvent]
+    received_at: datetime
+    request_id: str
+
+
+def _jobs_of(submissions: Sequence[Submission]) -> dict[tuple[str, int], list[Submission]]:
+    by_job: dict[tuple[str, int], list[Submission]] = {}
+    for submission in submissions:
+        by_job.setdefault((submission.endpoint, submission.partner_id), []).append(submission)
+    return by_job
+
+
+def enqueue_group(
+    queue: Queue,
+    settings: Settings,
+    submissions: Sequence[Submission],
+    *,
+    extra_meta: dict[str, Any] | None = None,
+    count_accepted: bool = True,
+) -> list[str]:
+    """Write a group: one job per (format, partner), all in one MULTI/EXEC.
+    Return, for each submission, the id of the job that carries it.
+
+    Each job's rows are stamped with the earliest receive time of the
+    requests it holds (true to within the group's wait); its meta lists each
+    request's id, receive time and event count, which ``inlet failed show``
+    prints. The per-partner accepted counts go in the same transaction.
+
+    Raises RedisError when nothing was queued. A lost reply (connection
+    dropped after EXEC was sent) is told apart by the first job's key:
+    MULTI/EXEC is all or nothing, so that key says whether the whole group
+    was queued.
+    """
+    started = time.perf_counter()
+    retry = retry_policy(settings)
+    job_of: dict[tuple[str, int], str] = {}
+    with queue.connection.pipeline(transaction=True) as pipe:
+        accepted: dict[str, int] = {}
+        for (endpoint, partner_id), parts in _jobs_of(submissions).items():
+            partner_name = parts[0].partner_name
+            events = parts[0].events if len(parts) == 1 else [e for p in parts for e in p.events]
+            received_at = min(part.received_at for part in parts)
+            meta: dict[str, Any] = {
+                "partner": partner_name,
+                "endpoint": endpoint,
+                "events": len(events),
+                "requests": [
+                    {
+                        "request_id": part.request_id,
+                        "received_at": part.received_at.isoformat(),
+                        "events": len(part.events),
+                    }
+                    for part in parts
+                ],
+            }
+            if extra_meta:
+                meta.update(extra_meta)
+            job_id = str(uuid.uuid4())
+            noun = "request" if len(parts) == 1 else "requests"
+            queue.enqueue_call(
+                JOB_FUNCTIONS[endpoint],
+                args=(partner_id, received_at.isoformat(), events),
+                timeout=settings.job_timeout,
+                # Successful jobs leave nothing behind in Redis; failed ones stay a year.
+                result_ttl=0,
+                retry=retry,
+                # RQ's default description is the repr of every argument: a whole batch.
+                description=(
+                    f"{endpoint} batch of {len(events)} events for {partner_name}"
+                    f" ({len(parts)} {noun})"
+                ),
+                meta=meta,
+                job_id=job_id,
+                pipeline=pipe,
+            )
+            job_of[endpoint, partner_id] = job_id
+            accepted[partner_name] = accepted.get(partner_name, 0) + len(events)
+        job_commands = len(pipe.command_stack)
+        if count_accepted:
+            for partner_name, amount in accepted.items():
+                stats.add(pipe, partner_name, stats.ACCEPTED, amount)
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except (RedisConnectionError, RedisTimeoutError):
+            # The reply is lost, not necessarily the write: the first job's
+            # key says which (all of the group was written, or none of it).
+            first_job = next(iter(job_of.values()))
+            if not queue.connection.exists(queue.job_class.key_for(first_job)):
+                raise
+            results = []
+    # An aborted EXEC (OOM, lost connection) raised above: nothing was queued.
+    # Runtime errors come back in the results instead; the jobs' must raise.
+    # (The command stack holds MULTI's commands without MULTI and EXEC.)
+    for result in results[:job_commands]:
+        if isinstance(result, Exception):
+            raise result
+    if any(isinstance(result, Exception) for result in results[job_commands:]):
+        log.debug("stats not recorded with jobs %s", list(job_of.values()))
+    m = metrics.get()
+    seconds = time.perf_counter() - started
+    for endpoint in {endpoint for endpoint, _ in job_of}:
+        m.enqueue_seconds.labels(endpoint).observe(seconds)
+    for submission in submissions:
+        m.batch_size.labels(submission.endpoint).observe(len(submission.events))
+    return [job_of[s.endpoint, s.partner_id] for s in submissions]
+
+
 def enqueue_batch(
     queue: Queue,
     settings: Settings,
@@ -132,62 +250,14 @@ def enqueue_batch(
     partner_name: str,
     events: Sequence[QueuedOnsideEvent] | Sequence[QueuedThradEvent],
     received_at: datetime,
+    request_id: str = "",
     extra_meta: dict[str, Any] | None = None,
     count_accepted: bool = False,
 ) -> str:
-    """Queue one batch as one job of ``endpoint``'s job function; return the job id.
-
-    The job, its id pushed on the queue and the queue's registration all go
-    in one MULTI/EXEC (one round trip, one fsync: left to itself RQ sends the
-    registration in a write of its own first), so a failure (connection
-    lost, out of memory) leaves nothing half-queued. The caller answers 204
-    only after this returns.
-
-    With ``count_accepted`` the per-partner count of accepted events
-    (app/ops/stats.py) is added in the same transaction, so it costs no round
-    trip of its own. A failure of only those counting commands (which EXEC
-    runs regardless) is logged and ignored: the job is queued all the same.
-    """
-    meta = {"partner": partner_name, "endpoint": endpoint, "events": len(events)}
-    if extra_meta:
-        meta.update(extra_meta)
-    started = time.perf_counter()
-    job_id = str(uuid.uuid4())
-    with queue.connection.pipeline(transaction=True) as pipe:
-        job = queue.enqueue_call(
-            JOB_FUNCTIONS[endpoint],
-            args=(partner_id, received_at.isoformat(), events),
-            timeout=settings.job_timeout,
-            # Successful jobs leave nothing behind in Redis; failed ones stay a year.
-            result_ttl=0,
-            retry=retry_policy(settings),
-            # RQ's default description is the repr of every argument: a whole batch.
-            description=f"{endpoint} batch of {len(events)} events for {partner_name}",
-            meta=meta,
-            job_id=job_id,
-            pipeline=pipe,
-        )
-        counting = (
-            stats.add(pipe, partner_name, stats.ACCEPTED, len(events)) if count_accepted else 0
-        )
-        try:
-            results = pipe.execute(raise_on_error=False)
-        except (RedisConnectionError, RedisTimeoutError):
-            # The reply is lost, not necessarily the write. MULTI/EXEC is all
-            # or nothing, so the job's own key says which: queued means 204
-            # (a 503 would make the partner send it again), absent means 503.
-            if not queue.connection.exists(queue.job_class.key_for(job_id)):
-                raise
-            results = []
-    # An aborted EXEC (OOM, lost connection) raised above: nothing was queued.
-    # Runtime errors come back in the results instead; the job's must raise.
-    job_results = results[: max(len(results) - counting, 0)]
-    for result in job_results:
-        if isinstance(result, Exception):
-            raise result
-    if any(isinstance(result, Exception) for result in results[len(job_results) :]):
-        log.debug("stats not recorded with job %s", job.id)
-    m = metrics.get()
-    m.enqueue_seconds.labels(endpoint).observe(time.perf_counter() - started)
-    m.batch_size.labels(endpoint).observe(len(events))
-    return job.id
+    """Queue one batch as one job, in one MULTI/EXEC, without waiting for a
+    group (replay, the CLI and the benches); return the job id."""
+    submission = Submission(endpoint, partner_id, partner_name, events, received_at, request_id)
+    (job_id,) = enqueue_group(
+        queue, settings, [submission], extra_meta=extra_meta, count_accepted=count_accepted
+    )
+    return job_id

@@ -83,6 +83,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest batch body, after gzip decompression (Onside's 1 MB).",
     ),
     Setting("INLET_MAX_BATCH_EVENTS", "1000", "Most events in one batch (Onside's 1,000)."),
+    Setting(
+        "INLET_GROUP_MAX_EVENTS",
+        "",
+        "Group commit: most events one durable Redis write carries for many requests. "
+        "Empty: INLET_MAX_BATCH_EVENTS. A request that alone fills a group is written "
+        "at once, by itself.",
+    ),
+    Setting(
+        "INLET_GROUP_WAIT_MS",
+        "2",
+        "Group commit: the longest a request waits for its group to be written while "
+        "another write is in flight; with none in flight a group is written at once.",
+    ),
     Setting("INLET_LOG_LEVEL", "INFO", "Log level of the web and worker processes."),
     Setting(
         "INLET_AUTH_FAILURE_LIMIT",
@@ -191,6 +204,8 @@ class Settings:
     max_body_bytes: int
     max_batch_events: int
     log_level: str
+    group_max_events: int = 1000
+    group_wait_ms: float = 2.0
     trusted_proxies: tuple[IPNetwork, ...] = ()
     auth_failure_limit: RateLimit = RateLimit(20, 60.0)
     body_timeout: float = 30.0
@@ -225,6 +240,11 @@ class Settings:
                 redis_timeout=float(get("INLET_REDIS_TIMEOUT")),
                 max_body_bytes=int(get("INLET_MAX_BODY_BYTES")),
                 max_batch_events=int(get("INLET_MAX_BATCH_EVENTS")),
+                group_max_events=_positive_int(
+                    get("INLET_GROUP_MAX_EVENTS") or get("INLET_MAX_BATCH_EVENTS"),
+                    "INLET_GROUP_MAX_EVENTS",
+                ),
+                group_wait_ms=_not_negative(get("INLET_GROUP_WAIT_MS"), "INLET_GROUP_WAIT_MS"),
                 log_level=get("INLET_LOG_LEVEL").upper(),
                 trusted_proxies=parse_networks(get("INLET_TRUSTED_PROXIES")),
                 auth_failure_limit=RateLimit.parse(get("INLET_AUTH_FAILURE_LIMIT")),
@@ -258,6 +278,20 @@ def _positive(text: str, name: str) -> float:
     value = float(text)
     if not value > 0:
         raise ValueError(f"{name} must be a positive number of seconds: {text!r}")
+    return value
+
+
+def _positive_int(text: str, name: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive whole number: {text!r}")
+    return value
+
+
+def _not_negative(text: str, name: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"{name} must not be negative: {text!r}")
     return value
 
 

@@ -22,14 +22,24 @@ from app.credentials.auth import MISS, CredentialStore, Miss, Partner
 from app.credentials.throttle import AuthFailureThrottle, count_failed_login
 from app.db import make_engine
 from app.errors import RateLimited, ServiceUnavailable, Unauthorized
+from app.groupcommit import Coalescer
+from app.queue import Submission, enqueue_group
 from app.request.ratelimit import RateLimiter, retry_after
-from app.settings import Settings
+from app.settings import RateLimit, Settings
 
 log = logging.getLogger("inlet.state")
 T = TypeVar("T")
 
 # What a partner is told to wait when Redis can't take its batch.
 UNAVAILABLE_RETRY_AFTER = "5"
+
+
+def queue_unavailable() -> ServiceUnavailable:
+    # Connection refused, timeout, OOM (noeviction): nothing was queued.
+    return ServiceUnavailable(
+        "The queue is unavailable; nothing was accepted. Retry later.",
+        headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
+    )
 
 
 @dataclass
@@ -42,20 +52,35 @@ class AppState:
     limiter: RateLimiter
     api_keys: ApiKeyStore
     auth_throttle: AuthFailureThrottle
+    group_commit: Coalescer[Submission, str]
+    rate_limits: Coalescer[tuple[str, RateLimit], float]
 
     @classmethod
     def open(cls, settings: Settings) -> AppState:
         engine = make_engine(settings.database_url)
         redis = q.make_redis(settings.redis_url, timeout=settings.redis_timeout)
+        queue = q.make_queue(settings, redis)
+        limiter = RateLimiter(redis)
+        wait = settings.group_wait_ms / 1000
         return cls(
             settings=settings,
             engine=engine,
             redis=redis,
-            queue=q.make_queue(settings, redis),
+            queue=queue,
             credentials=CredentialStore(engine, settings.secret_key),
-            limiter=RateLimiter(redis),
+            limiter=limiter,
             api_keys=ApiKeyStore(engine, settings.secret_key),
             auth_throttle=AuthFailureThrottle(redis, settings.auth_failure_limit),
+            group_commit=Coalescer(
+                functools.partial(enqueue_group, queue, settings),
+                max_size=settings.group_max_events,
+                wait_seconds=wait,
+                size=lambda submission: len(submission.events),
+                name="group commit",
+            ),
+            rate_limits=Coalescer(
+                limiter.hit_many, max_size=1000, wait_seconds=wait, name="rate-limit batch"
+            ),
         )
 
     def close(self) -> None:
@@ -67,12 +92,20 @@ class AppState:
         try:
             return await run_in_threadpool(functools.partial(call, *args, **kwargs))
         except RedisError as exc:
-            # Connection refused, timeout, OOM (noeviction): nothing was queued.
             log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
-            raise ServiceUnavailable(
-                "The queue is unavailable; nothing was accepted. Retry later.",
-                headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
-            ) from None
+            raise queue_unavailable() from None
+
+    async def commit(self, submission: Submission) -> str:
+        """Queue a request's events with its group; return, once they are durably
+        queued, the id of the job that carries them.
+
+        Redis trouble -> 503 to every request of the group (the group
+        logged it once): nothing was queued.
+        """
+        try:
+            return await self.group_commit.submit(submission)
+        except RedisError:
+            raise queue_unavailable() from None
 
     async def authenticate(
         self,
@@ -104,7 +137,11 @@ class AppState:
 
     async def enforce_rate_limit(self, partner: Partner) -> None:
         limit = partner.rate_limit or self.settings.rate_limit
-        wait = await self.run_redis(self.limiter.hit, f"partner:{partner.id}", limit)
+        try:
+            # The hits of one loop turn share a pipeline (see app/groupcommit.py).
+            wait = await self.rate_limits.submit((f"partner:{partner.id}", limit))
+        except RedisError:
+            raise queue_unavailable() from None
         if wait > 0:
             raise RateLimited(
                 f"Rate limit of {limit} exceeded; retry in {retry_after(wait)} s",

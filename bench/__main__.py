@@ -1,7 +1,7 @@
 """``python -m bench``: every benchmark, several rounds, a markdown table and a JSON file.
 
 Usage: ``python -m bench [--rounds N] [--quick] [--out PATH]
-[--only validation,ingest,thrad,drain]``.
+[--only validation,ingest,thrad,onside1,drain]``.
 ``--quick`` shrinks every workload to a smoke test (what ``make test`` runs).
 """
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny workloads: a smoke test")
     parser.add_argument("--out", default="var/bench.json")
-    parser.add_argument("--only", default="validation,ingest,thrad,drain")
+    parser.add_argument("--only", default="validation,ingest,thrad,onside1,drain")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     if args.quick:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         single_cfg = single.config(
             seconds=0.5, half_rate_seconds=0.5, warmup=0.2, connections=2, bodies=2
         )
-        drain_cfg = drain.DrainConfig(batches=3, events_per_batch=20)
+        drain_cfg = drain.DrainConfig(batches=3, events_per_batch=20, single_events=40)
         validation_calls, validation_events = 2, 20
     else:
         ingest_cfg, drain_cfg = ingest.IngestConfig(), drain.DrainConfig(batches=150)
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 round_["ingest"] = ingest.run(services, ingest_cfg)
             if "thrad" in parts:
                 round_["thrad"] = single.run(services, single_cfg)
+            if "onside1" in parts:
+                round_["onside1"] = single.run_onside(services, single_cfg)
             if "drain" in parts:
                 round_["drain"] = drain.run(services, drain_cfg, seed=100 + n)
             rounds.append(round_)

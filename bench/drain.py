@@ -5,6 +5,11 @@ worker processes are started, each builds its RQ worker, and all wait at a
 barrier; the clock runs from their release until the last job is done (its
 transaction committed), and the row count is checked: every event once.
 
+Single events are measured too: the same events, one per request, queued
+through the web tier's group commit by 16 concurrent senders that each wait
+for their answer (as 16 keep-alive connections would), so a job holds what
+one group of such a load holds.
+
 The floor is psycopg ``COPY`` of the same rows (built beforehand, outside
 the clock) into an unlogged table of the same shape, created with
 ``LIKE events INCLUDING ALL``: the same columns, primary key, unique
@@ -13,6 +18,8 @@ the clock) into an unlogged table of the same shape, created with
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import multiprocessing as mp
 import time
 from dataclasses import dataclass
@@ -26,6 +33,7 @@ from redis import Redis
 
 from app import queue as q
 from app.db import make_engine
+from app.groupcommit import Coalescer
 from app.onside.names import normalize_event_name
 from app.onside.validate import validate_batch
 from app.settings import Settings
@@ -50,6 +58,9 @@ COLUMNS = (
 class DrainConfig:
     batches: int = 60
     events_per_batch: int = 1000
+    # Single events: this many of the batches' events, one per request.
+    single_events: int = 20_000
+    single_senders: int = 16
 
 
 def _worker(settings: Settings, ready: Any, go: Any, ends: Any) -> None:
@@ -106,6 +117,34 @@ def enqueue(stack: Stack, events_batches: list[list[dict[str, Any]]]) -> None:
                 events=events,
                 received_at=datetime.now(UTC),
             )
+    finally:
+        redis.close()
+
+
+def enqueue_singles(stack: Stack, events: list[dict[str, Any]], senders: int) -> int:
+    """Queue one event per request through group commit; return the jobs made."""
+    settings = stack.settings
+    redis = q.make_redis(settings.redis_url)
+    queue = q.make_queue(settings, redis)
+    group_commit: Coalescer[q.Submission, str] = Coalescer(
+        functools.partial(q.enqueue_group, queue, settings),
+        max_size=settings.group_max_events,
+        wait_seconds=settings.group_wait_ms / 1000,
+        size=lambda submission: len(submission.events),
+    )
+    partner_id, name = stack.partner.id, stack.partner.name
+
+    async def sender(mine: list[dict[str, Any]]) -> None:
+        for event in mine:
+            submission = q.Submission("onside", partner_id, name, [event], datetime.now(UTC), "")
+            await group_commit.submit(submission)
+
+    async def send_all() -> None:
+        await asyncio.gather(*(sender(events[i::senders]) for i in range(senders)))
+
+    try:
+        asyncio.run(send_all())
+        return int(queue.count)
     finally:
         redis.close()
 
@@ -185,6 +224,20 @@ def run(stack: Stack, cfg: DrainConfig, seed: int = 2) -> dict[str, Any]:
             results[name] = {"seconds": seconds, "rows_per_s": total / seconds, "workers": workers}
 
         measure("fresh_1", 1, fresh=True)
+        singles = [e for b in batches for e in b][: cfg.single_events]
+        truncate(engine)
+        redis.flushall()
+        jobs = enqueue_singles(stack, singles, cfg.single_senders)
+        seconds = drain(stack.settings, 1)
+        if count_rows(engine) != len(singles):
+            raise AssertionError(f"single_1: {count_rows(engine)} rows, expected {len(singles)}")
+        results["single_1"] = {
+            "seconds": seconds,
+            "rows_per_s": len(singles) / seconds,
+            "workers": 1,
+            "jobs": jobs,
+            "events_per_job": len(singles) / max(jobs, 1),
+        }
         measure("replay_1", 1, fresh=False)
         measure("fresh_2", 2, fresh=True)
         rows = [floor_rows(stack.partner.id, b) for b in batches]

@@ -187,19 +187,20 @@ def write_bodies(stack: Stack, stem: str, bodies: list[bytes]) -> list[str]:
     return files
 
 
+def basic_auth(stack: Stack) -> dict[str, str]:
+    token = f"{stack.partner.username}:{stack.partner.password}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(token).decode()}
+
+
 def run(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
     """One round: the three servers in turn, on the same bodies."""
     pin_redis(stack)
     body_files = write_bodies(
         stack, "batch", make_batches(cfg.bodies, seed=1, size=cfg.events_per_batch)
     )
-    token = f"{stack.partner.username}:{stack.partner.password}".encode()
     target = {
         "path": ONSIDE_PATH,
         "body_files": body_files,
-        "headers": {
-            "Content-Type": "application/json",
-            "Authorization": "Basic " + base64.b64encode(token).decode(),
-        },
+        "headers": {"Content-Type": "application/json", **basic_auth(stack)},
     }
     return {name: measure_server(stack, name, cfg, target) for name in SERVERS}

@@ -1,22 +1,35 @@
-"""Single events: Thrad's ``POST /v1/api/collect`` against the HTTP floor.
+"""Single events: one event per request, against the work floor and the HTTP floor.
 
 The same load generator, server options, pinning and measurements as the
-batch ingest (bench/ingest.py), on a body shaped like Thrad's reference
-example (one ~360-byte event, Bearer API key). Every request carries a
-distinct event_id, as a partner's would. The HTTP floor is the bare
-Starlette app that reads the body and answers 204, given the same requests.
+batch ingest (bench/ingest.py), in two shapes:
+
+- Thrad's ``POST /v1/api/collect``, a body shaped like Thrad's reference
+  example (one ~360-byte event, Bearer API key), every request with a
+  distinct event_id, as a partner's would;
+- one-event Onside batches, ``POST /attribution-api/v1/events`` (Basic auth).
+
+The floors get the very same requests: the work floor reads, parses and
+pushes each body to Redis with one LPUSH (one fsync per request, as
+``appendfsync always`` does), the HTTP floor reads it and answers 204.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench.ingest import IngestConfig, measure_server, pin_redis, write_bodies
+from bench.ingest import (
+    ONSIDE_PATH,
+    IngestConfig,
+    basic_auth,
+    measure_server,
+    pin_redis,
+    write_bodies,
+)
 from bench.services import Stack
-from bench.workload import EVENT_ID_MARKER, make_thrad_events
+from bench.workload import EVENT_ID_MARKER, make_batches, make_thrad_events
 
 THRAD_PATH = "/v1/api/collect"
-SERVERS = ("http_floor", "inlet")
+SERVERS = ("http_floor", "work_floor", "inlet")
 
 
 def config(**overrides: Any) -> IngestConfig:
@@ -25,12 +38,23 @@ def config(**overrides: Any) -> IngestConfig:
 
 
 def run(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
-    """One round: the HTTP floor, then Inlet, on the same single-event requests."""
+    """One round of Thrad single events: the floors, then Inlet, on the same requests."""
     pin_redis(stack)
     target = {
         "path": THRAD_PATH,
         "body_files": write_bodies(stack, "thrad", make_thrad_events(cfg.bodies, seed=2)),
         "headers": {"Content-Type": "application/json", "Authorization": f"Bearer {stack.api_key}"},
         "unique": EVENT_ID_MARKER,
+    }
+    return {name: measure_server(stack, name, cfg, target) for name in SERVERS}
+
+
+def run_onside(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
+    """One round of one-event Onside batches: the floors, then Inlet."""
+    pin_redis(stack)
+    target = {
+        "path": ONSIDE_PATH,
+        "body_files": write_bodies(stack, "onside1", make_batches(cfg.bodies, seed=3, size=1)),
+        "headers": {"Content-Type": "application/json", **basic_auth(stack)},
     }
     return {name: measure_server(stack, name, cfg, target) for name in SERVERS}

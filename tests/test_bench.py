@@ -16,7 +16,7 @@ from bench.__main__ import main
 from bench.report import TARGETS
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)  # every part once, tiny: slow only on a busy machine
 def test_quick_bench_run_reports_every_figure(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -28,12 +28,17 @@ def test_quick_bench_run_reports_every_figure(
     for server in ("http_floor", "work_floor", "inlet"):
         assert set(round_["ingest"][server]["statuses"]) == {"204"}
         assert round_["ingest"][server]["events_per_s"] > 0
-    for server in ("http_floor", "inlet"):
-        assert set(round_["thrad"][server]["statuses"]) == {"204"}
-        assert round_["thrad"][server]["events_per_s"] > 0
+    for part in ("thrad", "onside1"):
+        for server in ("http_floor", "work_floor", "inlet"):
+            assert set(round_[part][server]["statuses"]) == {"204"}
+            assert round_[part][server]["events_per_s"] > 0
     assert result["config"]["thrad"]["events_per_batch"] == 1
     assert round_["drain"]["rows"] == 60
+    assert round_["drain"]["single_1"]["jobs"] >= 1
+    assert round_["drain"]["single_1"]["rows_per_s"] > 0
     assert result["machine"]["nproc"] >= 1
     printed = capsys.readouterr().out
     assert "| target | median | wanted | holds |" in printed
-    assert "single events (Thrad), events/s vs HTTP floor" in printed
+    assert "single Thrad events, requests/s vs work floor" in printed
+    assert "one-event Onside, requests/s vs work floor" in printed
+    assert "drain of single events, rows/s" in printed

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 from redis import Redis
@@ -79,6 +79,25 @@ def test_failed_show_prints_traceback_meta_and_first_events(
     assert "first 2 of 8 events:" in out
     assert events[0]["event_id"] in out and events[1]["event_id"] in out
     assert events[2]["event_id"] not in out
+
+
+def test_failed_show_names_each_request_a_grouped_job_carries(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None]
+) -> None:
+    """Group commit puts several partner requests in one job: show lists their ids."""
+    quick = settings.replace(retry_delays=(0, 0))
+    received = datetime(2026, 5, 5, 12, 0, tzinfo=UTC)
+    submissions = [
+        q.Submission("onside", partner.id, "acme", [make_event(n)], received, f"req-{n}")
+        for n in range(3)
+    ]
+    (job_id, *others) = q.enqueue_group(q.make_queue(quick, redis), quick, submissions)
+    assert set(others) == {job_id}
+    drain(unreachable(quick))
+    out = run_cli(settings, "failed", "show", job_id).stdout
+    assert "3 requests:" in out
+    for n in range(3):
+        assert f"req-{n}  received 2026-05-05T12:00:00+00:00  1 event" in out
 
 
 def test_requeue_with_a_good_worker_lands_every_row_once(

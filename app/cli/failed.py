@@ -86,8 +86,21 @@ def show(job_id: str, count: int) -> None:
         job, events = service.show_failed(queue, job_id, count)
     for key, value in job.as_dict().items():
         click.echo(f"{key + ':':15} {_when(value)}")
+    meta = dict(job.meta)
+    requests = meta.pop("requests", None) or []
+    if requests:
+        # Group commit puts many partner requests in one job: each is named
+        # by the X-Request-ID its response carried, as the partner logged it.
+        click.echo(f"\n{len(requests)} request{'s' if len(requests) != 1 else ''}:")
+        for request in requests:
+            carried = int(request.get("events") or 0)
+            click.echo(
+                f"  {request.get('request_id') or '(no id)'}  received "
+                f"{_when(request.get('received_at'))}  "
+                f"{carried} event{'s' if carried != 1 else ''}"
+            )
     click.echo("\nmeta:")
-    click.echo(orjson.dumps(job.meta, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    click.echo(orjson.dumps(meta, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     click.echo("\ntraceback:")
     click.echo(job.traceback.rstrip() or "(none recorded)")
     click.echo(f"\nfirst {len(events)} of {job.events} events:")

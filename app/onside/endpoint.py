@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app import queue as q
 from app.credentials.auth import Partner, parse_basic
 from app.errors import Unauthorized
 from app.onside.validate import validate_batch
+from app.queue import Submission
 from app.request.body import check_content_type, read_body
 from app.state import AppState
 
@@ -48,17 +48,15 @@ async def post_events(request: Request) -> Response:
     body = await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
     events = validate_batch(body, state.settings.max_batch_events)
     request.scope["inlet.events"] = len(events)
-    job_id = await state.run_redis(
-        q.enqueue_batch,
-        state.queue,
-        state.settings,
-        endpoint="onside",
-        partner_id=partner.id,
-        partner_name=partner.name,
-        events=events,
-        received_at=received_at,
-        count_accepted=True,
+    await state.commit(
+        Submission(
+            endpoint="onside",
+            partner_id=partner.id,
+            partner_name=partner.name,
+            events=events,
+            received_at=received_at,
+            request_id=request.scope["inlet.request_id"],
+        )
     )
     request.scope["inlet.counted"] = True
-    log.debug("queued job %s: %d events for %s", job_id, len(events), partner.name)
     return Response(status_code=204)

@@ -10,8 +10,10 @@ learns exactly how long to wait. One script call, atomic, on Redis's clock
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from redis import Redis
+from redis.exceptions import NoScriptError
 
 from app.settings import RateLimit
 
@@ -32,15 +34,33 @@ return 0
 
 class RateLimiter:
     def __init__(self, redis: Redis, prefix: str = "inlet:ratelimit:"):
+        self._redis = redis
         self._script = redis.register_script(_GCRA)
         self._prefix = prefix
 
     def hit(self, key: str, limit: RateLimit) -> float:
         """Count one request; return 0 if allowed, else the seconds to wait."""
-        interval_us = limit.period * 1_000_000 / limit.limit
-        burst_us = limit.period * 1_000_000
-        wait_us = self._script(keys=[self._prefix + key], args=[interval_us, burst_us])
-        return float(wait_us) / 1_000_000
+        return self.hit_many([(key, limit)])[0]
+
+    def hit_many(self, hits: Sequence[tuple[str, RateLimit]]) -> list[float]:
+        """Count several requests in one round trip (a pipeline of script
+        calls, each atomic, in order); return each one's wait as ``hit`` does."""
+        try:
+            return self._pipeline(hits)
+        except NoScriptError:
+            # Redis restarted (or flushed its scripts): none of the calls ran.
+            self._redis.script_load(_GCRA)
+            return self._pipeline(hits)
+
+    def _pipeline(self, hits: Sequence[tuple[str, RateLimit]]) -> list[float]:
+        # EVALSHA directly: redis-py's Script in a pipeline asks SCRIPT EXISTS
+        # first, a second round trip on every call.
+        pipe = self._redis.pipeline(transaction=False)
+        for key, limit in hits:
+            interval_us = limit.period * 1_000_000 / limit.limit
+            burst_us = limit.period * 1_000_000
+            pipe.evalsha(self._script.sha, 1, self._prefix + key, interval_us, burst_us)
+        return [float(wait_us) / 1_000_000 for wait_us in pipe.execute()]
 
 
 def retry_after(wait_seconds: float) -> str:

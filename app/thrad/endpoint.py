@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app import queue as q
 from app.credentials.api_keys import KeyOwner
 from app.errors import Unauthorized
+from app.queue import Submission
 from app.request.body import read_body
 from app.request.client import client_address
 from app.state import AppState
@@ -78,17 +78,15 @@ async def collect(request: Request) -> Response:
         key_label=owner.label,
         received_at=received_at,
     )
-    job_id = await state.run_redis(
-        q.enqueue_batch,
-        state.queue,
-        state.settings,
-        endpoint="thrad",
-        partner_id=partner.id,
-        partner_name=partner.name,
-        events=[queued],
-        received_at=received_at,
-        count_accepted=True,
+    await state.commit(
+        Submission(
+            endpoint="thrad",
+            partner_id=partner.id,
+            partner_name=partner.name,
+            events=[queued],
+            received_at=received_at,
+            request_id=request.scope["inlet.request_id"],
+        )
     )
     request.scope["inlet.counted"] = True
-    log.debug("queued job %s: one event for %s", job_id, partner.name)
     return Response(status_code=204)
