@@ -76,7 +76,8 @@ class PlainJob(Job):
 
     def restore(self, raw_data: Any) -> Any:
         result = super().restore(raw_data)
-        self._stored_data = self._data  # type: ignore[has-type]
+        data = self._data
+        self._stored_data = data if isinstance(data, bytes) else None
         return result
 
     def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[str, Any]:
@@ -139,8 +140,8 @@ class Submission:
     request_id: str
 
 
-def _jobs_of(submissions: Sequence[Submission]) -> dict[tuple[str, int], list[Submission]]:
-    by_job: dict[tuple[str, int], list[Submission]] = {}
+def _jobs_of(submissions: Sequence[Submission]) -> dict[tuple[Endpoint, int], list[Submission]]:
+    by_job: dict[tuple[Endpoint, int], list[Submission]] = {}
     for submission in submissions:
         by_job.setdefault((submission.endpoint, submission.partner_id), []).append(submission)
     return by_job
@@ -169,7 +170,7 @@ def enqueue_group(
     """
     started = time.perf_counter()
     retry = retry_policy(settings)
-    job_of: dict[tuple[str, int], str] = {}
+    job_of: dict[tuple[Endpoint, int], str] = {}
     with queue.connection.pipeline(transaction=True) as pipe:
         accepted: dict[str, int] = {}
         for (endpoint, partner_id), parts in _jobs_of(submissions).items():

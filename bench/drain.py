@@ -34,6 +34,7 @@ from redis import Redis
 from app import queue as q
 from app.db import make_engine
 from app.groupcommit import Coalescer
+from app.onside.contract import QueuedOnsideEvent
 from app.onside.names import normalize_event_name
 from app.onside.validate import validate_batch
 from app.settings import Settings
@@ -103,7 +104,7 @@ def drain(settings: Settings, workers: int) -> float:
     return max(finished) - started
 
 
-def enqueue(stack: Stack, events_batches: list[list[dict[str, Any]]]) -> None:
+def enqueue(stack: Stack, events_batches: list[list[QueuedOnsideEvent]]) -> None:
     redis = q.make_redis(stack.settings.redis_url)
     queue = q.make_queue(stack.settings, redis)
     try:
@@ -121,7 +122,7 @@ def enqueue(stack: Stack, events_batches: list[list[dict[str, Any]]]) -> None:
         redis.close()
 
 
-def enqueue_singles(stack: Stack, events: list[dict[str, Any]], senders: int) -> int:
+def enqueue_singles(stack: Stack, events: list[QueuedOnsideEvent], senders: int) -> int:
     """Queue one event per request through group commit; return the jobs made."""
     settings = stack.settings
     redis = q.make_redis(settings.redis_url)
@@ -134,7 +135,7 @@ def enqueue_singles(stack: Stack, events: list[dict[str, Any]], senders: int) ->
     )
     partner_id, name = stack.partner.id, stack.partner.name
 
-    async def sender(mine: list[dict[str, Any]]) -> None:
+    async def sender(mine: list[QueuedOnsideEvent]) -> None:
         for event in mine:
             submission = q.Submission("onside", partner_id, name, [event], datetime.now(UTC), "")
             await group_commit.submit(submission)
@@ -159,7 +160,7 @@ def truncate(engine: sa.Engine, table: str = "events") -> None:
         conn.execute(sa.text(f"TRUNCATE {table}"))
 
 
-def floor_rows(partner_id: int, events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+def floor_rows(partner_id: int, events: list[QueuedOnsideEvent]) -> list[tuple[Any, ...]]:
     now = datetime.now(UTC)
     return [
         (

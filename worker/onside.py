@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
+from typing import Any, cast
 
 import orjson
 import psycopg
@@ -121,7 +122,8 @@ def _copy_to_staging(conn: Connection, events: list[QueuedOnsideEvent]) -> None:
                     )
                 )
     except psycopg.Error as exc:
-        disconnected = conn.dialect.is_disconnect(exc, dbapi_conn, cursor)
+        # SQLAlchemy types the DB-API error as a protocol of its own; psycopg's is one.
+        disconnected = conn.dialect.is_disconnect(cast(Any, exc), dbapi_conn, cursor)
         if disconnected:
             conn.invalidate(exc)
         raise sa_exc.DBAPIError.instance(

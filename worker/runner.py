@@ -73,7 +73,8 @@ class InletWorker(SimpleWorker):
                 worker_registration.clean_worker_registry(queue)
                 queue.intermediate_queue.cleanup(self, queue)
                 promote_due_retries(queue)
-        self.last_cleaned_at = now()
+        # RQ declares it as None at first, so mypy infers that type for it.
+        self.last_cleaned_at = now()  # type: ignore[assignment]
 
 
 def promote_due_retries(queue: Queue) -> int:
