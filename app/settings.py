@@ -96,6 +96,23 @@ SETTINGS: tuple[Setting, ...] = (
         "and nothing is queued.",
     ),
     Setting(
+        "INLET_MAX_HEAD_BYTES",
+        "32768",
+        "Largest request head (request line and headers together) `inlet web` reads; "
+        "a larger one gets 431 and the connection is closed.",
+    ),
+    Setting(
+        "INLET_MAX_HEADERS",
+        "100",
+        "Most header lines in one request; more get 431 and the connection is closed.",
+    ),
+    Setting(
+        "INLET_HEAD_TIMEOUT",
+        "10",
+        "Seconds a client has, from connecting (or from the first byte of its next "
+        "request), to send a whole request head; a slower one gets 408.",
+    ),
+    Setting(
         "INLET_KEEP_ALIVE_TIMEOUT",
         "5",
         "Seconds `inlet web` keeps an idle keep-alive connection open.",
@@ -191,6 +208,9 @@ class Settings:
     auth_failure_limit: RateLimit = RateLimit(20, 60.0)
     body_timeout: float = 30.0
     keep_alive_timeout: int = 5
+    max_head_bytes: int = 32768
+    max_headers: int = 100
+    head_timeout: float = 10.0
     geoip_database: Path | None = None
     metrics_dir: Path = Path("var/metrics")
     queue_name: str = "inlet"
@@ -226,6 +246,9 @@ class Settings:
                 auth_failure_limit=RateLimit.parse(get("INLET_AUTH_FAILURE_LIMIT")),
                 body_timeout=_positive(get("INLET_BODY_TIMEOUT"), "INLET_BODY_TIMEOUT"),
                 keep_alive_timeout=int(get("INLET_KEEP_ALIVE_TIMEOUT")),
+                max_head_bytes=_at_least(get("INLET_MAX_HEAD_BYTES"), 1024, "INLET_MAX_HEAD_BYTES"),
+                max_headers=_at_least(get("INLET_MAX_HEADERS"), 10, "INLET_MAX_HEADERS"),
+                head_timeout=_positive(get("INLET_HEAD_TIMEOUT"), "INLET_HEAD_TIMEOUT"),
                 geoip_database=_geoip_path(get("INLET_GEOIP_DATABASE")),
                 metrics_dir=Path(get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve(),
             )
@@ -254,6 +277,13 @@ def _positive(text: str, name: str) -> float:
     value = float(text)
     if not value > 0:
         raise ValueError(f"{name} must be a positive number of seconds: {text!r}")
+    return value
+
+
+def _at_least(text: str, minimum: int, name: str) -> int:
+    value = int(text)
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}: {text!r}")
     return value
 
 
