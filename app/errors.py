@@ -130,3 +130,8 @@ class RequestHeadTooLarge(ApiError):
 
 class RequestHeadTimeout(ApiError):
     status, code, message = 408, "request_head_timeout", "The request's headers took too long"
+
+
+class TooManyJsonContainers(PayloadTooLarge):
+    code = "too_many_json_containers"
+    message = "The body holds too many JSON objects and arrays"

@@ -82,6 +82,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest batch body, after gzip decompression (Onside's 1 MB).",
     ),
     Setting("INLET_MAX_BATCH_EVENTS", "1000", "Most events in one batch (Onside's 1,000)."),
+    Setting(
+        "INLET_MAX_JSON_CONTAINERS",
+        "10000",
+        "Most JSON objects and arrays in one batch body, counted from its bytes before "
+        "parsing (every `{` and `[`, inside strings too); more get 413. A full batch of "
+        "flat events holds about 2,000.",
+    ),
     Setting("INLET_LOG_LEVEL", "INFO", "Log level of the web and worker processes."),
     Setting(
         "INLET_AUTH_FAILURE_LIMIT",
@@ -204,6 +211,7 @@ class Settings:
     max_body_bytes: int
     max_batch_events: int
     log_level: str
+    max_json_containers: int = 10_000
     trusted_proxies: tuple[IPNetwork, ...] = ()
     auth_failure_limit: RateLimit = RateLimit(20, 60.0)
     body_timeout: float = 30.0
@@ -241,6 +249,9 @@ class Settings:
                 redis_timeout=float(get("INLET_REDIS_TIMEOUT")),
                 max_body_bytes=int(get("INLET_MAX_BODY_BYTES")),
                 max_batch_events=int(get("INLET_MAX_BATCH_EVENTS")),
+                max_json_containers=_at_least(
+                    get("INLET_MAX_JSON_CONTAINERS"), 100, "INLET_MAX_JSON_CONTAINERS"
+                ),
                 log_level=get("INLET_LOG_LEVEL").upper(),
                 trusted_proxies=parse_networks(get("INLET_TRUSTED_PROXIES")),
                 auth_failure_limit=RateLimit.parse(get("INLET_AUTH_FAILURE_LIMIT")),

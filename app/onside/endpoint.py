@@ -16,7 +16,7 @@ from starlette.responses import Response
 from app import queue as q
 from app.credentials.auth import Partner, parse_basic
 from app.errors import Unauthorized
-from app.onside.validate import validate_batch
+from app.onside.validate import validate_batch_off_loop
 from app.request.body import check_content_type, read_body
 from app.state import AppState
 
@@ -46,7 +46,9 @@ async def post_events(request: Request) -> Response:
     await state.enforce_rate_limit(partner)
     check_content_type(request)
     body = await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
-    events = validate_batch(body, state.settings.max_batch_events)
+    events = await validate_batch_off_loop(
+        body, state.settings.max_batch_events, state.settings.max_json_containers
+    )
     request.scope["inlet.events"] = len(events)
     job_id = await state.run_redis(
         q.enqueue_batch,
