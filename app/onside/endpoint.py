@@ -35,6 +35,7 @@ async def authenticate_basic(state: AppState, request: Request) -> Partner:
         state.credentials.check_basic_cached,
         *credentials,
         refusal=Unauthorized("Invalid credentials", headers=_BASIC_CHALLENGE),
+        known=state.credentials.knows_basic,
     )
 
 
