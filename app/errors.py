@@ -122,3 +122,16 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     # The traceback goes to the log; the client gets a body that leaks nothing.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return json_response(500, {"error": "Internal server error", "code": "internal_error"})
+
+
+class RequestHeadTooLarge(ApiError):
+    status, code, message = 431, "request_head_too_large", "The request's headers are too large"
+
+
+class RequestHeadTimeout(ApiError):
+    status, code, message = 408, "request_head_timeout", "The request's headers took too long"
+
+
+class TooManyJsonContainers(PayloadTooLarge):
+    code = "too_many_json_containers"
+    message = "The body holds too many JSON objects and arrays"

@@ -96,6 +96,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Group commit: the longest a request waits for its group to be written while "
         "another write is in flight; with none in flight a group is written at once.",
     ),
+    Setting(
+        "INLET_MAX_JSON_CONTAINERS",
+        "10000",
+        "Most JSON objects and arrays in one batch body, counted from its bytes before "
+        "parsing (every `{` and `[`, inside strings too); more get 413. A full batch of "
+        "flat events holds about 2,000.",
+    ),
     Setting("INLET_LOG_LEVEL", "INFO", "Log level of the web and worker processes."),
     Setting(
         "INLET_AUTH_FAILURE_LIMIT",
@@ -109,6 +116,23 @@ SETTINGS: tuple[Setting, ...] = (
         "30",
         "Seconds a client has to send a whole request body; a slower upload gets 408 "
         "and nothing is queued.",
+    ),
+    Setting(
+        "INLET_MAX_HEAD_BYTES",
+        "32768",
+        "Largest request head (request line and headers together) `inlet web` reads; "
+        "a larger one gets 431 and the connection is closed.",
+    ),
+    Setting(
+        "INLET_MAX_HEADERS",
+        "100",
+        "Most header lines in one request; more get 431 and the connection is closed.",
+    ),
+    Setting(
+        "INLET_HEAD_TIMEOUT",
+        "10",
+        "Seconds a client has, from connecting (or from the first byte of its next "
+        "request), to send a whole request head; a slower one gets 408.",
     ),
     Setting(
         "INLET_KEEP_ALIVE_TIMEOUT",
@@ -206,10 +230,14 @@ class Settings:
     log_level: str
     group_max_events: int = 1000
     group_wait_ms: float = 2.0
+    max_json_containers: int = 10_000
     trusted_proxies: tuple[IPNetwork, ...] = ()
     auth_failure_limit: RateLimit = RateLimit(20, 60.0)
     body_timeout: float = 30.0
     keep_alive_timeout: int = 5
+    max_head_bytes: int = 32768
+    max_headers: int = 100
+    head_timeout: float = 10.0
     geoip_database: Path | None = None
     metrics_dir: Path = Path("var/metrics")
     queue_name: str = "inlet"
@@ -245,11 +273,17 @@ class Settings:
                     "INLET_GROUP_MAX_EVENTS",
                 ),
                 group_wait_ms=_not_negative(get("INLET_GROUP_WAIT_MS"), "INLET_GROUP_WAIT_MS"),
+                max_json_containers=_at_least(
+                    get("INLET_MAX_JSON_CONTAINERS"), 100, "INLET_MAX_JSON_CONTAINERS"
+                ),
                 log_level=get("INLET_LOG_LEVEL").upper(),
                 trusted_proxies=parse_networks(get("INLET_TRUSTED_PROXIES")),
                 auth_failure_limit=RateLimit.parse(get("INLET_AUTH_FAILURE_LIMIT")),
                 body_timeout=_positive(get("INLET_BODY_TIMEOUT"), "INLET_BODY_TIMEOUT"),
                 keep_alive_timeout=int(get("INLET_KEEP_ALIVE_TIMEOUT")),
+                max_head_bytes=_at_least(get("INLET_MAX_HEAD_BYTES"), 1024, "INLET_MAX_HEAD_BYTES"),
+                max_headers=_at_least(get("INLET_MAX_HEADERS"), 10, "INLET_MAX_HEADERS"),
+                head_timeout=_positive(get("INLET_HEAD_TIMEOUT"), "INLET_HEAD_TIMEOUT"),
                 geoip_database=_geoip_path(get("INLET_GEOIP_DATABASE")),
                 metrics_dir=Path(get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve(),
             )
@@ -292,6 +326,13 @@ def _not_negative(text: str, name: str) -> float:
     value = float(text)
     if not value >= 0:
         raise ValueError(f"{name} must not be negative: {text!r}")
+    return value
+
+
+def _at_least(text: str, minimum: int, name: str) -> int:
+    value = int(text)
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}: {text!r}")
     return value
 
 

@@ -9,6 +9,7 @@ import click
 from app import migrations
 from app.cli.common import load_settings
 from app.errors import ConfigError
+from app.request.head import head_protocol
 from app.settings import Settings
 
 
@@ -39,6 +40,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # proxies only); uvicorn must not rewrite the client address.
         proxy_headers=False,
         server_header=False,
+        # httptools, with the request head bounded in size, count and time.
+        http=head_protocol(settings),
         access_log=False,
         # An idle keep-alive connection is closed after this; a trickled body
         # is cut off by INLET_BODY_TIMEOUT in the app (uvicorn has no body deadline).

@@ -49,6 +49,7 @@ async def authenticate_bearer(state: AppState, request: Request) -> KeyOwner:
         state.api_keys.check_cached,
         token,
         refusal=Unauthorized("Invalid API key", headers=_BEARER_CHALLENGE),
+        known=state.api_keys.knows,
     )
 
 
