@@ -109,7 +109,8 @@ SETTINGS: tuple[Setting, ...] = (
         "20/minute",
         "Failed authentications one client address may make per window "
         "(`N/second|minute|hour|day`) before it gets 429 with Retry-After instead of 401; "
-        "correct credentials always pass. Counted in Redis, shared by every web process.",
+        "credentials this web process has seen always pass, new names from a throttled "
+        "address wait out the window. Counted in Redis, shared by every web process.",
     ),
     Setting(
         "INLET_BODY_TIMEOUT",
