@@ -423,6 +423,29 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy(
     assert (second.ip_address, second.geo_country) == (PROXY, None)  # private: no geo
 
 
+def test_every_forwarded_for_line_is_read_from_the_right(
+    thrad_settings: Settings,
+    bearer: dict[str, str],
+    run_worker: Callable[[], None],
+    engine: Engine,
+) -> None:
+    """Several X-Forwarded-For lines are one list (RFC 9110): the proxy's line is the last."""
+    with make_client(thrad_settings, PROXY) as behind_proxy:
+        response = behind_proxy.post(
+            URL,
+            content=orjson.dumps({"event_name": "x"}),
+            headers=[
+                *bearer.items(),
+                ("X-Forwarded-For", "6.6.6.6"),  # made up by the client
+                ("X-Forwarded-For", geo.LONDON),  # appended by the proxy
+            ],
+        )
+        assert response.status_code == 204, response.text
+    run_worker()
+    [row] = rows(engine)
+    assert (row.ip_address, row.geo_country) == (geo.LONDON, "GB")
+
+
 def test_trusted_proxies_are_off_by_default(
     settings: Settings, bearer: dict[str, str], drain: Callable[..., None], engine: Engine
 ) -> None:
