@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ from app.credentials.admins import NewAdmin
 from app.credentials.partners import NewPartner
 from app.main import create_app
 from app.ops import stats
-from app.settings import Settings
+from app.settings import RateLimit, Settings
 from tests.cli_runner import run_cli
 from tests.conftest import admin_auth
 from tests.test_failed import fail_for_real
@@ -58,6 +59,43 @@ def test_partner_credentials_never_open_admin_pages(
         assert response.status_code == 401
         assert response.json()["code"] == "unauthorized"
         assert 'realm="inlet-admin"' in response.headers["www-authenticate"]
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    return {
+        "Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    }
+
+
+def test_failed_admin_logins_are_throttled_and_logged(
+    settings: Settings, admin: NewAdmin, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The partners' failed-login throttle, per address; each failure logged, never its password."""
+    limit = RateLimit(5, 60.0)
+    guesses = [f"guess-{n}-{admin.password[:8]}" for n in range(limit.limit + 2)]
+    with (
+        caplog.at_level(logging.INFO),
+        TestClient(
+            create_app(settings.replace(auth_failure_limit=limit)), client=("203.0.113.7", 1)
+        ) as attacker,
+    ):
+        codes = [
+            attacker.get("/admin", headers=basic(admin.username, guess)).status_code
+            for guess in guesses
+        ]
+        assert codes == [401] * limit.limit + [429] * 2
+        # Still the decision made for partners: the right password always gets in.
+        assert attacker.get("/admin", headers=admin_auth(admin)).status_code == 200
+        # An unknown admin name counts as well, and is logged too.
+        assert attacker.get("/admin", headers=basic("nobody", "x")).status_code == 429
+    failures = [r.getMessage() for r in caplog.records if "admin login failed" in r.getMessage()]
+    assert len(failures) == len(guesses) + 1
+    assert all("203.0.113.7" in line for line in failures)
+    assert sum(repr(admin.username) in line for line in failures) == len(guesses)
+    assert "'nobody'" in failures[-1]
+    logged = caplog.text
+    assert not any(guess in logged for guess in guesses)
+    assert admin.password not in logged
 
 
 def test_page_shows_queue_partner_counts_and_failed_jobs(
