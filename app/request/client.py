@@ -65,3 +65,21 @@ def client_address(
             if not _trusted(current, trusted_proxies):
                 break
     return str(current)
+
+
+def forwarded_scheme(
+    peer: str | None, headers: Headers, trusted_proxies: tuple[IPNetwork, ...]
+) -> str | None:
+    """The scheme a trusted proxy says the client used (X-Forwarded-Proto), else None.
+
+    uvicorn runs without proxy headers (Inlet decides trust itself), so
+    behind a TLS-terminating proxy the request's own scheme is http. Only a
+    peer in INLET_TRUSTED_PROXIES is believed, and of a list the last value
+    is the one our peer set.
+    """
+    current = _address(peer) if peer else None
+    if current is None or not _trusted(current, trusted_proxies):
+        return None
+    values = ",".join(headers.getlist("x-forwarded-proto")).split(",")
+    scheme = values[-1].strip().lower()
+    return scheme or None
