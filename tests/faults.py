@@ -167,6 +167,14 @@ class WorkerPool:
         worker.kill()
         self._spawn()
 
+    def kill_pid(self, pid: int) -> bool:
+        """SIGKILL the worker with this process id and start another; False if none has it."""
+        for index, worker in enumerate(self.workers):
+            if worker.process.pid == pid:
+                self.kill_one(index)
+                return True
+        return False
+
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
