@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from collections.abc import Callable
+from ipaddress import ip_network
 
 import orjson
 import pytest
@@ -18,7 +20,7 @@ from app.credentials.admins import NewAdmin
 from app.credentials.partners import NewPartner
 from app.main import create_app
 from app.ops import stats
-from app.settings import Settings
+from app.settings import RateLimit, Settings
 from tests.cli_runner import run_cli
 from tests.conftest import admin_auth
 from tests.test_failed import fail_for_real
@@ -58,6 +60,43 @@ def test_partner_credentials_never_open_admin_pages(
         assert response.status_code == 401
         assert response.json()["code"] == "unauthorized"
         assert 'realm="inlet-admin"' in response.headers["www-authenticate"]
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    return {
+        "Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    }
+
+
+def test_failed_admin_logins_are_throttled_and_logged(
+    settings: Settings, admin: NewAdmin, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The partners' failed-login throttle, per address; each failure logged, never its password."""
+    limit = RateLimit(5, 60.0)
+    guesses = [f"guess-{n}-{admin.password[:8]}" for n in range(limit.limit + 2)]
+    with (
+        caplog.at_level(logging.INFO),
+        TestClient(
+            create_app(settings.replace(auth_failure_limit=limit)), client=("203.0.113.7", 1)
+        ) as attacker,
+    ):
+        codes = [
+            attacker.get("/admin", headers=basic(admin.username, guess)).status_code
+            for guess in guesses
+        ]
+        assert codes == [401] * limit.limit + [429] * 2
+        # Still the decision made for partners: the right password always gets in.
+        assert attacker.get("/admin", headers=admin_auth(admin)).status_code == 200
+        # An unknown admin name counts as well, and is logged too.
+        assert attacker.get("/admin", headers=basic("nobody", "x")).status_code == 429
+    failures = [r.getMessage() for r in caplog.records if "admin login failed" in r.getMessage()]
+    assert len(failures) == len(guesses) + 1
+    assert all("203.0.113.7" in line for line in failures)
+    assert sum(repr(admin.username) in line for line in failures) == len(guesses)
+    assert "'nobody'" in failures[-1]
+    logged = caplog.text
+    assert not any(guess in logged for guess in guesses)
+    assert admin.password not in logged
 
 
 def test_page_shows_queue_partner_counts_and_failed_jobs(
@@ -112,7 +151,7 @@ def test_requeue_from_the_page_lands_rows_once(
         follow_redirects=False,
     )
     assert response.status_code == 303
-    assert response.headers["location"] == f"/admin?done=requeued&job={job_id}"
+    assert response.headers["location"].startswith(f"/admin?done=requeued&job={job_id}&sig=")
     page = client.get(response.headers["location"], headers=admin_auth(admin)).text
     assert f"Job {job_id} was requeued." in page and "No failed jobs." in page
     drain()
@@ -123,7 +162,9 @@ def test_requeue_from_the_page_lands_rows_once(
         headers=admin_auth(admin),
         follow_redirects=False,
     )
-    assert again.headers["location"] == f"/admin?done=gone&job={job_id}"
+    assert again.headers["location"].startswith(f"/admin?done=gone&job={job_id}&sig=")
+    page = client.get(again.headers["location"], headers=admin_auth(admin)).text
+    assert f"Job {job_id} is no longer failed" in page
 
 
 def test_delete_and_requeue_all_from_the_page(
@@ -145,14 +186,16 @@ def test_delete_and_requeue_all_from_the_page(
         headers=admin_auth(admin),
         follow_redirects=False,
     )
-    assert deleted.headers["location"] == f"/admin?done=deleted&job={doomed}"
+    assert deleted.headers["location"].startswith(f"/admin?done=deleted&job={doomed}&sig=")
     everything = client.post(
         "/admin/failed/requeue-all",
         data={"csrf": csrf},
         headers=admin_auth(admin),
         follow_redirects=False,
     )
-    assert everything.headers["location"] == "/admin?done=requeued-all&count=2"
+    assert everything.headers["location"].startswith("/admin?done=requeued-all&count=2&sig=")
+    page = client.get(everything.headers["location"], headers=admin_auth(admin)).text
+    assert "2 failed jobs were requeued." in page
     drain()
     assert event_ids(engine) == [make_event(2)["event_id"], make_event(3)["event_id"]]
 
@@ -278,6 +321,65 @@ def test_admin_users_migration_matches_the_table_and_downgrades(database_url: st
     migrations.downgrade(database_url, "0002")
     migrations.upgrade(database_url)
     migrations.check(database_url)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "done=requeued&job=Your+session+expired:+call+support+on+555-0100",
+        "done=requeued-all&count=Your+session+expired:+call+support+on+555-0100",
+        "done=gone&job=Your+session+expired:+call+support+on+555-0100&sig=" + "0" * 64,
+    ],
+    ids=["job", "count", "forged-signature"],
+)
+def test_the_notice_box_never_repeats_text_from_the_address(
+    client: TestClient, admin: NewAdmin, query: str
+) -> None:
+    """Only the notices the page itself redirected to are shown: a link can't put words there."""
+    page = client.get(f"/admin?{query}", headers=admin_auth(admin))
+    assert page.status_code == 200
+    assert "Signed in as" in page.text
+    assert "call support" not in page.text and 'id="notice"' not in page.text
+
+
+@pytest.mark.parametrize(
+    ("peer", "headers", "secure"),
+    [
+        ("10.0.0.2", {"X-Forwarded-Proto": "https"}, True),
+        ("10.0.0.2", {"X-Forwarded-Proto": "http"}, False),
+        ("10.0.0.2", {}, False),
+        # A client can't vouch for itself: only INLET_TRUSTED_PROXIES are believed.
+        ("203.0.113.7", {"X-Forwarded-Proto": "https"}, False),
+    ],
+)
+def test_csrf_cookie_is_secure_behind_a_trusted_tls_proxy(
+    settings: Settings, admin: NewAdmin, peer: str, headers: dict[str, str], secure: bool
+) -> None:
+    proxied = settings.replace(trusted_proxies=(ip_network("10.0.0.0/8"),))
+    with TestClient(create_app(proxied), client=(peer, 1)) as client:
+        response = client.get("/admin", headers={**admin_auth(admin), **headers})
+    assert response.status_code == 200
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("inlet_csrf=")
+    assert ("secure" in cookie.lower().split("; ")) is secure, cookie
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/admin/", "/admin"),
+        ("/admin/?done=x", "/admin?done=x"),
+        ("/healthz/", "/healthz"),
+        ("/admin/failed/abc/", "/admin/failed/abc"),
+    ],
+)
+def test_trailing_slash_redirects_ignore_the_host_header(
+    client: TestClient, path: str, location: str
+) -> None:
+    response = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code in (307, 308)
+    assert response.headers["location"] == location
+    assert "evil.example" not in response.text
 
 
 @pytest.mark.parametrize(

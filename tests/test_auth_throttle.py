@@ -127,6 +127,27 @@ def test_behind_a_trusted_proxy_the_forwarded_client_is_counted(
         assert other.status_code == 401
 
 
+def test_a_client_cannot_rotate_its_identity_with_extra_forwarded_for_lines(
+    throttled: Settings, partner: NewPartner
+) -> None:
+    """A made-up first X-Forwarded-For line must not become the throttle's key."""
+    proxied = throttled.replace(trusted_proxies=(ip_network("10.0.0.0/8"),))
+    with TestClient(create_app(proxied), client=("10.0.0.2", 1)) as proxy:
+        codes = [
+            proxy.post(
+                URL,
+                json={"events": [event(1)]},
+                headers=[
+                    *wrong(partner).items(),
+                    ("X-Forwarded-For", f"192.0.2.{attempt}"),  # a new lie each time
+                    ("X-Forwarded-For", ATTACKER),  # what the proxy saw
+                ],
+            ).status_code
+            for attempt in range(LIMIT.limit + 1)
+        ]
+    assert codes == [401] * LIMIT.limit + [429]
+
+
 def test_redis_down_fails_open_to_401(
     settings: Settings, partner: NewPartner, tmp_path: object
 ) -> None:

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 from redis import Redis
-from rq import Queue
+from rq import Callback, Queue
 from rq.registry import FailedJobRegistry
+from rq.webhook import Webhook
 from sqlalchemy.engine import Engine
 
 from app import queue as q
 from app.credentials.partners import NewPartner
 from app.db import events as events_table
+from app.ops.failed import show_failed
 from app.settings import Settings
+from tests.processes import INLET, process_env
 from worker.jobs import is_transient
 
 
@@ -163,3 +169,104 @@ def test_permanent_error_is_not_retried(
 )
 def test_transient_errors_are_told_from_permanent_ones(exc: BaseException, transient: bool) -> None:
     assert is_transient(exc) is transient
+
+
+# -- only Inlet's own job functions run ------------------------------------------------
+
+
+def leave_a_mark(job: Any, *_: Any) -> None:
+    """A harmless side effect, used as a callback: touch the file the job names."""
+    Path(job.meta["mark"]).touch()
+
+
+@pytest.mark.parametrize(
+    ("func", "args"),
+    [
+        ("os.system", lambda mark: (f"touch {mark}",)),
+        ("os.mkdir", lambda mark: (str(mark),)),
+        ("pathlib.Path.touch", lambda mark: (str(mark),)),
+    ],
+    ids=["os.system", "os.mkdir", "a method"],
+)
+def test_a_job_for_any_other_function_fails_without_running(
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    engine: Engine,
+    tmp_path: Path,
+    func: str,
+    args: Callable[[Path], tuple[str, ...]],
+) -> None:
+    """Anyone who can write to Redis could queue a call to any importable function."""
+    mark = tmp_path / "ran"
+    queue = q.make_queue(settings, redis)
+    foreign = queue.enqueue_call(func, args=args(mark), meta={"partner": partner.name})
+    ours = enqueue(settings, redis, partner, [make_event(1)])
+    worker = subprocess.run(
+        [INLET, "worker", "--burst"],
+        env=process_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    assert event_ids(engine) == [make_event(1)["event_id"]], "the worker ran nothing at all"
+    assert not mark.exists(), f"{func} ran on the worker"
+    assert foreign.id in FailedJobRegistry(queue=queue)
+    assert ours not in FailedJobRegistry(queue=queue)
+    failed, _ = show_failed(queue, foreign.id)
+    assert func in failed.error and "not one of Inlet's job functions" in failed.error
+    assert "not run" in failed.error
+
+
+def test_an_inlet_job_with_callbacks_or_webhooks_fails_without_running(
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    engine: Engine,
+    tmp_path: Path,
+    drain: Callable[..., None],
+) -> None:
+    """Callbacks name functions too, and webhooks make the worker send requests anywhere."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0)
+    port = listener.getsockname()[1]
+    queue = q.make_queue(settings, redis)
+    marks = [tmp_path / "success", tmp_path / "failure"]
+    jobs = [
+        queue.enqueue_call(
+            q.INGEST_ONSIDE,
+            args=(partner.id, "2026-05-05T12:00:01+00:00", [make_event(1)]),
+            meta={"mark": str(marks[0])},
+            on_success=Callback(f"{__name__}.leave_a_mark"),
+        ),
+        queue.enqueue_call(
+            q.INGEST_ONSIDE,
+            args=(partner.id, "2026-05-05T12:00:01+00:00", [make_event(2)]),
+            meta={"mark": str(marks[1])},
+            on_failure=Callback(f"{__name__}.leave_a_mark"),
+        ),
+        queue.enqueue_call(
+            q.INGEST_ONSIDE,
+            args=(partner.id, "2026-05-05T12:00:01+00:00", [make_event(3)]),
+            webhooks=[
+                Webhook(f"http://127.0.0.1:{port}/", status, timeout=1)
+                for status in ("finished", "failed")
+            ],
+        ),
+    ]
+    ours = enqueue(settings, redis, partner, [make_event(4)])
+    with listener:
+        drain()
+        try:
+            webhook, _ = listener.accept()
+        except BlockingIOError:
+            sent = False
+        else:
+            webhook.close()
+            sent = True
+    assert not sent, "the worker sent a webhook"
+    assert event_ids(engine) == [make_event(4)["event_id"]], "the worker ran nothing at all"
+    assert not any(mark.exists() for mark in marks)
+    registry = FailedJobRegistry(queue=queue)
+    assert all(job.id in registry for job in jobs) and ours not in registry

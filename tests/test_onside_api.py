@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,41 @@ def test_broken_gzip_gets_400(
 ) -> None:
     response = client.post(URL, content=body, headers={**auth, **JSON, "Content-Encoding": "gzip"})
     assert_error_shape(response, 400, "invalid_request")
+    assert queued_jobs(redis) == 0
+
+
+def _batch(*numbers: int) -> bytes:
+    return orjson.dumps({"events": [event(n) for n in numbers]})
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", gzip.compress(_batch(1)) + gzip.compress(_batch(2))),
+        ("gzip", gzip.compress(_batch(1)) + b"GARBAGE"),
+        ("deflate", zlib.compress(_batch(1)) + b"GARBAGE"),
+    ],
+    ids=["two-gzip-members", "gzip-then-garbage", "deflate-then-garbage"],
+)
+def test_compressed_body_with_trailing_data_gets_400(
+    client: TestClient, auth: dict[str, str], redis: Redis, encoding: str, body: bytes
+) -> None:
+    """Only the first member would be read: the rest of the body must not vanish unseen."""
+    response = client.post(
+        URL, content=body, headers={**auth, **JSON, "Content-Encoding": encoding}
+    )
+    error = assert_error_shape(response, 400, "invalid_request")
+    assert "after the end of the compressed data" in error["error"]
+    assert queued_jobs(redis) == 0
+
+
+def test_gzip_body_without_content_encoding_is_named(
+    client: TestClient, auth: dict[str, str], redis: Redis
+) -> None:
+    response = client.post(URL, content=gzip.compress(_batch(1)), headers={**auth, **JSON})
+    error = assert_error_shape(response, 400, "invalid_request")
+    assert "this looks gzip-compressed: send Content-Encoding: gzip" in error["error"]
+    assert "UTF-8" not in str(error)
     assert queued_jobs(redis) == 0
 
 

@@ -280,6 +280,33 @@ def test_gzip_bomb_gets_413(client: TestClient, bearer: dict[str, str], redis: R
     assert queued_jobs(redis) == 0
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        gzip.compress(b'{"event_name": "a"}') + gzip.compress(b'{"event_name": "b"}'),
+        gzip.compress(b'{"event_name": "a"}') + b"GARBAGE",
+    ],
+    ids=["two-gzip-members", "gzip-then-garbage"],
+)
+def test_gzip_with_trailing_data_gets_400(
+    client: TestClient, bearer: dict[str, str], redis: Redis, body: bytes
+) -> None:
+    response = client.post(URL, content=body, headers={**bearer, "Content-Encoding": "gzip"})
+    error = assert_error(response, 400, "invalid_request")
+    assert "after the end of the compressed data" in error["error"]
+    assert queued_jobs(redis) == 0
+
+
+def test_gzip_without_content_encoding_is_named(
+    client: TestClient, bearer: dict[str, str], redis: Redis
+) -> None:
+    response = client.post(URL, content=gzip.compress(b'{"event_name": "a"}'), headers=bearer)
+    error = assert_error(response, 400, "invalid_request")
+    assert "this looks gzip-compressed: send Content-Encoding: gzip" in error["error"]
+    assert "UTF-8" not in str(error)
+    assert queued_jobs(redis) == 0
+
+
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
 def test_any_content_type_is_read_as_json(
     client: TestClient, bearer: dict[str, str], content_type: str | None, redis: Redis
@@ -421,6 +448,29 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy(
     first, second = rows(engine)
     assert (first.ip_address, first.geo_country) == (geo.LONDON, "GB")
     assert (second.ip_address, second.geo_country) == (PROXY, None)  # private: no geo
+
+
+def test_every_forwarded_for_line_is_read_from_the_right(
+    thrad_settings: Settings,
+    bearer: dict[str, str],
+    run_worker: Callable[[], None],
+    engine: Engine,
+) -> None:
+    """Several X-Forwarded-For lines are one list (RFC 9110): the proxy's line is the last."""
+    with make_client(thrad_settings, PROXY) as behind_proxy:
+        response = behind_proxy.post(
+            URL,
+            content=orjson.dumps({"event_name": "x"}),
+            headers=[
+                *bearer.items(),
+                ("X-Forwarded-For", "6.6.6.6"),  # made up by the client
+                ("X-Forwarded-For", geo.LONDON),  # appended by the proxy
+            ],
+        )
+        assert response.status_code == 204, response.text
+    run_worker()
+    [row] = rows(engine)
+    assert (row.ip_address, row.geo_country) == (geo.LONDON, "GB")
 
 
 def test_trusted_proxies_are_off_by_default(

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.errors import TooManyFailedLogins
-from app.request.client import client_address
+from app.request.client import client_address, forwarded_for
 from app.request.ratelimit import retry_after
 from app.settings import IPNetwork, RateLimit
 
@@ -105,7 +105,7 @@ def client_key(request: Request, trusted_proxies: Iterable[IPNetwork]) -> str:
     or as "unknown": wrong credentials share one count, right ones still pass.
     """
     peer = request.client.host if request.client else None
-    address = client_address(peer, request.headers.get("x-forwarded-for"), tuple(trusted_proxies))
+    address = client_address(peer, forwarded_for(request.headers), tuple(trusted_proxies))
     return address or peer or "unknown"
 
 

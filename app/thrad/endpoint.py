@@ -17,7 +17,7 @@ from app.credentials.api_keys import KeyOwner
 from app.errors import Unauthorized
 from app.queue import Submission
 from app.request.body import read_body
-from app.request.client import client_address
+from app.request.client import client_address, forwarded_for
 from app.state import AppState
 from app.thrad.validate import server_fields, validate_event
 
@@ -72,7 +72,7 @@ async def collect(request: Request) -> Response:
         event,
         headers=request.headers,
         ip_address=client_address(
-            peer, request.headers.get("x-forwarded-for"), state.settings.trusted_proxies
+            peer, forwarded_for(request.headers), state.settings.trusted_proxies
         ),
         partner_id=partner.id,
         api_key_id=owner.api_key_id,
