@@ -235,19 +235,19 @@ def test_an_inlet_job_with_callbacks_or_webhooks_fails_without_running(
     marks = [tmp_path / "success", tmp_path / "failure"]
     jobs = [
         queue.enqueue_call(
-            q.INGEST_ONSIDE,
+            q.JOB_FUNCTIONS["onside"],
             args=(partner.id, "2026-05-05T12:00:01+00:00", [make_event(1)]),
             meta={"mark": str(marks[0])},
             on_success=Callback(f"{__name__}.leave_a_mark"),
         ),
         queue.enqueue_call(
-            q.INGEST_ONSIDE,
+            q.JOB_FUNCTIONS["onside"],
             args=(partner.id, "2026-05-05T12:00:01+00:00", [make_event(2)]),
             meta={"mark": str(marks[1])},
             on_failure=Callback(f"{__name__}.leave_a_mark"),
         ),
         queue.enqueue_call(
-            q.INGEST_ONSIDE,
+            q.JOB_FUNCTIONS["onside"],
             args=(partner.id, "2026-05-05T12:00:01+00:00", [make_event(3)]),
             webhooks=[
                 Webhook(f"http://127.0.0.1:{port}/", status, timeout=1)

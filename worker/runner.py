@@ -13,7 +13,8 @@ from rq.registry import clean_registries
 from rq.utils import current_timestamp, now
 
 from app.ops import metrics
-from app.queue import INGEST_ONSIDE, INGEST_THRAD, JSONSerializer, PlainJob, make_queue, make_redis
+from app.queue import JOB_FUNCTIONS as QUEUE_JOB_FUNCTIONS
+from app.queue import JSONSerializer, PlainJob, make_queue, make_redis
 from app.settings import Settings
 from worker import context
 from worker.enrich import open_geo_database
@@ -35,7 +36,7 @@ MAINTENANCE_INTERVAL = 2
 # and stock RQ imports and calls whatever it names: anyone who can write to
 # Redis could otherwise run os.system on the worker (the JSON serializer
 # keeps pickle out, but not that).
-JOB_FUNCTIONS = frozenset({INGEST_ONSIDE, INGEST_THRAD})
+ALLOWED_FUNCTIONS = frozenset(QUEUE_JOB_FUNCTIONS.values())
 
 
 class ForeignJob(Exception):
@@ -53,8 +54,8 @@ def refusal(job: Job) -> str | None:
         func_name, instance = job.func_name, job.instance
     except Exception as exc:  # the job's data can't even be read
         return f"its data can't be read ({type(exc).__name__})"
-    if func_name not in JOB_FUNCTIONS or instance is not None:
-        allowed = ", ".join(sorted(JOB_FUNCTIONS))
+    if func_name not in ALLOWED_FUNCTIONS or instance is not None:
+        allowed = ", ".join(sorted(ALLOWED_FUNCTIONS))
         return f"{func_name!r} is not one of Inlet's job functions ({allowed})"
     callbacks = [
         name
