@@ -81,7 +81,7 @@ def test_the_job_runs_its_endpoints_function_and_is_labelled_with_it(
     job = Job.fetch(job_id, connection=redis, serializer=q.JSONSerializer)
     assert job.func_name == f"worker.jobs.ingest_{endpoint}"
     assert job.meta["endpoint"] == endpoint
-    assert job.description == f"{endpoint} batch of 2 events for acme"
+    assert job.description == f"{endpoint} batch of 2 events for acme (1 request)"
 
 
 def test_saving_a_fetched_job_keeps_its_batch_without_resending_it(
