@@ -10,6 +10,10 @@ needs its column (and its migration) here.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
+
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -141,6 +145,7 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         "hide_parameters": True,
     }
     if url.startswith("sqlite"):
+        _create_private_sqlite_file(url)
         # Web, workers and the CLI share one file: wait for the lock instead of failing.
         options["connect_args"] = {"timeout": 15}
     else:
@@ -150,6 +155,23 @@ def make_engine(url: str, **kwargs: object) -> Engine:
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """Create a new SQLite file 600 (its folder 700) before SQLite would make it 644.
+
+    The file holds every event and the credential hashes. SQLite gives the WAL
+    and its index the main file's mode, so they are private too.
+    """
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):  # another process made it first
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
