@@ -12,9 +12,13 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from alembic import command
+from app.db import make_engine
 
 
 def script_location() -> str:
@@ -51,3 +55,47 @@ def downgrade(database_url: str, revision: str) -> None:
 def check(database_url: str) -> None:
     """Raise if the tables in app.db and the migrations disagree."""
     command.check(alembic_config(database_url))
+
+
+class SchemaError(Exception):
+    """The database can't serve Inlet as it is; the message says what to do."""
+
+
+def require_current_schema(database_url: str) -> None:
+    """Raise SchemaError unless the database answers and is migrated to head.
+
+    Never creates anything: a SQLite file that isn't there is reported, not
+    made (SQLite would create an empty one on connect).
+    """
+    url = sa.engine.make_url(database_url)
+    shown = url.render_as_string(hide_password=True)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
+        raise SchemaError(
+            f"no Inlet database at {path}: run `inlet migrate` to create it, or run from "
+            "the deployment's folder, or set DATABASE_URL and INLET_DATA_DIR "
+            "(their defaults are relative to the current folder: ./var)"
+        )
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    except sa.exc.DBAPIError as exc:
+        # The type only: the driver's text can hold host names or a password.
+        raise SchemaError(
+            f"cannot reach the database at {shown} ({type(exc.orig).__name__}): "
+            "check DATABASE_URL and that the database is up"
+        ) from None
+    finally:
+        engine.dispose()
+    heads = set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
+    if not current:
+        raise SchemaError(
+            f"the database at {shown} has no Inlet tables: run `inlet migrate`, "
+            "or set DATABASE_URL to the deployment's database"
+        )
+    if current != heads:
+        raise SchemaError(
+            f"the database at {shown} is at schema revision {', '.join(sorted(current))}, "
+            f"this Inlet needs {', '.join(sorted(heads))}: run `inlet migrate`"
+        )

@@ -231,7 +231,7 @@ class Settings:
         data_dir = Path(get("INLET_DATA_DIR")).resolve()
         try:
             values: dict[str, object] = dict(
-                database_url=normalize_database_url(_absolute_sqlite(get("DATABASE_URL"))),
+                database_url=database_url_from_env(env),
                 redis_url=_absolute_unix(get("REDIS_URL")),
                 port=int(get("PORT")),
                 host=get("HOST"),
@@ -249,7 +249,7 @@ class Settings:
                     "INLET_GROUP_MAX_EVENTS",
                 ),
                 group_wait_ms=_not_negative(get("INLET_GROUP_WAIT_MS"), "INLET_GROUP_WAIT_MS"),
-                log_level=get("INLET_LOG_LEVEL").upper(),
+                log_level=parse_log_level(get("INLET_LOG_LEVEL")),
                 trusted_proxies=parse_networks(get("INLET_TRUSTED_PROXIES")),
                 auth_failure_limit=RateLimit.parse(get("INLET_AUTH_FAILURE_LIMIT")),
                 body_timeout=_positive(get("INLET_BODY_TIMEOUT"), "INLET_BODY_TIMEOUT"),
@@ -282,6 +282,26 @@ class Settings:
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def database_url_from_env(environ: Mapping[str, str]) -> str:
+    """DATABASE_URL as Settings reads it, without reading anything else.
+
+    The CLI checks the database with it before the settings are loaded, since
+    loading them may create INLET_DATA_DIR and a key in it.
+    """
+    url = environ.get("DATABASE_URL") or _SETTING_BY_ENV["DATABASE_URL"].default
+    return normalize_database_url(_absolute_sqlite(url))
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def parse_log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"INLET_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
+    return level
 
 
 def _positive(text: str, name: str) -> float:

@@ -15,7 +15,7 @@ from app.settings import Settings
 @click.command()
 def migrate() -> None:
     """Bring the database schema up to date (Alembic upgrade head)."""
-    settings = load_settings()
+    settings = load_settings(database=False)
     migrations.upgrade(settings.database_url)
     click.echo("Database schema is up to date.", err=True)
 
@@ -25,7 +25,7 @@ def web() -> None:
     """Serve the HTTP API with uvicorn on HOST:PORT (WEB_CONCURRENCY processes)."""
     import uvicorn
 
-    settings = load_settings()
+    settings = load_settings(database=False)
     uvicorn.run("app.main:create_app", factory=True, **uvicorn_options(settings))
 
 
@@ -53,7 +53,7 @@ def worker(burst: bool) -> None:
     """Run a worker: take batches off the queue and store them."""
     from worker.runner import run_worker
 
-    settings = load_settings()
+    settings = load_settings(database=False)
     try:
         run_worker(settings, burst=burst)
     except ConfigError as exc:
