@@ -149,12 +149,26 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         # Web, workers and the CLI share one file: wait for the lock instead of failing.
         options["connect_args"] = {"timeout": 15}
     else:
-        options["connect_args"] = {"connect_timeout": 5}
+        options["connect_args"] = {"connect_timeout": 5, "options": _utc_options(url)}
     options.update(kwargs)
     engine = sa.create_engine(url, **options)  # type: ignore[arg-type]
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _utc_options(url: str) -> str:
+    """libpq's startup options, with the session time zone pinned to UTC.
+
+    Timestamps are read back in the session's zone: under a database default
+    such as America/New_York, a year-1 timestamp comes back in year 0 ("BC")
+    and psycopg refuses it. Set at connection start, it costs no round trip
+    and survives RESET ALL; options already in the URL are kept.
+    """
+    given = sa.engine.make_url(url).query.get("options") or ""
+    if isinstance(given, tuple):
+        given = " ".join(given)
+    return f"{given} -c timezone=UTC".strip()
 
 
 def _create_private_sqlite_file(url: str) -> None:

@@ -29,3 +29,13 @@ def test_a_new_sqlite_database_and_its_folder_are_private(tmp_path: Path) -> Non
         engine.dispose()
     assert modes == {f.name: "0o600" for f in files}
     assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_postgresql_sessions_are_utc_and_keep_the_urls_own_options(postgresql_url: str) -> None:
+    engine = make_engine(postgresql_url + "?options=-c%20statement_timeout%3D1234")
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SHOW timezone")).scalar_one() == "UTC"
+            assert conn.execute(sa.text("SHOW statement_timeout")).scalar_one() == "1234ms"
+    finally:
+        engine.dispose()
