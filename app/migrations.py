@@ -76,18 +76,7 @@ def require_current_schema(database_url: str) -> None:
             "the deployment's folder, or set DATABASE_URL and INLET_DATA_DIR "
             "(their defaults are relative to the current folder: ./var)"
         )
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            current = set(MigrationContext.configure(conn).get_current_heads())
-    except sa.exc.DBAPIError as exc:
-        # The type only: the driver's text can hold host names or a password.
-        raise SchemaError(
-            f"cannot reach the database at {shown} ({type(exc.orig).__name__}): "
-            "check DATABASE_URL and that the database is up"
-        ) from None
-    finally:
-        engine.dispose()
+    current = current_revisions(database_url)
     heads = set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
     if not current:
         raise SchemaError(
@@ -99,3 +88,20 @@ def require_current_schema(database_url: str) -> None:
             f"the database at {shown} is at schema revision {', '.join(sorted(current))}, "
             f"this Inlet needs {', '.join(sorted(heads))}: run `inlet migrate`"
         )
+
+
+def current_revisions(database_url: str) -> set[str]:
+    """The schema revisions the database is at; SchemaError if it can't be reached."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return set(MigrationContext.configure(conn).get_current_heads())
+    except sa.exc.DBAPIError as exc:
+        shown = sa.engine.make_url(database_url).render_as_string(hide_password=True)
+        # The type only: the driver's text can hold host names or a password.
+        raise SchemaError(
+            f"cannot reach the database at {shown} ({type(exc.orig).__name__}): "
+            "check DATABASE_URL and that the database is up"
+        ) from None
+    finally:
+        engine.dispose()

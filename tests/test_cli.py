@@ -210,11 +210,13 @@ def test_an_unmigrated_postgresql_database_says_run_inlet_migrate(
     assert_one_line_advice(result, "inlet migrate", "DATABASE_URL")
 
 
-def test_an_unreachable_database_says_check_database_url(tmp_path: Path) -> None:
+@pytest.mark.parametrize("args", [("partners", "list"), ("migrate",)])
+def test_an_unreachable_database_says_check_database_url(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
     result = run_elsewhere(
         tmp_path,
-        "partners",
-        "list",
+        *args,
         DATABASE_URL="postgresql://inlet:hunter2@127.0.0.1:9/inlet",
         INLET_SECRET_KEY=KEY,
     )

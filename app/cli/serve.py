@@ -16,6 +16,11 @@ from app.settings import Settings
 def migrate() -> None:
     """Bring the database schema up to date (Alembic upgrade head)."""
     settings = load_settings(database=False)
+    try:
+        # Connect once first: an unreachable database is one line, not a traceback.
+        migrations.current_revisions(settings.database_url)
+    except migrations.SchemaError as exc:
+        raise click.ClickException(str(exc)) from None
     migrations.upgrade(settings.database_url)
     click.echo("Database schema is up to date.", err=True)
 
