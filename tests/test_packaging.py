@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -18,10 +19,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def build_wheel(out: Path) -> Path:
+    # From a copy: setuptools builds in the source tree, and a build/ folder
+    # left there would carry stale modules into the next wheel.
+    source = out / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for folder in ("app", "worker", "alembic"):
+        shutil.copytree(
+            ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
     # No build isolation: the venv's own setuptools builds it, with no network.
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-        + ["--wheel-dir", str(out), str(ROOT)],
+        + ["--wheel-dir", str(out), str(source)],
         check=True,
         capture_output=True,
         cwd=out,
