@@ -53,8 +53,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "INLET_SECRET_KEY",
         "",
-        "Key of the keyed hash that protects stored credentials. Empty: a random key "
-        "is generated once into INLET_DATA_DIR/secret.key. Set it in production.",
+        "Key of the keyed hash that protects stored credentials, at least 32 characters "
+        "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`). Empty: a "
+        "random key is generated once into INLET_DATA_DIR/secret.key. Set it in production.",
     ),
     Setting(
         "INLET_RATE_LIMIT",
@@ -165,6 +166,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _SETTING_BY_ENV = {s.env: s for s in SETTINGS}
+# The key is all that stands between a copy of the database and the stored
+# credentials: anything shorter than 32 characters is refused, not padded.
+MIN_SECRET_KEY_LENGTH = 32
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?\s*$", re.I)
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
@@ -256,7 +260,7 @@ class Settings:
         data_dir = Path(get("INLET_DATA_DIR")).resolve()
         try:
             values: dict[str, object] = dict(
-                database_url=normalize_database_url(_absolute_sqlite(get("DATABASE_URL"))),
+                database_url=database_url_from_env(env),
                 redis_url=_absolute_unix(get("REDIS_URL")),
                 port=int(get("PORT")),
                 host=get("HOST"),
@@ -277,7 +281,7 @@ class Settings:
                 max_json_containers=_at_least(
                     get("INLET_MAX_JSON_CONTAINERS"), 100, "INLET_MAX_JSON_CONTAINERS"
                 ),
-                log_level=get("INLET_LOG_LEVEL").upper(),
+                log_level=parse_log_level(get("INLET_LOG_LEVEL")),
                 trusted_proxies=parse_networks(get("INLET_TRUSTED_PROXIES")),
                 auth_failure_limit=RateLimit.parse(get("INLET_AUTH_FAILURE_LIMIT")),
                 body_timeout=_positive(get("INLET_BODY_TIMEOUT"), "INLET_BODY_TIMEOUT"),
@@ -301,12 +305,38 @@ class Settings:
                     "INLET_SECRET_KEY must be set when DATABASE_URL is not SQLite "
                     "(the same value for every web, worker and CLI process)"
                 )
+            if key and len(key) < MIN_SECRET_KEY_LENGTH:
+                raise ConfigError(
+                    f"INLET_SECRET_KEY is too short ({len(key)} characters): use at least "
+                    f"{MIN_SECRET_KEY_LENGTH} random characters, e.g. the output of "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                )
             secret = key.encode() if key else _load_or_create_key(settings.data_dir)
             settings = dataclasses.replace(settings, secret_key=secret)
         return settings
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def database_url_from_env(environ: Mapping[str, str]) -> str:
+    """DATABASE_URL as Settings reads it, without reading anything else.
+
+    The CLI checks the database with it before the settings are loaded, since
+    loading them may create INLET_DATA_DIR and a key in it.
+    """
+    url = environ.get("DATABASE_URL") or _SETTING_BY_ENV["DATABASE_URL"].default
+    return normalize_database_url(_absolute_sqlite(url))
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def parse_log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"INLET_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
+    return level
 
 
 def _positive(text: str, name: str) -> float:
@@ -362,9 +392,9 @@ def _absolute_sqlite(url: str) -> str:
     """Make a relative SQLite path absolute, so every process finds the same file."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-        path = Path(url[len(prefix) :]).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(path)
+        # Only the name: the file and its folder are made (private) by the
+        # engine factory, and only where a database is really opened.
+        return prefix + str(Path(url[len(prefix) :]).resolve())
     return url
 
 
@@ -378,8 +408,9 @@ def _absolute_unix(url: str) -> str:
 def _load_or_create_key(data_dir: Path) -> bytes:
     path = data_dir / "secret.key"
     if path.exists():
-        return path.read_bytes().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+        return _checked_key_file(path)
+    # 700: the data dir holds the key, the SQLite store and the queue's AOF.
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Written whole to a file of our own, then linked into place: link fails
     # if the key exists, so when two processes race both use the winner's
     # key, and nobody ever reads a half-written one.
@@ -392,7 +423,21 @@ def _load_or_create_key(data_dir: Path) -> bytes:
             os.link(tmp, path)
     finally:
         os.unlink(tmp)
-    return path.read_bytes().strip()
+    return _checked_key_file(path)
+
+
+def _checked_key_file(path: Path) -> bytes:
+    key = path.read_bytes().strip()
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        # Not replaced silently: the stored credentials are hashed with the
+        # key this file once held, and a new one would turn them all into 401s.
+        raise ConfigError(
+            f"{path} holds {len(key)} characters, a key needs at least "
+            f"{MIN_SECRET_KEY_LENGTH}: restore the file from a backup, set "
+            "INLET_SECRET_KEY, or delete the file to generate a new key (every "
+            "partner and admin credential must then be issued again)"
+        )
+    return key
 
 
 def markdown() -> str:

@@ -24,7 +24,7 @@ from app.embedded_redis import EmbeddedRedis
 from app.settings import Settings
 from tests.services import PostgresCluster
 
-SECRET_KEY = "bench-secret-key"
+SECRET_KEY = "bench-secret-key-of-at-least-32-characters"
 # The bench measures throughput, not the per-partner limit: a limit nobody
 # reaches still costs its one Redis call per request.
 RATE_LIMIT = "1000000/second"

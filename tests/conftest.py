@@ -29,7 +29,7 @@ from tests.services import PostgresCluster
 from worker import context
 from worker.runner import build_worker
 
-TEST_SECRET_KEY = "test-secret-key"
+TEST_SECRET_KEY = "test-secret-key-of-at-least-32-characters"
 
 
 @pytest.fixture(scope="session")

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from redis import Redis
 from starlette.testclient import TestClient
 
+from app import migrations
 from app.cli import main
-from app.credentials.partners import NewPartner
+from app.credentials.partners import NewPartner, create_partner
+from app.db import make_engine
+from app.embedded_redis import EmbeddedRedis
+from app.main import create_app
 from app.settings import Settings
-from tests.conftest import TEST_SECRET_KEY, basic_auth
+from tests.cli_runner import cli_env
+from tests.conftest import TEST_SECRET_KEY, basic_auth, empty_tables, make_settings
+from worker import context
+from worker.runner import build_worker
 
 URL = "/attribution-api/v1/events"
+KEY = TEST_SECRET_KEY
 
 
 @pytest.fixture
@@ -135,3 +148,139 @@ def test_export_writes_json_lines_oldest_first(
     assert first["received_at"].endswith("Z")
     limited = inlet("events", "export", "--partner", "acme", "--limit", "1").stdout.splitlines()
     assert len(limited) == 1
+
+
+def run_elsewhere(folder: Path, *args: str, **env: str | None) -> Result:
+    """``inlet ARGS`` from ``folder``, with only the settings given in ``env``."""
+    cleared: dict[str, str | None] = {
+        name: None for name in ("DATABASE_URL", "REDIS_URL", "INLET_DATA_DIR", "INLET_SECRET_KEY")
+    }
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        return CliRunner().invoke(main, list(args), env={**cleared, **env})
+    finally:
+        os.chdir(cwd)
+
+
+def assert_one_line_advice(result: Result, *words: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def test_the_cli_in_an_empty_folder_says_what_to_do_and_creates_nothing(tmp_path: Path) -> None:
+    """Default settings from the wrong folder: no ./var/, no traceback, one line of advice."""
+    result = run_elsewhere(tmp_path, "partners", "list")
+    assert_one_line_advice(result, "inlet migrate", "DATABASE_URL", "INLET_DATA_DIR")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unmigrated_sqlite_database_says_run_inlet_migrate(tmp_path: Path) -> None:
+    path = tmp_path / "inlet.db"
+    sqlite3.connect(path).close()
+    result = run_elsewhere(
+        tmp_path, "partners", "list", DATABASE_URL=f"sqlite:///{path}", INLET_SECRET_KEY=KEY
+    )
+    assert_one_line_advice(result, "inlet migrate", "DATABASE_URL")
+
+
+def test_an_outdated_schema_says_run_inlet_migrate(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'inlet.db'}"
+    migrations.upgrade(url, "0001")
+    result = run_elsewhere(tmp_path, "keys", "list", "acme", DATABASE_URL=url, INLET_SECRET_KEY=KEY)
+    assert_one_line_advice(result, "inlet migrate")
+
+
+def test_an_unmigrated_postgresql_database_says_run_inlet_migrate(
+    postgresql_url: str, tmp_path: Path
+) -> None:
+    url = sa.engine.make_url(postgresql_url)
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS inlet_unmigrated"))
+        conn.execute(sa.text("CREATE DATABASE inlet_unmigrated"))
+    admin.dispose()
+    target = url.set(database="inlet_unmigrated").render_as_string(hide_password=False)
+    result = run_elsewhere(tmp_path, "partners", "list", DATABASE_URL=target, INLET_SECRET_KEY=KEY)
+    assert_one_line_advice(result, "inlet migrate", "DATABASE_URL")
+
+
+@pytest.mark.parametrize("args", [("partners", "list"), ("migrate",)])
+def test_an_unreachable_database_says_check_database_url(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    result = run_elsewhere(
+        tmp_path,
+        *args,
+        DATABASE_URL="postgresql://inlet:hunter2@127.0.0.1:9/inlet",
+        INLET_SECRET_KEY=KEY,
+    )
+    assert_one_line_advice(result, "DATABASE_URL")
+    assert "hunter2" not in result.output
+
+
+@pytest.mark.parametrize("args", [("partners", "list"), ("migrate",)])
+def test_an_invalid_log_level_is_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
+    result = run_elsewhere(tmp_path, *args, INLET_LOG_LEVEL="chatty")
+    assert_one_line_advice(result, "INLET_LOG_LEVEL", "chatty")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def new_york_database(postgresql_url: str) -> Iterator[str]:
+    """The PostgreSQL test database, its default time zone set to New York."""
+    name = sa.engine.make_url(postgresql_url).database
+    # No pool: the zone applies to sessions opened after the ALTER.
+    plain = sa.create_engine(
+        postgresql_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+    with plain.connect() as conn:
+        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET timezone = 'America/New_York'"))
+    try:
+        with plain.connect() as conn:
+            zone = conn.execute(sa.text("SHOW timezone")).scalar_one()
+        assert zone == "America/New_York", "the zone is not set: the test proves nothing"
+        yield postgresql_url
+    finally:
+        with plain.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" RESET timezone'))
+        plain.dispose()
+
+
+def test_export_works_whatever_the_database_time_zone(
+    new_york_database: str, redis: Redis, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Year-1 timestamps read in New York's zone fall before datetime.min: UTC sessions."""
+    empty_tables(new_york_database)
+    settings = make_settings(new_york_database, redis_server.url, tmp_path)
+    engine = make_engine(settings.database_url)
+    partner = create_partner(engine, settings.secret_key, "acme")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SHOW timezone")).scalar_one() == "UTC"
+    engine.dispose()
+    event = {
+        "event_name": "first",
+        "payload": {},
+        "event_datetime": "0001-01-01T00:00:00Z",
+        "event_id": "550e8400-e29b-41d4-a716-446655440001",
+        "installation_id": "550e8400-e29b-41d4-a716-446655440000",
+    }
+    with TestClient(create_app(settings)) as client:
+        response = client.post(URL, json={"events": [event]}, headers=basic_auth(partner))
+    assert response.status_code == 204, response.text
+    context.open_context(settings)
+    try:
+        build_worker(settings).work(burst=True, with_scheduler=False)
+    finally:
+        context.close_context()
+    result = CliRunner().invoke(
+        main, ["events", "export", "--partner", "acme"], env=cli_env(settings)
+    )
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    assert orjson.loads(line)["event_datetime"] == "0001-01-01T00:00:00Z"

@@ -111,7 +111,7 @@ def test_a_missing_geo_database_file_is_refused_with_the_settings(tmp_path: Path
     with pytest.raises(ConfigError, match="INLET_GEOIP_DATABASE"):
         Settings.from_env(
             {
-                "INLET_SECRET_KEY": "k",
+                "INLET_SECRET_KEY": "k" * 32,
                 "INLET_DATA_DIR": str(tmp_path),
                 "INLET_GEOIP_DATABASE": str(tmp_path / "nope.mmdb"),
             }

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from sqlalchemy.engine import Engine
@@ -21,10 +24,11 @@ from starlette.testclient import TestClient
 from app.credentials.admins import NewAdmin
 from app.credentials.api_keys import create_api_key
 from app.credentials.partners import NewPartner
+from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
 from app.settings import Settings
 from tests.cli_runner import cli_env
-from tests.conftest import admin_auth, basic_auth
+from tests.conftest import admin_auth, basic_auth, make_settings
 from tests.services import free_port, wait_for
 from tests.test_failed import fail_for_real
 from tests.test_jobs import make_event, unreachable
@@ -66,6 +70,56 @@ def test_readyz_is_503_naming_the_part_that_does_not_answer(
     assert [e["field"] for e in body["errors"]] == named
     assert all(name in body["error"] for name in named)
     assert "127.0.0.1" not in response.text and "nonexistent" not in response.text
+
+
+def test_readyz_is_503_while_sqlite_is_write_locked(
+    sqlite_url: str, redis: Redis, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Reads still work under another connection's BEGIN IMMEDIATE; no batch could land."""
+    settings = make_settings(sqlite_url, redis_server.url, tmp_path)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        locker = sqlite3.connect(sa.engine.make_url(sqlite_url).database, isolation_level=None)
+        try:
+            locker.execute("BEGIN IMMEDIATE")
+            started = time.monotonic()
+            response = client.get("/readyz")
+            elapsed = time.monotonic() - started
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert response.status_code == 503
+        body = response.json()
+        assert body["code"] == "not_ready"
+        assert [e["field"] for e in body["errors"]] == ["database"]
+        assert elapsed < 2.5, f"/readyz took {elapsed:.2f}s: it must stay fast"
+        assert client.get("/readyz").json() == {
+            "status": "ready",
+            "checks": {"redis": "ok", "database": "ok"},
+        }
+
+
+def test_readyz_is_503_when_postgresql_is_read_only(
+    postgresql_url: str, redis: Redis, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A hot standby (or a database set read-only) answers, but takes no batch."""
+    url = sa.engine.make_url(postgresql_url)
+    admin = sa.create_engine(
+        url.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS inlet_read_only"))
+        conn.execute(sa.text("CREATE DATABASE inlet_read_only"))
+        conn.execute(
+            sa.text("ALTER DATABASE inlet_read_only SET default_transaction_read_only = on")
+        )
+    admin.dispose()
+    read_only = url.set(database="inlet_read_only").render_as_string(hide_password=False)
+    settings = make_settings(read_only, redis_server.url, tmp_path)
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert [e["field"] for e in response.json()["errors"]] == ["database"]
 
 
 def scrape(client: TestClient, admin: NewAdmin) -> dict[tuple[str, frozenset], float]:

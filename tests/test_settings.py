@@ -66,7 +66,29 @@ def test_a_shared_database_needs_a_shared_secret_key(tmp_path: Path) -> None:
         {
             "INLET_DATA_DIR": str(tmp_path),
             "DATABASE_URL": "postgres://u@h/db",
-            "INLET_SECRET_KEY": "k",
+            "INLET_SECRET_KEY": "k" * 32,
         }
     )
-    assert settings.secret_key == b"k"
+    assert settings.secret_key == b"k" * 32
+
+
+@pytest.mark.parametrize("key", ["x", "k" * 31])
+def test_a_short_secret_key_is_refused(key: str, tmp_path: Path) -> None:
+    """A short key makes the stored credential hashes cheap to attack."""
+    with pytest.raises(ConfigError, match=r"INLET_SECRET_KEY is too short .* at least 32"):
+        Settings.from_env({"INLET_DATA_DIR": str(tmp_path), "INLET_SECRET_KEY": key})
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"short\n"])
+def test_an_empty_or_short_key_file_is_refused(content: bytes, tmp_path: Path) -> None:
+    (tmp_path / "secret.key").write_bytes(content)
+    with pytest.raises(ConfigError, match=r"secret\.key .* at least 32"):
+        Settings.from_env({"INLET_DATA_DIR": str(tmp_path)})
+
+
+def test_the_generated_key_and_its_folder_are_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    settings = Settings.from_env({"INLET_DATA_DIR": str(data_dir)})
+    assert len(settings.secret_key) >= 32
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert (data_dir / "secret.key").stat().st_mode & 0o777 == 0o600

@@ -16,7 +16,12 @@ from app.settings import Settings
 @click.command()
 def migrate() -> None:
     """Bring the database schema up to date (Alembic upgrade head)."""
-    settings = load_settings()
+    settings = load_settings(database=False)
+    try:
+        # Connect once first: an unreachable database is one line, not a traceback.
+        migrations.current_revisions(settings.database_url)
+    except migrations.SchemaError as exc:
+        raise click.ClickException(str(exc)) from None
     migrations.upgrade(settings.database_url)
     click.echo("Database schema is up to date.", err=True)
 
@@ -26,7 +31,7 @@ def web() -> None:
     """Serve the HTTP API with uvicorn on HOST:PORT (WEB_CONCURRENCY processes)."""
     import uvicorn
 
-    settings = load_settings()
+    settings = load_settings(database=False)
     uvicorn.run("app.main:create_app", factory=True, **uvicorn_options(settings))
 
 
@@ -56,7 +61,7 @@ def worker(burst: bool) -> None:
     """Run a worker: take batches off the queue and store them."""
     from worker.runner import run_worker
 
-    settings = load_settings()
+    settings = load_settings(database=False)
     try:
         run_worker(settings, burst=burst)
     except ConfigError as exc:
