@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 import pytest
@@ -19,42 +18,12 @@ from app import queue as q
 from app.credentials.partners import NewPartner
 from app.db import events as events_table
 from app.settings import Settings
+from tests.events import onside_event
+from tests.queued import enqueue, event_ids, unreachable
 from worker.jobs import is_transient
 
-
-def make_event(n: int, name: str = "purchase_completed") -> dict[str, Any]:
-    return {
-        "event_id": f"550e8400-e29b-41d4-a716-{n:012d}",
-        "installation_id": "550e8400-e29b-41d4-a716-446655440000",
-        "event_name": name,
-        "event_datetime": "2026-05-05T12:00:00+00:00",
-        "payload": {"n": n, "nested": {"list": [1, 2.5, None, True, "é"]}},
-    }
-
-
-def enqueue(
-    settings: Settings, redis: Redis, partner: NewPartner, events: list[dict[str, Any]]
-) -> str:
-    queue = q.make_queue(settings, redis)
-    return q.enqueue_batch(
-        queue,
-        settings,
-        endpoint="onside",
-        partner_id=partner.id,
-        partner_name=partner.name,
-        events=events,
-        received_at=datetime(2026, 5, 5, 12, 0, 1, tzinfo=UTC),
-    )
-
-
-def event_ids(engine: Engine) -> list[str]:
-    with engine.connect() as conn:
-        return sorted(str(v) for v in conn.execute(sa.select(events_table.c.event_id)).scalars())
-
-
-def unreachable(settings: Settings) -> Settings:
-    """The same settings with a database nobody listens on."""
-    return settings.replace(database_url="postgresql+psycopg://postgres@127.0.0.1:9/none")
+# JSON as a partner may nest it: unicode, floats, nulls and booleans survive the queue and SQL.
+NESTED = {"n": 1, "nested": {"list": [1, 2.5, None, True, "é"]}}
 
 
 def test_a_batch_lands_with_every_column(
@@ -64,14 +33,16 @@ def test_a_batch_lands_with_every_column(
     drain: Callable[..., None],
     engine: Engine,
 ) -> None:
-    job_id = enqueue(settings, redis, partner, [make_event(1, " Sign_Up ")])
+    job_id = enqueue(
+        settings, redis, partner, [onside_event(1, event_name=" Sign_Up ", payload=NESTED)]
+    )
     drain()
     with engine.connect() as conn:
         row = conn.execute(sa.select(events_table)).one()
     assert row.partner_id == partner.id
     assert row.event_name == "sign_up"
     assert row.sent_event_name == " Sign_Up "
-    assert row.payload == make_event(1)["payload"]
+    assert row.payload == NESTED
     assert row.event_datetime.replace(tzinfo=UTC) == datetime(2026, 5, 5, 12, tzinfo=UTC)
     assert row.job_id == job_id
 
@@ -83,8 +54,8 @@ def test_job_logs_inserted_and_duplicates(
     drain: Callable[..., None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    enqueue(settings, redis, partner, [make_event(1), make_event(2)])
-    enqueue(settings, redis, partner, [make_event(2), make_event(3), make_event(3)])
+    enqueue(settings, redis, partner, [onside_event(1), onside_event(2)])
+    enqueue(settings, redis, partner, [onside_event(2), onside_event(3), onside_event(3)])
     with caplog.at_level(logging.INFO, logger="inlet.jobs"):
         drain()
     lines = [r.getMessage() for r in caplog.records if r.name == "inlet.jobs"]
@@ -100,7 +71,7 @@ def test_database_down_is_retried_then_failed_with_the_batch_intact(
     engine: Engine,
 ) -> None:
     quick = settings.replace(retry_delays=(0, 0))
-    events = [make_event(n) for n in range(5)]
+    events = [onside_event(n) for n in range(5)]
     job_id = enqueue(quick, redis, partner, events)
     drain(unreachable(quick))
     registry = FailedJobRegistry(queue=q.make_queue(settings, redis))
@@ -122,15 +93,15 @@ def test_requeued_job_lands_exactly_once_after_a_partial_landing(
 ) -> None:
     """Part of the batch landed already (sent again elsewhere): requeue lands the rest once."""
     quick = settings.replace(retry_delays=())
-    failed_id = enqueue(quick, redis, partner, [make_event(n) for n in range(4)])
+    failed_id = enqueue(quick, redis, partner, [onside_event(n) for n in range(4)])
     drain(unreachable(quick))
-    enqueue(quick, redis, partner, [make_event(0), make_event(1)])
+    enqueue(quick, redis, partner, [onside_event(0), onside_event(1)])
     drain()
     registry = FailedJobRegistry(queue=q.make_queue(settings, redis))
     registry.requeue(failed_id)
     drain()
     drain()
-    assert event_ids(engine) == [make_event(n)["event_id"] for n in range(4)]
+    assert event_ids(engine) == [onside_event(n)["event_id"] for n in range(4)]
     assert registry.get_job_ids() == []
 
 
@@ -139,7 +110,7 @@ def test_permanent_error_is_not_retried(
 ) -> None:
     """A batch the database refuses for good (here, an unknown partner) fails at once."""
     ghost = NewPartner(id=999_999, name="ghost", username="", password="")
-    job_id = enqueue(settings.replace(retry_delays=(0, 0, 0)), redis, ghost, [make_event(1)])
+    job_id = enqueue(settings.replace(retry_delays=(0, 0, 0)), redis, ghost, [onside_event(1)])
     drain()
     job = Queue(settings.queue_name, connection=redis, serializer=q.JSONSerializer).fetch_job(
         job_id
