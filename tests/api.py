@@ -1,9 +1,12 @@
-"""Talking to the API in tests: Basic credentials, and the one error shape every refusal has."""
+"""Talking to the API in tests: Basic credentials, the JSON content type, and the one
+error shape every refusal has."""
 
 from __future__ import annotations
 
 import base64
 from typing import Any, Protocol
+
+JSON = {"Content-Type": "application/json"}
 
 
 class Login(Protocol):

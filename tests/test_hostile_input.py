@@ -22,13 +22,11 @@ from app.db import events as events_table
 from app.main import create_app
 from app.onside.validate import MAX_PAYLOAD_DEPTH
 from app.settings import RateLimit, Settings
-from tests.api import assert_error
+from tests.api import JSON, assert_error
 from tests.events import ONSIDE_URL as URL
 from tests.events import onside_event
 from tests.queued import queued_jobs
 from tests.strategies import HostileRequest, hostile_requests
-
-JSON = {"Content-Type": "application/json"}
 
 
 def nested(depth: int) -> dict[str, Any]:

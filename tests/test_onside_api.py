@@ -22,13 +22,11 @@ from app.credentials.partners import NewPartner, create_partner, revoke_partner,
 from app.db import make_engine
 from app.main import create_app
 from app.settings import Settings
-from tests.api import assert_error, basic_auth
+from tests.api import JSON, assert_error, basic_auth
 from tests.events import ONSIDE_EVENT, ONSIDE_REFERENCE_BODY, onside_event
 from tests.events import ONSIDE_URL as URL
 from tests.queued import onside_rows, queued_jobs
 from tests.services import wait_for
-
-JSON = {"Content-Type": "application/json"}
 
 
 def test_reference_example_is_accepted_and_lands(
