@@ -297,6 +297,8 @@ class Settings:
             "INLET_REDIS_TIMEOUT": str(self.redis_timeout),
             "INLET_MAX_BODY_BYTES": str(self.max_body_bytes),
             "INLET_MAX_BATCH_EVENTS": str(self.max_batch_events),
+            "INLET_GROUP_MAX_EVENTS": str(self.group_max_events),
+            "INLET_GROUP_WAIT_MS": str(self.group_wait_ms),
             "INLET_LOG_LEVEL": self.log_level,
             "INLET_AUTH_FAILURE_LIMIT": str(self.auth_failure_limit),
             "INLET_BODY_TIMEOUT": str(self.body_timeout),

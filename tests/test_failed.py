@@ -15,7 +15,7 @@ from app.ops import failed
 from app.settings import Settings
 from tests.cli_runner import run_cli
 from tests.events import onside_event
-from tests.queued import enqueue, event_ids
+from tests.queued import enqueue, event_ids, unreachable
 
 
 def failed_rows(settings: Settings, *args: str) -> list[dict]:
@@ -75,7 +75,7 @@ def test_failed_show_names_each_request_a_grouped_job_carries(
     quick = settings.replace(retry_delays=(0, 0))
     received = datetime(2026, 5, 5, 12, 0, tzinfo=UTC)
     submissions = [
-        q.Submission("onside", partner.id, "acme", [make_event(n)], received, f"req-{n}")
+        q.Submission("onside", partner.id, "acme", [onside_event(n)], received, f"req-{n}")
         for n in range(3)
     ]
     (job_id, *others) = q.enqueue_group(q.make_queue(quick, redis), quick, submissions)

@@ -90,6 +90,8 @@ def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
         "INLET_REDIS_TIMEOUT": "0.25",
         "INLET_MAX_BODY_BYTES": "2048",
         "INLET_MAX_BATCH_EVENTS": "12",
+        "INLET_GROUP_MAX_EVENTS": "7",
+        "INLET_GROUP_WAIT_MS": "0.5",
         "INLET_LOG_LEVEL": "debug",
         "INLET_AUTH_FAILURE_LIMIT": "3/hour",
         "INLET_BODY_TIMEOUT": "1.5",
