@@ -318,6 +318,41 @@ class Settings:
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
+    def to_environ(self) -> dict[str, str]:
+        """The environment that ``from_env`` reads back as these settings.
+
+        Every declared setting is written, so a child process (``inlet web``,
+        a CLI run) gets exactly these settings whatever its parent's
+        environment holds. ``queue_name`` and ``extra`` are not settings of
+        the environment and do not cross.
+        """
+        return {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "PORT": str(self.port),
+            "HOST": self.host,
+            "WEB_CONCURRENCY": str(self.web_concurrency),
+            "INLET_DATA_DIR": str(self.data_dir),
+            "INLET_SECRET_KEY": self.secret_key.decode(),
+            "INLET_RATE_LIMIT": str(self.rate_limit),
+            # An empty value means "the default", so no retries at all is a
+            # lone comma: a list of no numbers.
+            "INLET_RETRY_DELAYS": ",".join(map(str, self.retry_delays)) or ",",
+            "INLET_JOB_TIMEOUT": str(self.job_timeout),
+            "INLET_REDIS_TIMEOUT": str(self.redis_timeout),
+            "INLET_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "INLET_MAX_BATCH_EVENTS": str(self.max_batch_events),
+            "INLET_GROUP_MAX_EVENTS": str(self.group_max_events),
+            "INLET_GROUP_WAIT_MS": str(self.group_wait_ms),
+            "INLET_LOG_LEVEL": self.log_level,
+            "INLET_AUTH_FAILURE_LIMIT": str(self.auth_failure_limit),
+            "INLET_BODY_TIMEOUT": str(self.body_timeout),
+            "INLET_KEEP_ALIVE_TIMEOUT": str(self.keep_alive_timeout),
+            "INLET_TRUSTED_PROXIES": ",".join(map(str, self.trusted_proxies)),
+            "INLET_GEOIP_DATABASE": str(self.geoip_database or ""),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+        }
+
 
 def database_url_from_env(environ: Mapping[str, str]) -> str:
     """DATABASE_URL as Settings reads it, without reading anything else.

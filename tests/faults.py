@@ -12,20 +12,20 @@ from typing import Any
 
 import httpx2 as httpx
 
+from tests.events import ONSIDE_URL as URL
+from tests.events import onside_event
 from tests.processes import InletProcess, start_worker
-
-URL = "/attribution-api/v1/events"
 
 
 def new_event(**changes: Any) -> dict[str, Any]:
-    return {
-        "event_name": "Purchase_Completed",
-        "payload": {"amount": "9.99", "currency": "USD", "note": "x" * 200},
-        "event_datetime": "2026-05-05T12:00:00Z",
-        "event_id": str(uuid.uuid4()),
-        "installation_id": str(uuid.uuid4()),
+    """An event no other test sent: fresh ids, and a payload of a realistic size."""
+    return onside_event(
+        event_name="Purchase_Completed",
+        payload={"amount": "9.99", "currency": "USD", "note": "x" * 200},
+        event_id=str(uuid.uuid4()),
+        installation_id=str(uuid.uuid4()),
         **changes,
-    }
+    )
 
 
 @dataclass

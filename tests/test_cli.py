@@ -21,32 +21,16 @@ from app.credentials.partners import NewPartner, create_partner
 from app.db import make_engine
 from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
-from app.settings import Settings
-from tests.cli_runner import cli_env
-from tests.conftest import TEST_SECRET_KEY, basic_auth, empty_tables, make_settings
+from tests.api import basic_auth
+from tests.cli_runner import run_cli
+from tests.conftest import empty_tables
+from tests.events import ONSIDE_EVENT, onside_event
+from tests.events import ONSIDE_URL as URL
+from tests.services import TEST_SECRET_KEY, make_settings
 from worker import context
 from worker.runner import build_worker
 
-URL = "/attribution-api/v1/events"
 KEY = TEST_SECRET_KEY
-
-
-@pytest.fixture
-def inlet(settings: Settings) -> Callable[..., Result]:
-    env = {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "INLET_DATA_DIR": str(settings.data_dir),
-        "INLET_SECRET_KEY": TEST_SECRET_KEY,
-    }
-
-    def run(*args: str, ok: bool = True) -> Result:
-        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    return run
 
 
 def test_partner_lifecycle(inlet: Callable[..., Result], client: TestClient) -> None:
@@ -54,15 +38,9 @@ def test_partner_lifecycle(inlet: Callable[..., Result], client: TestClient) -> 
     assert set(created) == {"name", "username", "password", "api_key"}
     assert created["name"] == "shop"
     partner = NewPartner(0, "shop", created["username"], created["password"])
-    event = {
-        "event_name": "x",
-        "payload": {},
-        "event_datetime": "2026-05-05T12:00:00Z",
-        "event_id": "550e8400-e29b-41d4-a716-446655440000",
-        "installation_id": "550e8400-e29b-41d4-a716-446655440000",
-    }
     assert (
-        client.post(URL, json={"events": [event]}, headers=basic_auth(partner)).status_code == 204
+        client.post(URL, json={"events": [ONSIDE_EVENT]}, headers=basic_auth(partner)).status_code
+        == 204
     )
 
     listed = inlet("partners", "list").stdout
@@ -92,16 +70,15 @@ def test_create_prints_credentials_once_in_text(inlet: Callable[..., Result]) ->
 def test_operator_mistakes_get_a_clear_message(
     inlet: Callable[..., Result], args: tuple[str, ...], message: str
 ) -> None:
-    result = inlet(*args, ok=False)
-    assert result.exit_code == 1
+    result = inlet(*args, expect=1)
     assert message in result.output
     assert "Traceback" not in result.output
 
 
 def test_duplicate_partner_name_is_refused(inlet: Callable[..., Result]) -> None:
     inlet("partners", "create", "twice")
-    result = inlet("partners", "create", "twice", ok=False)
-    assert result.exit_code == 1 and "already exists" in result.output
+    result = inlet("partners", "create", "twice", expect=1)
+    assert "already exists" in result.output
 
 
 def test_export_writes_json_lines_oldest_first(
@@ -112,13 +89,13 @@ def test_export_writes_json_lines_oldest_first(
     drain: Callable[[], None],
 ) -> None:
     def event(n: int, name: str) -> dict[str, Any]:
-        return {
-            "event_name": name,
-            "payload": {"n": n},
-            "event_datetime": "2026-05-05T14:00:00+02:00",
-            "event_id": f"550e8400-e29b-41d4-a716-{n:012d}",
-            "installation_id": "550E8400-E29B-41D4-A716-446655440000",
-        }
+        return onside_event(
+            n,
+            event_name=name,
+            payload={"n": n},
+            event_datetime="2026-05-05T14:00:00+02:00",
+            installation_id="550E8400-E29B-41D4-A716-446655440000",
+        )
 
     assert client.post(URL, json={"events": [event(1, "Sign_Up")]}, headers=auth).status_code == 204
     assert (
@@ -131,16 +108,8 @@ def test_export_writes_json_lines_oldest_first(
     ]
     assert [line["payload"]["n"] for line in lines] == [1, 2]
     first = lines[0]
-    assert set(first) == {
-        "source",
-        "event_id",
-        "event_name",
-        "sent_event_name",
-        "event_datetime",
-        "installation_id",
-        "payload",
-        "received_at",
-    }
+    # The five fields as sent, and what the server adds.
+    assert set(first) == {*ONSIDE_EVENT, "source", "sent_event_name", "received_at"}
     assert first["source"] == "onside"
     assert first["event_name"] == "sign_up" and first["sent_event_name"] == "Sign_Up"
     assert first["event_datetime"] == "2026-05-05T12:00:00Z"
@@ -278,9 +247,6 @@ def test_export_works_whatever_the_database_time_zone(
         build_worker(settings).work(burst=True, with_scheduler=False)
     finally:
         context.close_context()
-    result = CliRunner().invoke(
-        main, ["events", "export", "--partner", "acme"], env=cli_env(settings)
-    )
-    assert result.exit_code == 0, result.output
+    result = run_cli(settings, "events", "export", "--partner", "acme")
     (line,) = result.stdout.splitlines()
     assert orjson.loads(line)["event_datetime"] == "0001-01-01T00:00:00Z"

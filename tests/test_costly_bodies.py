@@ -22,10 +22,12 @@ from app.credentials.api_keys import create_api_key
 from app.credentials.partners import NewPartner, create_partner
 from app.settings import SETTINGS, Settings
 from app.thrad.validate import MAX_EVENT_CONTAINERS
-from tests.conftest import basic_auth
+from tests.api import assert_error, basic_auth
+from tests.events import ONSIDE_URL as URL
+from tests.events import onside_event
 from tests.latency import measure, ms, p99
 from tests.processes import WebProcess, process_env
-from tests.test_onside_api import URL, assert_error_shape, event, queued_jobs
+from tests.queued import queued_jobs
 
 THRAD_URL = "/v1/api/collect"
 MAX_CONTAINERS = int(next(s.default for s in SETTINGS if s.env == "INLET_MAX_JSON_CONTAINERS"))
@@ -36,7 +38,7 @@ LOAD_SECONDS = 8.0
 
 
 def with_arrays(n: int, index: int = 0) -> dict[str, Any]:
-    return event(index, payload={"a": [[]] * n})
+    return onside_event(index, payload={"a": [[]] * n})
 
 
 def attack_body() -> bytes:
@@ -46,7 +48,7 @@ def attack_body() -> bytes:
 def normal_body(events: int = 1000) -> bytes:
     """A full batch of ordinary events, each with a fresh id."""
     return orjson.dumps(
-        {"events": [{**event(0), "event_id": str(uuid.uuid4())} for _ in range(events)]}
+        {"events": [{**onside_event(0), "event_id": str(uuid.uuid4())} for _ in range(events)]}
     )
 
 
@@ -75,7 +77,7 @@ def test_batch_over_the_container_cap_gets_413_naming_it(
         assert queued_jobs(redis) == 1
         return
     assert containers(body) > MAX_CONTAINERS
-    error = assert_error_shape(response, 413, "too_many_json_containers")
+    error = assert_error(response, 413, "too_many_json_containers")
     assert f"{MAX_CONTAINERS:,}" in error["error"] and "INLET_MAX_JSON_CONTAINERS" in error["error"]
     assert queued_jobs(redis) == 0
 
@@ -84,9 +86,9 @@ def test_the_cap_counts_brackets_inside_strings_too(
     client: TestClient, auth: dict[str, str], redis: Redis
 ) -> None:
     """An upper bound, counted before parsing: a string of brackets counts as much."""
-    body = orjson.dumps({"events": [event(1, payload={"s": "[" * MAX_CONTAINERS})]})
+    body = orjson.dumps({"events": [onside_event(1, payload={"s": "[" * MAX_CONTAINERS})]})
     response = client.post(URL, content=body, headers={**auth, "Content-Type": "application/json"})
-    assert_error_shape(response, 413, "too_many_json_containers")
+    assert_error(response, 413, "too_many_json_containers")
 
 
 def test_thrad_event_over_its_container_cap_gets_413(
@@ -107,7 +109,7 @@ def test_thrad_event_over_its_container_cap_gets_413(
         if status == 204:
             assert response.status_code == 204, response.text
         else:
-            error = assert_error_shape(response, 413, "too_many_json_containers")
+            error = assert_error(response, 413, "too_many_json_containers")
             assert f"{MAX_EVENT_CONTAINERS:,}" in error["error"]
     assert queued_jobs(redis) == 1
 
@@ -158,7 +160,7 @@ def test_a_costly_body_slows_a_neighbour_no_more_than_normal_load_of_its_byte_ra
 
             def post(n: int) -> None:
                 response = neighbour.post(
-                    URL, json={"events": [event(n)]}, headers=basic_auth(partner)
+                    URL, json={"events": [onside_event(n)]}, headers=basic_auth(partner)
                 )
                 assert response.status_code == 204, response.text
 

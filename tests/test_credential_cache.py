@@ -18,9 +18,10 @@ from app.credentials.partners import create_partner
 from app.db import make_engine
 from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
-from tests.conftest import basic_auth, make_settings
-from tests.services import PostgresCluster, wait_for
-from tests.test_onside_api import URL, event
+from tests.api import basic_auth
+from tests.events import ONSIDE_URL as URL
+from tests.events import onside_event
+from tests.services import PostgresCluster, make_settings, wait_for
 
 FLOOD = 10_050  # the figure: just past the old cache's 10,000 entries
 ATTACKER = "203.0.113.9"
@@ -109,10 +110,10 @@ def test_after_a_database_stop_a_throttled_address_gets_429_and_a_known_partner_
     attacker = {"X-Forwarded-For": ATTACKER}
     with TestClient(create_app(app_settings), client=("127.0.0.1", 50000)) as client:
         state = client.app.state.inlet  # type: ignore[attr-defined]
-        response = client.post(URL, json={"events": [event(1)]}, headers=basic_auth(good))
+        response = client.post(URL, json={"events": [onside_event(1)]}, headers=basic_auth(good))
         assert response.status_code == 204, response.text
         statuses = [
-            client.post(URL, json={"events": [event(2)]}, headers={**bogus(n), **attacker})
+            client.post(URL, json={"events": [onside_event(2)]}, headers={**bogus(n), **attacker})
             for n in range(6)
         ]
         assert [r.status_code for r in statuses] == [401] * 5 + [429]
@@ -123,17 +124,17 @@ def test_after_a_database_stop_a_throttled_address_gets_429_and_a_known_partner_
             timeout=10,
             message="the cached credential to go stale",
         )
-        response = client.post(URL, json={"events": [event(3)]}, headers=basic_auth(good))
+        response = client.post(URL, json={"events": [onside_event(3)]}, headers=basic_auth(good))
         assert response.status_code == 204, response.text
         # The throttled address's next unknown name is refused before any SQL: 429, not 503.
         for n in range(100, 105):
             response = client.post(
-                URL, json={"events": [event(4)]}, headers={**bogus(n), **attacker}
+                URL, json={"events": [onside_event(4)]}, headers={**bogus(n), **attacker}
             )
             assert response.status_code == 429, response.text
             assert int(response.headers["retry-after"]) > 0
         # Correct credentials from that address still pass (the name is known).
         response = client.post(
-            URL, json={"events": [event(5)]}, headers={**basic_auth(good), **attacker}
+            URL, json={"events": [onside_event(5)]}, headers={**basic_auth(good), **attacker}
         )
         assert response.status_code == 204, response.text

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -32,10 +31,16 @@ from app.db import make_engine
 from app.embedded_redis import EmbeddedRedis
 from app.ops.failed import requeue_all
 from app.settings import Settings
-from tests.conftest import basic_auth, make_settings
+from tests.api import basic_auth
 from tests.faults import LoadClient, LoadReport, WorkerPool, new_event
 from tests.processes import WebProcess, process_env
-from tests.services import PostgresCluster, wait_for
+from tests.services import (
+    PostgresCluster,
+    make_settings,
+    running_cluster,
+    running_redis,
+    wait_for,
+)
 
 SOAK = int(os.environ.get("INLET_SOAK", "1"))
 _databases = iter(range(1_000_000))
@@ -44,21 +49,14 @@ _databases = iter(range(1_000_000))
 @pytest.fixture(scope="module")
 def fault_pg() -> Iterator[PostgresCluster]:
     """A cluster of these tests' own: they stop and start it."""
-    cluster = PostgresCluster().init()
-    cluster.start()
-    try:
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture
 def fault_redis() -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="inlet-fr-"))).start()
-    try:
+    with running_redis() as server:
         yield server
-    finally:
-        server.stop()
 
 
 class Stack:

@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app.db import metadata
-from tests.conftest import TEST_SECRET_KEY
+from tests.services import TEST_SECRET_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,10 +15,11 @@ import pytest
 
 from app.credentials.partners import NewPartner
 from app.settings import SETTINGS, Settings
+from tests.api import basic_auth, read_response
+from tests.events import ONSIDE_URL as URL
+from tests.events import onside_event
 from tests.latency import measure, ms, p99
 from tests.processes import WebProcess, process_env
-from tests.test_onside_api import URL, event
-from tests.test_slow_clients import basic, read_response
 
 HEAD_TIMEOUT = 2
 MAX_HEAD_BYTES = int(next(s.default for s in SETTINGS if s.env == "INLET_MAX_HEAD_BYTES"))
@@ -161,11 +162,11 @@ class HeaderFlood(threading.Thread):
 
 def test_a_header_flood_does_not_stall_a_partner(web: WebProcess, partner: NewPartner) -> None:
     """A partner's p99 stays under 1 s while another client streams a huge header."""
-    auth = {"Authorization": f"Basic {basic(partner)}"}
+    auth = basic_auth(partner)
     with httpx.Client(base_url=web.url, timeout=60) as neighbour:
 
         def post(n: int) -> None:
-            response = neighbour.post(URL, json={"events": [event(n)]}, headers=auth)
+            response = neighbour.post(URL, json={"events": [onside_event(n)]}, headers=auth)
             assert response.status_code == 204, response.text
 
         baseline = measure(post, max_requests=40, max_seconds=4)

@@ -27,9 +27,10 @@ from app.credentials.partners import NewPartner, create_partner
 from app.db import events as events_table
 from app.main import create_app
 from app.settings import RateLimit, Settings
-from tests.conftest import TEST_SECRET_KEY, basic_auth
-from tests.test_cli import inlet  # noqa: F401 - the fixture
-from tests.test_onside_api import URL, event
+from tests.api import basic_auth
+from tests.events import ONSIDE_URL as URL
+from tests.events import onside_event
+from tests.services import TEST_SECRET_KEY
 
 # -- (a) timing ------------------------------------------------------------------
 
@@ -132,9 +133,9 @@ def test_a_partner_cannot_overwrite_or_deduplicate_away_anothers_events(
 ) -> None:
     a = create_partner(engine, settings.secret_key, "partner-a")
     b = create_partner(engine, settings.secret_key, "partner-b")
-    ids = [event(n)["event_id"] for n in range(3)]
-    batch_b = {"events": [event(n, payload={"owner": "b"}) for n in range(3)]}
-    batch_a = {"events": [event(n, payload={"owner": "a"}) for n in range(3)]}
+    ids = [onside_event(n)["event_id"] for n in range(3)]
+    batch_b = {"events": [onside_event(n, payload={"owner": "b"}) for n in range(3)]}
+    batch_a = {"events": [onside_event(n, payload={"owner": "a"}) for n in range(3)]}
     assert client.post(URL, json=batch_b, headers=basic_auth(b)).status_code == 204
     drain()
     # A sends B's ids, twice, after B's landed: A gets its own rows, B's stay as they were.
@@ -150,14 +151,21 @@ def test_export_shows_only_one_partners_rows(
     engine: Engine,
     settings: Settings,
     drain: Callable[[], None],
-    inlet: Callable[..., Result],  # noqa: F811
+    inlet: Callable[..., Result],
 ) -> None:
     a = create_partner(engine, settings.secret_key, "partner-a")
     b = create_partner(engine, settings.secret_key, "partner-b")
-    client.post(URL, json={"events": [event(1, payload={"owner": "a"})]}, headers=basic_auth(a))
+    client.post(
+        URL, json={"events": [onside_event(1, payload={"owner": "a"})]}, headers=basic_auth(a)
+    )
     client.post(
         URL,
-        json={"events": [event(1, payload={"owner": "b"}), event(2, payload={"owner": "b"})]},
+        json={
+            "events": [
+                onside_event(1, payload={"owner": "b"}),
+                onside_event(2, payload={"owner": "b"}),
+            ]
+        },
         headers=basic_auth(b),
     )
     drain()
@@ -209,7 +217,7 @@ def test_secrets_never_reach_logs_error_bodies_exports_or_redis(
     redis: Redis,
     drain: Callable[[], None],
     caplog: pytest.LogCaptureFixture,
-    inlet: Callable[..., Result],  # noqa: F811
+    inlet: Callable[..., Result],
 ) -> None:
     near = NewPartner(
         partner.id, partner.name, partner.username, last_char_changed(partner.password)
@@ -226,11 +234,11 @@ def test_secrets_never_reach_logs_error_bodies_exports_or_redis(
     throttled = settings.replace(auth_failure_limit=RateLimit(2, 60.0))
     with TestClient(create_app(throttled)) as client:
         for headers, body in [
-            (auth, {"events": [event(1)]}),  # 204
-            (auth, {"events": [event(2, event_id="bad")]}),  # 400
-            (basic_auth(near), {"events": [event(3)]}),  # 401
-            (basic_auth(near), {"events": [event(3)]}),  # 401
-            (basic_auth(near), {"events": [event(3)]}),  # 429
+            (auth, {"events": [onside_event(1)]}),  # 204
+            (auth, {"events": [onside_event(2, event_id="bad")]}),  # 400
+            (basic_auth(near), {"events": [onside_event(3)]}),  # 401
+            (basic_auth(near), {"events": [onside_event(3)]}),  # 401
+            (basic_auth(near), {"events": [onside_event(3)]}),  # 429
         ]:
             response = client.post(URL, json=body, headers=headers)
             seen.append(response.content + str(response.headers).encode())

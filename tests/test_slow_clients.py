@@ -3,7 +3,6 @@ connections are closed, and a normal client is answered promptly all along."""
 
 from __future__ import annotations
 
-import base64
 import socket
 import threading
 import time
@@ -16,8 +15,10 @@ import pytest
 
 from app.credentials.partners import NewPartner
 from app.settings import Settings
+from tests.api import basic_auth, read_response
+from tests.events import ONSIDE_URL as URL
+from tests.events import onside_event
 from tests.processes import WebProcess, process_env
-from tests.test_onside_api import URL, event
 
 BODY_TIMEOUT = 2
 KEEP_ALIVE = 1
@@ -34,18 +35,6 @@ def web(settings: Settings, tmp_path: Path) -> Iterator[WebProcess]:
         yield process
     finally:
         process.stop()
-
-
-def basic(partner: NewPartner) -> str:
-    return base64.b64encode(f"{partner.username}:{partner.password}".encode()).decode()
-
-
-def read_response(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
 
 
 def read_one_response(sock: socket.socket) -> tuple[bytes, bytes]:
@@ -108,11 +97,11 @@ class Trickler(threading.Thread):
         self.uploading = threading.Event()
 
     def run(self) -> None:
-        body = orjson.dumps({"events": [event(99)]})
+        body = orjson.dumps({"events": [onside_event(99)]})
         started = time.monotonic()
         self.sock.sendall(
             f"POST {URL} HTTP/1.1\r\nHost: inlet\r\nContent-Type: application/json\r\n"
-            f"Authorization: Basic {basic(self.partner)}\r\n"
+            f"Authorization: {basic_auth(self.partner)['Authorization']}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n".encode()
         )
         # Drip until the server answers (or the test ends); never finish the body.
@@ -152,12 +141,12 @@ def test_trickled_bodies_get_408_while_a_normal_client_gets_204(
     try:
         for trickler in tricklers:
             assert trickler.uploading.wait(10)
-        auth = {"Authorization": f"Basic {basic(partner)}"}
+        auth = basic_auth(partner)
         with httpx.Client(base_url=web.url, timeout=10) as normal:
             latencies = []
             for n in range(5):
                 started = time.monotonic()
-                response = normal.post(URL, json={"events": [event(n)]}, headers=auth)
+                response = normal.post(URL, json={"events": [onside_event(n)]}, headers=auth)
                 latencies.append(time.monotonic() - started)
                 assert response.status_code == 204, response.text
         # Prompt: nowhere near the body deadline the tricklers are held to.
@@ -174,7 +163,8 @@ def test_trickled_bodies_get_408_while_a_normal_client_gets_204(
             assert BODY_TIMEOUT - 0.5 < trickler.elapsed < BODY_TIMEOUT + 5, trickler.elapsed
         # The live process's own log saw 25 requests with credentials: none of it leaks.
         log = web.log()
-        assert partner.password not in log and basic(partner) not in log
+        token = auth["Authorization"].removeprefix("Basic ")
+        assert partner.password not in log and token not in log
         print(
             f"tricklers cut off after {min(t.elapsed for t in tricklers):.2f}"
             f"-{max(t.elapsed for t in tricklers):.2f} s"
