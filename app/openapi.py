@@ -133,8 +133,9 @@ RESPONSES: dict[str, JsonSchema] = {
         ["request_timeout"],
     ),
     "PayloadTooLarge": _error(
-        "The body is over the size limit (after decompression) or holds too many events.",
-        ["payload_too_large"],
+        "The body is over the size limit (after decompression), holds too many events, "
+        "or holds too many JSON objects and arrays (counted from its bytes before parsing).",
+        ["payload_too_large", "too_many_json_containers"],
     ),
     "UnsupportedMediaType": _error(
         "A Content-Encoding other than gzip/deflate/identity, or (batch endpoint only) "
