@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.request.context import request_context
+
 log = logging.getLogger("inlet.errors")
 
 
@@ -102,7 +104,7 @@ def render(exc: ApiError) -> Response:
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     # For the request metrics: why this request was refused.
-    request.scope["inlet.error_code"] = exc.code
+    request_context(request).error_code = exc.code
     return render(exc)
 
 

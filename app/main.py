@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app import admin, errors, openapi
-from app.observe import ObserveRequests
+from app.observe import IngestRoute, ObserveRequests
 from app.onside import endpoint as onside
 from app.ops import health, metrics
 from app.settings import Settings
@@ -51,9 +51,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/attribution-api/v1/events", onside.post_events, methods=["POST"]),
-            Route("/v1/api/collect", thrad.collect, methods=["POST"]),
-            Route("/api/collect", thrad.collect, methods=["POST"]),
+            IngestRoute("/attribution-api/v1/events", onside.post_events, counts_as="onside"),
+            IngestRoute("/v1/api/collect", thrad.collect, counts_as="thrad"),
+            IngestRoute("/api/collect", thrad.collect, counts_as="thrad"),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", health.readyz, methods=["GET"]),
             Route("/openapi.json", openapi.serve, methods=["GET"]),

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from app.credentials.admins import AdminStore
 from app.credentials.auth import parse_basic
 from app.errors import ApiError, ServiceUnavailable, Unauthorized
+from app.request.context import request_context
 from app.state import AppState
 
 CSRF_COOKIE = "inlet_csrf"
@@ -58,7 +59,7 @@ async def require_admin(request: Request) -> str:
         ) from None
     if not ok:
         raise Unauthorized("Invalid admin credentials", headers=_CHALLENGE)
-    request.scope["inlet.admin"] = credentials[0]
+    request_context(request).admin = credentials[0]
     return credentials[0]
 
 
