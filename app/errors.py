@@ -21,6 +21,7 @@ from starlette.responses import Response
 from app.request.context import request_context
 
 log = logging.getLogger("inlet.errors")
+access_log = logging.getLogger("inlet.access")  # the same logger as ObserveRequests
 
 
 class ConfigError(Exception):
@@ -59,6 +60,10 @@ class Unauthorized(ApiError):
     status, code, message = 401, "unauthorized", "Authentication required"
 
 
+class Forbidden(ApiError):
+    status, code, message = 403, "forbidden", "Forbidden"
+
+
 class NotFound(ApiError):
     status, code, message = 404, "not_found", "Not found"
 
@@ -91,6 +96,19 @@ class ServiceUnavailable(ApiError):
     status, code, message = 503, "unavailable", "The service is temporarily unavailable"
 
 
+class NotReady(ApiError):
+    """``/readyz``: a dependency does not answer; ``errors`` names each."""
+
+    status, code, message = 503, "not_ready", "Not ready"
+
+
+class ClientDisconnected(ApiError):
+    """The client went away mid-upload. Nobody reads the answer; the code is for
+    the request's log line and metrics."""
+
+    status, code, message = 400, "client_disconnected", "Client disconnected"
+
+
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
@@ -108,8 +126,18 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
     return render(exc)
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    # The client went away mid-upload; nothing was queued.
+    access_log.info("client disconnected during upload on %s", request.url.path)
+    return await handle_api_error(request, ClientDisconnected())
+
+
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 (unknown path or method) in our shape."""
+    """Starlette's own 404/405 (unknown path or method) in our shape.
+
+    No error code is recorded for these: their requests are counted under
+    ``http_<status>``, as they always were.
+    """
     assert isinstance(exc, HTTPException)
     mapping: dict[int, type[ApiError]] = {404: NotFound, 405: MethodNotAllowed}
     cls = mapping.get(exc.status_code)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -20,19 +19,9 @@ from app.settings import Settings
 from app.state import AppState
 from app.thrad import endpoint as thrad
 
-access_log = logging.getLogger("inlet.access")  # the same logger as ObserveRequests
-
 
 async def healthz(request: Request) -> Response:
     return errors.json_response(200, {"status": "ok"})
-
-
-async def client_gone(request: Request, exc: Exception) -> Response:
-    # The client went away mid-upload; nothing was queued and nobody reads this.
-    access_log.info("client disconnected during upload on %s", request.url.path)
-    return errors.json_response(
-        400, {"error": "Client disconnected", "code": "client_disconnected"}
-    )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -62,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={
             errors.ApiError: errors.handle_api_error,
             HTTPException: errors.handle_http_exception,
-            ClientDisconnect: client_gone,
+            ClientDisconnect: errors.handle_client_disconnect,
             Exception: errors.handle_unexpected,
         },
         lifespan=lifespan,

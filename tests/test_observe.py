@@ -11,7 +11,40 @@ import pytest
 from starlette.testclient import TestClient
 
 from app.credentials.admins import NewAdmin
+from app.main import create_app
+from app.settings import Settings
+from tests.asgi import DISCONNECT, post_without_finishing
 from tests.conftest import admin_auth
+from tests.test_health import scrape
+
+URL = "/attribution-api/v1/events"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_client_gone_mid_upload_is_counted_by_its_error_code(
+    settings: Settings, admin: NewAdmin, auth: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings)
+    with TestClient(app) as client:
+        before = scrape(client, admin)
+        with caplog.at_level(logging.INFO):
+            response = client.portal.call(
+                post_without_finishing, app, URL, {**auth, "Content-Length": "100000"}, DISCONNECT
+            )
+        after = scrape(client, admin)
+    assert response.status_code == 400
+    assert response.json() == {"error": "Client disconnected", "code": "client_disconnected"}
+    assert "client disconnected during upload" in caplog.text
+
+    def delta(reason: str) -> float:
+        key = (
+            "inlet_batches_rejected_total",
+            frozenset({"partner": "acme", "reason": reason}.items()),
+        )
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("client_disconnected") == 1
+    assert delta("http_400") == 0
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

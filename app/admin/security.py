@@ -23,16 +23,12 @@ from starlette.requests import Request
 
 from app.credentials.admins import AdminStore
 from app.credentials.auth import parse_basic
-from app.errors import ApiError, ServiceUnavailable, Unauthorized
+from app.errors import Forbidden, ServiceUnavailable, Unauthorized
 from app.request.context import request_context
 from app.state import AppState
 
 CSRF_COOKIE = "inlet_csrf"
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="inlet-admin", charset="UTF-8"'}
-
-
-class Forbidden(ApiError):
-    status, code, message = 403, "forbidden", "Forbidden"
 
 
 def admin_store(request: Request) -> AdminStore:
