@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             errors.ApiError: errors.handle_api_error,
             HTTPException: errors.handle_http_exception,
             ClientDisconnect: errors.handle_client_disconnect,
-            Exception: errors.handle_unexpected,
+            # No catch-all here: ObserveRequests answers the 500 (see its docstring).
         },
         lifespan=lifespan,
     )

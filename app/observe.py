@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import errors
 from app.ops import metrics, stats
 from app.request.context import SCOPE_KEY, RequestContext
 
@@ -42,6 +43,11 @@ class ObserveRequests:
     JSON log line (id, route, partner, events, status, duration: never
     secrets, never payloads), counts it by route and status, and counts
     accepted and refused events.
+
+    It also answers what no error handler did, with a 500: here, inside the
+    request's observation, the 500 carries X-Request-ID and its traceback is
+    logged once, under the request's id. (Starlette's ServerErrorMiddleware
+    sits outside every middleware, and re-raises for the server to log again.)
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -66,6 +72,13 @@ class ObserveRequests:
 
         try:
             await self.app(scope, receive, send_and_note)
+        except Exception:
+            response = errors.unexpected(scope["method"], scope["path"], context.request_id)
+            # Not re-raised: the server would log the traceback a second time.
+            # Once a response has started there is no answering: returning
+            # without finishing it makes the server close the connection.
+            if not status:
+                await response(scope, receive, send_and_note)
         finally:
             status = status or 500
             seconds = time.perf_counter() - started

@@ -8,6 +8,9 @@ import logging
 
 import orjson
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from app.credentials.admins import NewAdmin
@@ -18,6 +21,32 @@ from tests.conftest import admin_auth
 from tests.test_health import scrape
 
 URL = "/attribution-api/v1/events"
+SECRET = "secret-detail-9c1e"
+
+
+async def fail(request: Request) -> Response:
+    raise RuntimeError(f"something nobody planned for: {SECRET}")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_500_carries_its_request_id_and_logs_one_traceback(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings)
+    app.router.routes.append(Route("/fail", fail))
+    # The test client re-raises what escapes the app, as a server would log it a
+    # second time: the app must answer the 500 itself.
+    with TestClient(app) as client, caplog.at_level(logging.INFO):
+        response = client.get("/fail")
+    assert response.status_code == 500
+    assert response.content == b'{"error":"Internal server error","code":"internal_error"}'
+    assert response.headers["content-type"] == "application/json"
+    request_id = response.headers["x-request-id"]
+    [traceback] = [r for r in caplog.records if r.exc_info]
+    assert request_id in traceback.getMessage()
+    assert SECRET in caplog.text  # the log has the detail; the client never does
+    [access] = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "inlet.access"]
+    assert (access["request_id"], access["status"]) == (request_id, 500)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
