@@ -10,6 +10,10 @@ needs its column (and its migration) here.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
+
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -141,15 +145,47 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         "hide_parameters": True,
     }
     if url.startswith("sqlite"):
+        _create_private_sqlite_file(url)
         # Web, workers and the CLI share one file: wait for the lock instead of failing.
         options["connect_args"] = {"timeout": 15}
     else:
-        options["connect_args"] = {"connect_timeout": 5}
+        options["connect_args"] = {"connect_timeout": 5, "options": _utc_options(url)}
     options.update(kwargs)
     engine = sa.create_engine(url, **options)  # type: ignore[arg-type]
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _utc_options(url: str) -> str:
+    """libpq's startup options, with the session time zone pinned to UTC.
+
+    Timestamps are read back in the session's zone: under a database default
+    such as America/New_York, a year-1 timestamp comes back in year 0 ("BC")
+    and psycopg refuses it. Set at connection start, it costs no round trip
+    and survives RESET ALL; options already in the URL are kept.
+    """
+    given = sa.engine.make_url(url).query.get("options") or ""
+    if isinstance(given, tuple):
+        given = " ".join(given)
+    return f"{given} -c timezone=UTC".strip()
+
+
+def _create_private_sqlite_file(url: str) -> None:
+    """Create a new SQLite file 600 (its folder 700) before SQLite would make it 644.
+
+    The file holds every event and the credential hashes. SQLite gives the WAL
+    and its index the main file's mode, so they are private too.
+    """
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):  # another process made it first
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

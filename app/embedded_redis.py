@@ -6,6 +6,7 @@ are the durable ones Inlet's 204 relies on: AOF with ``appendfsync always``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -68,13 +69,21 @@ class EmbeddedRedis:
         return "".join(f"{key} {value}\n" for key, value in settings.items())
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The AOF holds every accepted batch until a worker stores it: the
+        # folder is 700 and everything Redis writes (AOF, its rewrites, the
+        # log) is 600, through the umask it starts with.
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         conf = self.data_dir / "redis.conf"
-        conf.write_text(self.config())
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(self.config())
         self.socket_path.unlink(missing_ok=True)
         # Its own session: a Ctrl-C in the terminal reaches the web and worker
         # processes, which stop first; Redis is stopped after them.
-        self.process = subprocess.Popen([redis_server_binary(), str(conf)], start_new_session=True)
+        self.process = subprocess.Popen(
+            [redis_server_binary(), str(conf)], start_new_session=True, umask=0o077
+        )
         self.wait_ready(timeout)
         return self
 

@@ -163,3 +163,16 @@ def unexpected(method: str, path: str, request_id: str) -> Response:
     """
     log.exception("unhandled error on %s %s (request %s)", method, path, request_id)
     return render(InternalError())
+
+
+class RequestHeadTooLarge(ApiError):
+    status, code, message = 431, "request_head_too_large", "The request's headers are too large"
+
+
+class RequestHeadTimeout(ApiError):
+    status, code, message = 408, "request_head_timeout", "The request's headers took too long"
+
+
+class TooManyJsonContainers(PayloadTooLarge):
+    code = "too_many_json_containers"
+    message = "The body holds too many JSON objects and arrays"

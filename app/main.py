@@ -15,6 +15,7 @@ from app import admin, errors, openapi
 from app.observe import IngestRoute, ObserveRequests
 from app.onside import endpoint as onside
 from app.ops import health, metrics
+from app.request.slashes import relative_slash_redirects
 from app.settings import Settings
 from app.state import AppState
 from app.thrad import endpoint as thrad
@@ -56,5 +57,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
+    relative_slash_redirects(app.router)
     app.add_middleware(ObserveRequests)
     return app

@@ -53,8 +53,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "INLET_SECRET_KEY",
         "",
-        "Key of the keyed hash that protects stored credentials. Empty: a random key "
-        "is generated once into INLET_DATA_DIR/secret.key. Set it in production.",
+        "Key of the keyed hash that protects stored credentials, at least 32 characters "
+        "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`). Empty: a "
+        "random key is generated once into INLET_DATA_DIR/secret.key. Set it in production.",
     ),
     Setting(
         "INLET_RATE_LIMIT",
@@ -96,19 +97,44 @@ SETTINGS: tuple[Setting, ...] = (
         "Group commit: the longest a request waits for its group to be written while "
         "another write is in flight; with none in flight a group is written at once.",
     ),
+    Setting(
+        "INLET_MAX_JSON_CONTAINERS",
+        "10000",
+        "Most JSON objects and arrays in one batch body, counted from its bytes before "
+        "parsing (every `{` and `[`, inside strings too); more get 413. A full batch of "
+        "flat events holds about 2,000.",
+    ),
     Setting("INLET_LOG_LEVEL", "INFO", "Log level of the web and worker processes."),
     Setting(
         "INLET_AUTH_FAILURE_LIMIT",
         "20/minute",
         "Failed authentications one client address may make per window "
         "(`N/second|minute|hour|day`) before it gets 429 with Retry-After instead of 401; "
-        "correct credentials always pass. Counted in Redis, shared by every web process.",
+        "credentials this web process has seen always pass, new names from a throttled "
+        "address wait out the window. Counted in Redis, shared by every web process.",
     ),
     Setting(
         "INLET_BODY_TIMEOUT",
         "30",
         "Seconds a client has to send a whole request body; a slower upload gets 408 "
         "and nothing is queued.",
+    ),
+    Setting(
+        "INLET_MAX_HEAD_BYTES",
+        "32768",
+        "Largest request head (request line and headers together) `inlet web` reads; "
+        "a larger one gets 431 and the connection is closed.",
+    ),
+    Setting(
+        "INLET_MAX_HEADERS",
+        "100",
+        "Most header lines in one request; more get 431 and the connection is closed.",
+    ),
+    Setting(
+        "INLET_HEAD_TIMEOUT",
+        "10",
+        "Seconds a client has, from connecting (or from the first byte of its next "
+        "request), to send a whole request head; a slower one gets 408.",
     ),
     Setting(
         "INLET_KEEP_ALIVE_TIMEOUT",
@@ -140,6 +166,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _SETTING_BY_ENV = {s.env: s for s in SETTINGS}
+# The key is all that stands between a copy of the database and the stored
+# credentials: anything shorter than 32 characters is refused, not padded.
+MIN_SECRET_KEY_LENGTH = 32
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?\s*$", re.I)
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
@@ -206,10 +235,14 @@ class Settings:
     log_level: str
     group_max_events: int = 1000
     group_wait_ms: float = 2.0
+    max_json_containers: int = 10_000
     trusted_proxies: tuple[IPNetwork, ...] = ()
     auth_failure_limit: RateLimit = RateLimit(20, 60.0)
     body_timeout: float = 30.0
     keep_alive_timeout: int = 5
+    max_head_bytes: int = 32768
+    max_headers: int = 100
+    head_timeout: float = 10.0
     geoip_database: Path | None = None
     metrics_dir: Path = Path("var/metrics")
     queue_name: str = "inlet"
@@ -227,7 +260,7 @@ class Settings:
         data_dir = Path(get("INLET_DATA_DIR")).resolve()
         try:
             values: dict[str, object] = dict(
-                database_url=normalize_database_url(_absolute_sqlite(get("DATABASE_URL"))),
+                database_url=database_url_from_env(env),
                 redis_url=_absolute_unix(get("REDIS_URL")),
                 port=int(get("PORT")),
                 host=get("HOST"),
@@ -245,11 +278,17 @@ class Settings:
                     "INLET_GROUP_MAX_EVENTS",
                 ),
                 group_wait_ms=_not_negative(get("INLET_GROUP_WAIT_MS"), "INLET_GROUP_WAIT_MS"),
-                log_level=get("INLET_LOG_LEVEL").upper(),
+                max_json_containers=_at_least(
+                    get("INLET_MAX_JSON_CONTAINERS"), 100, "INLET_MAX_JSON_CONTAINERS"
+                ),
+                log_level=parse_log_level(get("INLET_LOG_LEVEL")),
                 trusted_proxies=parse_networks(get("INLET_TRUSTED_PROXIES")),
                 auth_failure_limit=RateLimit.parse(get("INLET_AUTH_FAILURE_LIMIT")),
                 body_timeout=_positive(get("INLET_BODY_TIMEOUT"), "INLET_BODY_TIMEOUT"),
                 keep_alive_timeout=int(get("INLET_KEEP_ALIVE_TIMEOUT")),
+                max_head_bytes=_at_least(get("INLET_MAX_HEAD_BYTES"), 1024, "INLET_MAX_HEAD_BYTES"),
+                max_headers=_at_least(get("INLET_MAX_HEADERS"), 10, "INLET_MAX_HEADERS"),
+                head_timeout=_positive(get("INLET_HEAD_TIMEOUT"), "INLET_HEAD_TIMEOUT"),
                 geoip_database=_geoip_path(get("INLET_GEOIP_DATABASE")),
                 metrics_dir=Path(get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve(),
             )
@@ -266,12 +305,73 @@ class Settings:
                     "INLET_SECRET_KEY must be set when DATABASE_URL is not SQLite "
                     "(the same value for every web, worker and CLI process)"
                 )
+            if key and len(key) < MIN_SECRET_KEY_LENGTH:
+                raise ConfigError(
+                    f"INLET_SECRET_KEY is too short ({len(key)} characters): use at least "
+                    f"{MIN_SECRET_KEY_LENGTH} random characters, e.g. the output of "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                )
             secret = key.encode() if key else _load_or_create_key(settings.data_dir)
             settings = dataclasses.replace(settings, secret_key=secret)
         return settings
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_environ(self) -> dict[str, str]:
+        """The environment that ``from_env`` reads back as these settings.
+
+        Every declared setting is written, so a child process (``inlet web``,
+        a CLI run) gets exactly these settings whatever its parent's
+        environment holds. ``queue_name`` and ``extra`` are not settings of
+        the environment and do not cross.
+        """
+        return {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "PORT": str(self.port),
+            "HOST": self.host,
+            "WEB_CONCURRENCY": str(self.web_concurrency),
+            "INLET_DATA_DIR": str(self.data_dir),
+            "INLET_SECRET_KEY": self.secret_key.decode(),
+            "INLET_RATE_LIMIT": str(self.rate_limit),
+            # An empty value means "the default", so no retries at all is a
+            # lone comma: a list of no numbers.
+            "INLET_RETRY_DELAYS": ",".join(map(str, self.retry_delays)) or ",",
+            "INLET_JOB_TIMEOUT": str(self.job_timeout),
+            "INLET_REDIS_TIMEOUT": str(self.redis_timeout),
+            "INLET_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "INLET_MAX_BATCH_EVENTS": str(self.max_batch_events),
+            "INLET_GROUP_MAX_EVENTS": str(self.group_max_events),
+            "INLET_GROUP_WAIT_MS": str(self.group_wait_ms),
+            "INLET_LOG_LEVEL": self.log_level,
+            "INLET_AUTH_FAILURE_LIMIT": str(self.auth_failure_limit),
+            "INLET_BODY_TIMEOUT": str(self.body_timeout),
+            "INLET_KEEP_ALIVE_TIMEOUT": str(self.keep_alive_timeout),
+            "INLET_TRUSTED_PROXIES": ",".join(map(str, self.trusted_proxies)),
+            "INLET_GEOIP_DATABASE": str(self.geoip_database or ""),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+        }
+
+
+def database_url_from_env(environ: Mapping[str, str]) -> str:
+    """DATABASE_URL as Settings reads it, without reading anything else.
+
+    The CLI checks the database with it before the settings are loaded, since
+    loading them may create INLET_DATA_DIR and a key in it.
+    """
+    url = environ.get("DATABASE_URL") or _SETTING_BY_ENV["DATABASE_URL"].default
+    return normalize_database_url(_absolute_sqlite(url))
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def parse_log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"INLET_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
+    return level
 
 
 def _positive(text: str, name: str) -> float:
@@ -292,6 +392,13 @@ def _not_negative(text: str, name: str) -> float:
     value = float(text)
     if not value >= 0:
         raise ValueError(f"{name} must not be negative: {text!r}")
+    return value
+
+
+def _at_least(text: str, minimum: int, name: str) -> int:
+    value = int(text)
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}: {text!r}")
     return value
 
 
@@ -320,9 +427,9 @@ def _absolute_sqlite(url: str) -> str:
     """Make a relative SQLite path absolute, so every process finds the same file."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-        path = Path(url[len(prefix) :]).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(path)
+        # Only the name: the file and its folder are made (private) by the
+        # engine factory, and only where a database is really opened.
+        return prefix + str(Path(url[len(prefix) :]).resolve())
     return url
 
 
@@ -336,8 +443,9 @@ def _absolute_unix(url: str) -> str:
 def _load_or_create_key(data_dir: Path) -> bytes:
     path = data_dir / "secret.key"
     if path.exists():
-        return path.read_bytes().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+        return _checked_key_file(path)
+    # 700: the data dir holds the key, the SQLite store and the queue's AOF.
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Written whole to a file of our own, then linked into place: link fails
     # if the key exists, so when two processes race both use the winner's
     # key, and nobody ever reads a half-written one.
@@ -350,7 +458,21 @@ def _load_or_create_key(data_dir: Path) -> bytes:
             os.link(tmp, path)
     finally:
         os.unlink(tmp)
-    return path.read_bytes().strip()
+    return _checked_key_file(path)
+
+
+def _checked_key_file(path: Path) -> bytes:
+    key = path.read_bytes().strip()
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        # Not replaced silently: the stored credentials are hashed with the
+        # key this file once held, and a new one would turn them all into 401s.
+        raise ConfigError(
+            f"{path} holds {len(key)} characters, a key needs at least "
+            f"{MIN_SECRET_KEY_LENGTH}: restore the file from a backup, set "
+            "INLET_SECRET_KEY, or delete the file to generate a new key (every "
+            "partner and admin credential must then be issued again)"
+        )
+    return key
 
 
 def markdown() -> str:

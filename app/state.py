@@ -19,7 +19,11 @@ from starlette.requests import Request
 from app import queue as q
 from app.credentials.api_keys import ApiKeyStore
 from app.credentials.auth import MISS, CredentialStore, Miss, Partner
-from app.credentials.throttle import AuthFailureThrottle, count_failed_login
+from app.credentials.throttle import (
+    AuthFailureThrottle,
+    count_failed_login,
+    refuse_if_throttled,
+)
 from app.db import make_engine
 from app.errors import RateLimited, ServiceUnavailable, Unauthorized
 from app.groupcommit import Coalescer
@@ -114,13 +118,22 @@ class AppState:
         cached: Callable[..., T | None | Miss],
         *args: str,
         refusal: Unauthorized,
+        known: Callable[..., bool] | None = None,
     ) -> T:
         """Check credentials: from the cache on the event loop when it can
         answer, else in a thread (SQL). The database unreachable -> 503
         (nothing accepted); no match -> the failure counts toward the
         client's failed-login limit, then ``refusal``.
+
+        A name that ``known`` says was never found before, from an address
+        already over its failed-login limit, gets the 429 without a SQL
+        lookup. The trade-off: behind an address shared with an attacker, a
+        partner this process has not seen yet waits out the window (a
+        minute by default); one it has seen always gets in.
         """
         found = cached(*args)
+        if found is MISS and known is not None and not known(*args):
+            await refuse_if_throttled(self.auth_throttle, request, self.settings.trusted_proxies)
         try:
             if found is MISS:
                 found = await run_in_threadpool(check, *args)

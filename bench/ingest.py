@@ -24,6 +24,7 @@ from redis import Redis
 
 from bench.services import Stack, cpus, environ
 from bench.workload import make_batches
+from tests.services import free_port
 
 ONSIDE_PATH = "/attribution-api/v1/events"
 SERVERS = {
@@ -42,12 +43,6 @@ class IngestConfig:
     connections: int = 8
     bodies: int = 4
     events_per_batch: int = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def split_cpus() -> tuple[list[int], list[int]]:

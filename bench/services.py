@@ -22,36 +22,23 @@ from app.credentials.partners import NewPartner, create_partner
 from app.db import make_engine
 from app.embedded_redis import EmbeddedRedis
 from app.settings import Settings
-from tests.services import PostgresCluster
+from tests.services import running_cluster, running_redis
 
-SECRET_KEY = "bench-secret-key"
+SECRET_KEY = "bench-secret-key-of-at-least-32-characters"
 # The bench measures throughput, not the per-partner limit: a limit nobody
 # reaches still costs its one Redis call per request.
 RATE_LIMIT = "1000000/second"
 
 
-class DurablePostgres(PostgresCluster):
-    def start(self) -> None:
-        from tests.services import _pg_bin
-
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            "-c fsync=on -c synchronous_commit=on -c max_connections=50 "
-            "-c shared_buffers=256MB -c max_wal_size=2GB"
-        )
-        self._run(
-            _pg_bin("pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.root / "log"),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "30",
-            "start",
-        )
+# The tests' cluster (tests/services.py), configured as production would be:
+# durable, and with the memory and WAL room of a real server.
+DURABLE_CONFIG = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "max_connections": "50",
+    "shared_buffers": "256MB",
+    "max_wal_size": "2GB",
+}
 
 
 @dataclass
@@ -74,9 +61,7 @@ def stack() -> Iterator[Stack]:
         root = Path(tempfile.mkdtemp(prefix="inlet-bench-"))
         # Registered first, so it runs last: Redis's AOF alone can reach a GB.
         stack_.callback(shutil.rmtree, root, True)
-        cluster = DurablePostgres().init()
-        cluster.start()
-        stack_.callback(cluster.destroy)
+        cluster = stack_.enter_context(running_cluster(DURABLE_CONFIG))
         url = cluster.create_database("inlet_bench")
         migrations.upgrade(url)
         # Nothing drains the queue during an ingest run, so Redis holds every
@@ -84,10 +69,9 @@ def stack() -> Iterator[Stack]:
         # and copy all of it mid-measurement. Production workers keep the
         # queue short; here the rewrite runs between measurements instead.
         # Durability is unchanged: appendfsync always.
-        redis = EmbeddedRedis(
-            root / "redis", extra_config={"auto-aof-rewrite-percentage": "0"}
-        ).start()
-        stack_.callback(redis.stop)
+        redis = stack_.enter_context(
+            running_redis(root / "redis", extra_config={"auto-aof-rewrite-percentage": "0"})
+        )
         settings = Settings.from_env(
             {
                 "DATABASE_URL": url,
@@ -109,17 +93,4 @@ def stack() -> Iterator[Stack]:
 
 def environ(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that gives a child process these settings."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "DATABASE_URL": settings.database_url,
-            "REDIS_URL": settings.redis_url,
-            "INLET_DATA_DIR": str(settings.data_dir),
-            "INLET_SECRET_KEY": settings.secret_key.decode(),
-            "INLET_LOG_LEVEL": settings.log_level,
-            "HOST": settings.host,
-            "PORT": str(settings.port),
-            **extra,
-        }
-    )
-    return env
+    return {**os.environ, **settings.to_environ(), **extra}

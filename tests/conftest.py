@@ -2,18 +2,31 @@
 
 Schemas are made by ``alembic upgrade head``, exactly as in production. Tests
 that take ``settings`` run once per database.
+
+What tests share lives beside this file, one concern a module; test modules
+import from these, never from each other:
+
+    services.py         PostgreSQL clusters and Redis servers (the bench's too), test settings
+    processes.py        ``inlet web``/``worker``/any command as real processes
+    cli_runner.py       ``inlet`` in-process (the ``inlet`` fixture below wraps it)
+    api.py              Basic credentials and the one error-shape assertion
+    events.py           one event factory per format, the reference examples
+    queued.py           below the endpoints: enqueue, failed jobs, stored rows
+    strategies.py       Hypothesis strategies (thrad_strategies.py for Thrad)
+    geo.py              a tiny MaxMind-format City database
+    faults.py           the fault tests' load client and worker supervisor
 """
 
 from __future__ import annotations
 
-import base64
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import Result
 from redis import Redis
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
@@ -25,11 +38,13 @@ from app.db import make_engine, metadata
 from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
 from app.settings import Settings, normalize_database_url
-from tests.services import PostgresCluster
+from tests import geo
+from tests.api import basic_auth
+from tests.cli_runner import run_cli
+from tests.queued import fail_for_real
+from tests.services import PostgresCluster, make_settings, running_cluster, running_redis
 from worker import context
 from worker.runner import build_worker
-
-TEST_SECRET_KEY = "test-secret-key"
 
 
 @pytest.fixture(scope="session")
@@ -37,12 +52,8 @@ def pg_cluster() -> Iterator[PostgresCluster | None]:
     if os.environ.get("TEST_DATABASE_URL"):
         yield None
         return
-    cluster = PostgresCluster().init()
-    cluster.start()
-    try:
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +96,8 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
-    # A short path: Unix socket paths are limited to ~100 bytes.
-    server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="inlet-redis-"))).start()
-    try:
+    with running_redis() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -101,19 +108,6 @@ def redis(redis_server: EmbeddedRedis) -> Iterator[Redis]:
         yield client
     finally:
         client.close()
-
-
-def make_settings(database_url: str, redis_url: str, data_dir: Path, **env: str) -> Settings:
-    environ = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "INLET_DATA_DIR": str(data_dir),
-        "INLET_SECRET_KEY": TEST_SECRET_KEY,
-        "INLET_RETRY_DELAYS": "1,1",
-        "INLET_REDIS_TIMEOUT": "1",
-        **env,
-    }
-    return Settings.from_env(environ)
 
 
 @pytest.fixture
@@ -143,11 +137,6 @@ def partner(engine: Engine, settings: Settings) -> NewPartner:
     return create_partner(engine, settings.secret_key, "acme")
 
 
-def basic_auth(partner: NewPartner) -> dict[str, str]:
-    token = base64.b64encode(f"{partner.username}:{partner.password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
 @pytest.fixture
 def auth(partner: NewPartner) -> dict[str, str]:
     return basic_auth(partner)
@@ -157,11 +146,6 @@ def auth(partner: NewPartner) -> dict[str, str]:
 def admin(engine: Engine, settings: Settings) -> NewAdmin:
     """A support person's login for /admin and /metrics."""
     return create_admin(engine, settings.secret_key, "support")
-
-
-def admin_auth(admin: NewAdmin) -> dict[str, str]:
-    token = base64.b64encode(f"{admin.username}:{admin.password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
 
 
 @pytest.fixture
@@ -177,3 +161,38 @@ def drain(settings: Settings) -> Iterator[Callable[..., None]]:
         yield run
     finally:
         context.close_context()
+
+
+@pytest.fixture
+def inlet(settings: Settings) -> Callable[..., Result]:
+    """``inlet(*args, expect=0)``: the ``inlet`` command with the test's settings, which
+    fails the test unless the command exits ``expect``."""
+
+    def run(*args: str, expect: int = 0) -> Result:
+        return run_cli(settings, *args, expect=expect)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def city_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small MaxMind-format City database (see tests/geo.py)."""
+    return geo.build_city_database(tmp_path_factory.mktemp("geo") / "city.mmdb")
+
+
+@pytest.fixture
+def admin_auth(admin: NewAdmin) -> dict[str, str]:
+    return basic_auth(admin)
+
+
+@pytest.fixture
+def failed_job(
+    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None]
+) -> Callable[..., str]:
+    """``failed_job(events, owner=partner)``: the id of a job that failed for good, run by
+    a worker whose database is unreachable."""
+
+    def fail(events: list[dict[str, Any]], owner: NewPartner = partner) -> str:
+        return fail_for_real(settings, redis, owner, drain, events)
+
+    return fail

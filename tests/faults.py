@@ -12,20 +12,20 @@ from typing import Any
 
 import httpx2 as httpx
 
+from tests.events import ONSIDE_URL as URL
+from tests.events import onside_event
 from tests.processes import InletProcess, start_worker
-
-URL = "/attribution-api/v1/events"
 
 
 def new_event(**changes: Any) -> dict[str, Any]:
-    return {
-        "event_name": "Purchase_Completed",
-        "payload": {"amount": "9.99", "currency": "USD", "note": "x" * 200},
-        "event_datetime": "2026-05-05T12:00:00Z",
-        "event_id": str(uuid.uuid4()),
-        "installation_id": str(uuid.uuid4()),
+    """An event no other test sent: fresh ids, and a payload of a realistic size."""
+    return onside_event(
+        event_name="Purchase_Completed",
+        payload={"amount": "9.99", "currency": "USD", "note": "x" * 200},
+        event_id=str(uuid.uuid4()),
+        installation_id=str(uuid.uuid4()),
         **changes,
-    }
+    )
 
 
 @dataclass
@@ -66,6 +66,7 @@ class LoadClient:
         self.report = LoadReport()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
 
     def send(self, events: list[dict[str, Any]], deadline: float) -> int | None:
         """Send one batch until it gets a final answer (or the deadline passes)."""
@@ -105,17 +106,30 @@ class LoadClient:
             elif status is not None:
                 raise AssertionError(f"unexpected status {status}")
 
+    def _run_in_thread(self, batches: int, deadline: float) -> None:
+        # An exception raised here would reach only pytest's hook for
+        # unhandled thread exceptions: kept for join() to raise instead.
+        try:
+            self.run(batches, deadline)
+        except BaseException as exc:
+            self._failure = exc
+
     def start(self, batches: int, seconds: float) -> LoadClient:
         deadline = time.monotonic() + seconds
-        self._thread = threading.Thread(target=self.run, args=(batches, deadline), daemon=True)
+        self._thread = threading.Thread(
+            target=self._run_in_thread, args=(batches, deadline), daemon=True
+        )
         self._thread.start()
         return self
 
     def join(self, timeout: float = 300) -> LoadReport:
+        """Wait for the load to end; raise here, in the test's thread, what went wrong in it."""
         assert self._thread is not None
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "the load client did not finish"
         self.http.close()
+        if self._failure is not None:
+            raise self._failure
         return self.report
 
     @property
@@ -152,6 +166,14 @@ class WorkerPool:
         worker = self.workers.pop(index % len(self.workers))
         worker.kill()
         self._spawn()
+
+    def kill_pid(self, pid: int) -> bool:
+        """SIGKILL the worker with this process id and start another; False if none has it."""
+        for index, worker in enumerate(self.workers):
+            if worker.process.pid == pid:
+                self.kill_one(index)
+                return True
+        return False
 
     def stop(self) -> None:
         for worker in self.workers:

@@ -11,26 +11,22 @@ from pathlib import Path
 import httpx2 as httpx
 
 from app.settings import Settings
-from tests.conftest import TEST_SECRET_KEY
 from tests.services import free_port, wait_for
 
 INLET = str(Path(sys.executable).parent / "inlet")
 
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "INLET_DATA_DIR": str(settings.data_dir),
-        "INLET_SECRET_KEY": TEST_SECRET_KEY,
-        "INLET_RETRY_DELAYS": ",".join(str(d) for d in settings.retry_delays),
-        "INLET_JOB_TIMEOUT": str(settings.job_timeout),
-        "INLET_LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.update(extra)
-    return env
+    """The environment of a child process with these settings; ``extra`` overrides any."""
+    return {**os.environ, **settings.to_environ(), "PYTHONUNBUFFERED": "1", **extra}
+
+
+def run_inlet(env: dict[str, str], *args: str, timeout: float = 60) -> str:
+    """``inlet ARGS...`` as a real process (the installed entry point); its stdout.
+    Fails unless it exits 0. In-process runs go through tests/cli_runner.py."""
+    return subprocess.run(
+        [INLET, *args], env=env, check=True, capture_output=True, text=True, timeout=timeout
+    ).stdout
 
 
 class InletProcess:

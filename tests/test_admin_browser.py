@@ -25,8 +25,9 @@ from app.credentials.admins import NewAdmin
 from app.credentials.partners import NewPartner
 from app.main import create_app
 from app.settings import Settings
+from tests.events import onside_event
+from tests.queued import event_ids, unreachable
 from tests.services import free_port, wait_for
-from tests.test_jobs import event_ids, make_event, unreachable
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -119,7 +120,7 @@ def test_a_real_failure_is_seen_and_requeued_from_the_page(
     engine: Engine,
     drain: Callable[..., None],
 ) -> None:
-    events = [{**make_event(n), "event_datetime": "2026-05-05T12:00:00Z"} for n in range(3)]
+    events = [onside_event(n) for n in range(3)]
     assert post_batch(server, partner, events) == 204
     drain(unreachable(settings.replace(retry_delays=(0, 0))))
 
@@ -157,7 +158,7 @@ def test_the_detail_page_and_delete_button(
     engine: Engine,
     drain: Callable[..., None],
 ) -> None:
-    events = [{**make_event(7), "event_datetime": "2026-05-05T12:00:00Z"}]
+    events = [onside_event(7)]
     assert post_batch(server, partner, events) == 204
     drain(unreachable(settings.replace(retry_delays=(0, 0))))
     page.goto(f"{server}/admin")

@@ -14,8 +14,10 @@ from app.credentials.api_keys import create_api_key
 from app.credentials.partners import NewPartner
 from app.main import create_app
 from app.settings import RateLimit, Settings
-from tests.conftest import basic_auth
-from tests.test_onside_api import URL, assert_error_shape, event
+from tests.api import assert_error, basic_auth
+from tests.events import ONSIDE_URL as URL
+from tests.events import onside_event
+from tests.queued import queued_jobs
 
 ATTACKER = "203.0.113.7"
 PARTNER_HOST = "198.51.100.20"
@@ -45,11 +47,11 @@ def test_failures_past_the_limit_get_429_with_retry_after(
     attacker: TestClient, partner: NewPartner
 ) -> None:
     statuses = [
-        attacker.post(URL, json={"events": [event(1)]}, headers=wrong(partner))
+        attacker.post(URL, json={"events": [onside_event(1)]}, headers=wrong(partner))
         for _ in range(LIMIT.limit + 2)
     ]
     assert [r.status_code for r in statuses] == [401] * LIMIT.limit + [429, 429]
-    body = assert_error_shape(statuses[-1], 429, "too_many_failed_logins")
+    body = assert_error(statuses[-1], 429, "too_many_failed_logins")
     assert partner.password not in str(body)
     assert 1 <= int(statuses[-1].headers["retry-after"]) <= LIMIT.period
 
@@ -64,25 +66,32 @@ def test_throttled_address_still_gets_in_with_the_right_credentials(
     """The decision: correct credentials always pass, even from the throttled address
     (a NAT shared with the attacker, or the partner's own server with an old password)."""
     for _ in range(LIMIT.limit + 3):
-        attacker.post(URL, json={"events": [event(1)]}, headers=wrong(partner))
+        attacker.post(URL, json={"events": [onside_event(1)]}, headers=wrong(partner))
     assert (
-        attacker.post(URL, json={"events": [event(1)]}, headers=wrong(partner)).status_code == 429
+        attacker.post(URL, json={"events": [onside_event(1)]}, headers=wrong(partner)).status_code
+        == 429
     )
-    assert attacker.post(URL, json={"events": [event(2)]}, headers=auth).status_code == 204
+    assert attacker.post(URL, json={"events": [onside_event(2)]}, headers=auth).status_code == 204
     with TestClient(create_app(throttled), client=(PARTNER_HOST, 50000)) as elsewhere:
-        assert elsewhere.post(URL, json={"events": [event(3)]}, headers=auth).status_code == 204
+        assert (
+            elsewhere.post(URL, json={"events": [onside_event(3)]}, headers=auth).status_code == 204
+        )
         # Another address has its own count: its first wrong password is a plain 401.
         assert (
-            elsewhere.post(URL, json={"events": [event(4)]}, headers=wrong(partner)).status_code
+            elsewhere.post(
+                URL, json={"events": [onside_event(4)]}, headers=wrong(partner)
+            ).status_code
             == 401
         )
-    assert len(redis.keys("rq:job:*")) == 2
+    assert queued_jobs(redis) == 2
 
 
 def test_unknown_usernames_count_too(attacker: TestClient, partner: NewPartner) -> None:
     stranger = NewPartner(0, "nobody", "pk_" + "0" * 24, "x" * 43)
     codes = [
-        attacker.post(URL, json={"events": [event(1)]}, headers=basic_auth(stranger)).status_code
+        attacker.post(
+            URL, json={"events": [onside_event(1)]}, headers=basic_auth(stranger)
+        ).status_code
         for _ in range(LIMIT.limit + 1)
     ]
     assert codes[-1] == 429 and codes[:-1] == [401] * LIMIT.limit
@@ -95,7 +104,7 @@ def test_the_count_is_shared_by_every_web_process(throttled: Settings, partner: 
         TestClient(create_app(throttled), client=(ATTACKER, 2)) as two,
     ):
         codes = [
-            c.post(URL, json={"events": [event(1)]}, headers=wrong(partner)).status_code
+            c.post(URL, json={"events": [onside_event(1)]}, headers=wrong(partner)).status_code
             for c in [one, two] * 3
         ]
     assert codes == [401] * LIMIT.limit + [429]
@@ -109,22 +118,43 @@ def test_behind_a_trusted_proxy_the_forwarded_client_is_counted(
         for _ in range(LIMIT.limit):
             proxy.post(
                 URL,
-                json={"events": [event(1)]},
+                json={"events": [onside_event(1)]},
                 headers={**wrong(partner), "X-Forwarded-For": ATTACKER},
             )
         blocked = proxy.post(
             URL,
-            json={"events": [event(1)]},
+            json={"events": [onside_event(1)]},
             headers={**wrong(partner), "X-Forwarded-For": ATTACKER},
         )
         assert blocked.status_code == 429
         # Another client behind the same proxy is not the attacker.
         other = proxy.post(
             URL,
-            json={"events": [event(1)]},
+            json={"events": [onside_event(1)]},
             headers={**wrong(partner), "X-Forwarded-For": PARTNER_HOST},
         )
         assert other.status_code == 401
+
+
+def test_a_client_cannot_rotate_its_identity_with_extra_forwarded_for_lines(
+    throttled: Settings, partner: NewPartner
+) -> None:
+    """A made-up first X-Forwarded-For line must not become the throttle's key."""
+    proxied = throttled.replace(trusted_proxies=(ip_network("10.0.0.0/8"),))
+    with TestClient(create_app(proxied), client=("10.0.0.2", 1)) as proxy:
+        codes = [
+            proxy.post(
+                URL,
+                json={"events": [onside_event(1)]},
+                headers=[
+                    *wrong(partner).items(),
+                    ("X-Forwarded-For", f"192.0.2.{attempt}"),  # a new lie each time
+                    ("X-Forwarded-For", ATTACKER),  # what the proxy saw
+                ],
+            ).status_code
+            for attempt in range(LIMIT.limit + 1)
+        ]
+    assert codes == [401] * LIMIT.limit + [429]
 
 
 def test_redis_down_fails_open_to_401(
@@ -135,7 +165,7 @@ def test_redis_down_fails_open_to_401(
     )
     with TestClient(create_app(down)) as client:
         codes = [
-            client.post(URL, json={"events": [event(1)]}, headers=wrong(partner)).status_code
+            client.post(URL, json={"events": [onside_event(1)]}, headers=wrong(partner)).status_code
             for _ in range(3)
         ]
     assert codes == [401, 401, 401]

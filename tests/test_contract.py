@@ -25,6 +25,8 @@ from app.queue import JOB_FUNCTIONS
 from app.thrad import contract as thrad
 from app.thrad.export import thrad_export_row, thrad_query
 from app.thrad.validate import server_fields, validate_event
+from tests.events import GOOGLEBOT
+from tests.events import ONSIDE_EVENT as REFERENCE_EVENT
 from worker import onside as onside_store
 from worker.enrich import geo_fields, ua_fields
 from worker.thrad import thrad_row
@@ -35,17 +37,15 @@ RECEIVED = datetime(2026, 5, 26, 12, 0, tzinfo=UTC)
 STORAGE_COLUMNS = {"id", "partner_id", "received_at", "job_id"}
 
 ONSIDE_EVENT = {
+    **REFERENCE_EVENT,
     "event_name": "Purchase_Completed",
     "payload": {"amount": "9.99"},
-    "event_datetime": "2026-05-05T12:00:00Z",
-    "event_id": "550e8400-e29b-41d4-a716-446655440000",
-    "installation_id": "550e8400-e29b-41d4-a716-446655440000",
 }
 # Every field a partner may send, each with a value of its declared type.
 THRAD_BODY = {
     **{field: f"{field}-value" for field in thrad.STRING_FIELDS},
     "event_name": "items_added",
-    "user_agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "user_agent": GOOGLEBOT,
     "timestamp": 1748275200,
     "view_time_ms": 1200,
     "consent": {"gdpr": True},

@@ -20,27 +20,16 @@ from app import queue as q
 from app.credentials.partners import NewPartner
 from app.db import events as events_table
 from app.settings import Settings
-from tests.processes import INLET, InletProcess, WebProcess, process_env, start_worker
+from tests.events import ONSIDE_REFERENCE_BODY, ONSIDE_URL, onside_event
+from tests.processes import InletProcess, WebProcess, process_env, run_inlet, start_worker
+from tests.queued import event_ids
 from tests.services import wait_for
 
 # The reference document's curl example, verbatim but for its two placeholders.
-REFERENCE_CURL = """curl -X POST \\
+REFERENCE_CURL = f"""curl -X POST \\
   -H 'Content-Type: application/json' \\
   -u <basic auth> \\
-  --data '{
-    "events": [
-      {
-        "event_name": "purchase_completed",
-        "payload": {
-          "currency": "USD",
-          "amount": "9.99"
-        },
-        "event_datetime": "2026-05-05T12:00:00Z",
-        "event_id": "550e8400-e29b-41d4-a716-446655440000",
-        "installation_id": "550e8400-e29b-41d4-a716-446655440000"
-      }
-    ]
-  }' \\
+  --data '{ONSIDE_REFERENCE_BODY}' \\
   https://onside.io/attribution-api/v1/events"""
 
 
@@ -55,11 +44,6 @@ def procs(tmp_path: Path) -> Iterator[list[InletProcess]]:
 def count_rows(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(events_table)).scalar_one())
-
-
-def stored_ids(engine: Engine) -> list[str]:
-    with engine.connect() as conn:
-        return sorted(str(v) for v in conn.execute(sa.select(events_table.c.event_id)).scalars())
 
 
 def test_reference_curl_example_lands_and_exports(
@@ -83,14 +67,7 @@ def test_reference_curl_example_lands_and_exports(
     )
     assert result.stdout == "204", result.stderr
     wait_for(lambda: count_rows(engine) == 1, timeout=30, message="the event to land")
-    export = subprocess.run(
-        [INLET, "events", "export", "--partner", partner.name],
-        env=env,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
-    [line] = export.stdout.splitlines()
+    [line] = run_inlet(env, "events", "export", "--partner", partner.name).splitlines()
     row = orjson.loads(line)
     assert row["event_id"] == "550e8400-e29b-41d4-a716-446655440000"
     assert row["event_name"] == "purchase_completed"
@@ -111,13 +88,7 @@ def waiting_on_locks(engine: Engine) -> int:
 def batch(start: int, size: int) -> dict[str, Any]:
     return {
         "events": [
-            {
-                "event_name": "Purchase_Completed",
-                "payload": {"n": n, "sku": "x" * 50},
-                "event_datetime": "2026-05-05T12:00:00Z",
-                "event_id": f"550e8400-e29b-41d4-a716-{n:012d}",
-                "installation_id": "550e8400-e29b-41d4-a716-446655440000",
-            }
+            onside_event(n, event_name="Purchase_Completed", payload={"n": n, "sku": "x" * 50})
             for n in range(start, start + size)
         ]
     }
@@ -130,20 +101,20 @@ def test_many_batches_through_two_workers_land_exactly_once(
     procs: list[InletProcess],
     tmp_path: Path,
     engine: Engine,
-    auth_header: dict[str, str],
+    auth: dict[str, str],
 ) -> None:
     env = process_env(settings)
     web = WebProcess(env, tmp_path / "web.log")
     procs += [web, start_worker(env, tmp_path / "w1.log"), start_worker(env, tmp_path / "w2.log")]
     expected: set[str] = set()
-    with httpx.Client(base_url=web.url, headers=auth_header, timeout=30) as http:
+    with httpx.Client(base_url=web.url, headers=auth, timeout=30) as http:
         for i in range(20):
             # Overlapping ranges: every batch after the first resends 50 events.
             body = batch(i * 150, 200)
-            assert http.post("/attribution-api/v1/events", json=body).status_code == 204
+            assert http.post(ONSIDE_URL, json=body).status_code == 204
             expected |= {e["event_id"] for e in body["events"]}
     wait_for(lambda: count_rows(engine) >= len(expected), timeout=60, message="all rows")
-    assert stored_ids(engine) == sorted(expected)
+    assert event_ids(engine) == sorted(expected)
     with engine.connect() as conn:
         names = set(conn.execute(sa.select(events_table.c.event_name).distinct()).scalars())
     assert names == {"purchase_completed"}
@@ -157,7 +128,7 @@ def test_worker_killed_mid_job_loses_nothing(
     tmp_path: Path,
     engine: Engine,
     redis: Redis,
-    auth_header: dict[str, str],
+    auth: dict[str, str],
 ) -> None:
     """SIGKILL while the job is inside its transaction; another worker redoes it."""
     env = process_env(settings, INLET_JOB_TIMEOUT="5", INLET_RETRY_DELAYS="1,1,1")
@@ -170,12 +141,7 @@ def test_worker_killed_mid_job_loses_nothing(
     victim = start_worker(env, tmp_path / "victim.log")
     procs.append(victim)
     body = batch(0, 100)
-    assert (
-        httpx.post(
-            web.url + "/attribution-api/v1/events", json=body, headers=auth_header
-        ).status_code
-        == 204
-    )
+    assert httpx.post(web.url + ONSIDE_URL, json=body, headers=auth).status_code == 204
     started = StartedJobRegistry(queue=q.make_queue(settings, redis))
     wait_for(lambda: started.count == 1, timeout=30, message="the job to start")
     wait_for(
@@ -196,9 +162,4 @@ def test_worker_killed_mid_job_loses_nothing(
         raise
     recovery = time.monotonic() - killed_at
     print(f"recovered a killed worker's batch in {recovery:.1f}s")
-    assert stored_ids(engine) == sorted(e["event_id"] for e in body["events"])
-
-
-@pytest.fixture
-def auth_header(auth: dict[str, str]) -> dict[str, str]:
-    return auth
+    assert event_ids(engine) == sorted(e["event_id"] for e in body["events"])

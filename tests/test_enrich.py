@@ -9,23 +9,9 @@ import pytest
 from app.errors import ConfigError
 from app.settings import Settings
 from tests import geo
+from tests.events import CHROME_WINDOWS, GOOGLEBOT, SAFARI_IPHONE
 from worker.enrich import GEO_FIELDS, geo_fields, packaged_geoip_database, ua_fields
 from worker.runner import run_worker
-
-CHROME_WINDOWS = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.6367.91 Safari/537.36"
-)
-SAFARI_IPHONE = (
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS X) AppleWebKit/605.1.15 "
-    "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
-)
-GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
-
-
-@pytest.fixture(scope="module")
-def city_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return geo.build_city_database(tmp_path_factory.mktemp("geo") / "city.mmdb")
 
 
 @pytest.mark.parametrize(
@@ -111,7 +97,7 @@ def test_a_missing_geo_database_file_is_refused_with_the_settings(tmp_path: Path
     with pytest.raises(ConfigError, match="INLET_GEOIP_DATABASE"):
         Settings.from_env(
             {
-                "INLET_SECRET_KEY": "k",
+                "INLET_SECRET_KEY": "k" * 32,
                 "INLET_DATA_DIR": str(tmp_path),
                 "INLET_GEOIP_DATABASE": str(tmp_path / "nope.mmdb"),
             }

@@ -14,21 +14,8 @@ from app.credentials.partners import NewPartner, create_partner
 from app.ops import failed
 from app.settings import Settings
 from tests.cli_runner import run_cli
-from tests.test_jobs import enqueue, event_ids, make_event, unreachable
-
-
-def fail_for_real(
-    settings: Settings,
-    redis: Redis,
-    partner: NewPartner,
-    drain: Callable[..., None],
-    events: list[dict],
-) -> str:
-    """Queue a batch; run it on a worker whose database is unreachable until it fails for good."""
-    quick = settings.replace(retry_delays=(0, 0))
-    job_id = enqueue(quick, redis, partner, events)
-    drain(unreachable(quick))
-    return job_id
+from tests.events import onside_event
+from tests.queued import enqueue, event_ids, unreachable
 
 
 def failed_rows(settings: Settings, *args: str) -> list[dict]:
@@ -37,9 +24,10 @@ def failed_rows(settings: Settings, *args: str) -> list[dict]:
 
 
 def test_failed_list_shows_a_real_failure_with_its_attempts_and_error(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None]
+    settings: Settings,
+    failed_job: Callable[..., str],
 ) -> None:
-    job_id = fail_for_real(settings, redis, partner, drain, [make_event(n) for n in range(3)])
+    job_id = failed_job([onside_event(n) for n in range(3)])
     [row] = failed_rows(settings)
     assert row["job_id"] == job_id
     assert row["partner"] == "acme"
@@ -55,24 +43,23 @@ def test_failed_list_shows_a_real_failure_with_its_attempts_and_error(
 
 def test_failed_list_filters_by_partner(
     settings: Settings,
-    redis: Redis,
-    partner: NewPartner,
-    drain: Callable[..., None],
     engine: Engine,
+    failed_job: Callable[..., str],
 ) -> None:
     other = create_partner(engine, settings.secret_key, "globex")
-    fail_for_real(settings, redis, partner, drain, [make_event(1)])
-    theirs = fail_for_real(settings, redis, other, drain, [make_event(2)])
+    failed_job([onside_event(1)])
+    theirs = failed_job([onside_event(2)], other)
     assert [r["job_id"] for r in failed_rows(settings, "--partner", "globex")] == [theirs]
     assert len(failed_rows(settings)) == 2
     assert failed_rows(settings, "--partner", "nobody") == []
 
 
 def test_failed_show_prints_traceback_meta_and_first_events(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None]
+    settings: Settings,
+    failed_job: Callable[..., str],
 ) -> None:
-    events = [make_event(n) for n in range(8)]
-    job_id = fail_for_real(settings, redis, partner, drain, events)
+    events = [onside_event(n) for n in range(8)]
+    job_id = failed_job(events)
     out = run_cli(settings, "failed", "show", job_id, "--events", "2").stdout
     assert "Traceback (most recent call last)" in out
     assert '"partner": "acme"' in out and '"attempts": 3' in out
@@ -88,7 +75,7 @@ def test_failed_show_names_each_request_a_grouped_job_carries(
     quick = settings.replace(retry_delays=(0, 0))
     received = datetime(2026, 5, 5, 12, 0, tzinfo=UTC)
     submissions = [
-        q.Submission("onside", partner.id, "acme", [make_event(n)], received, f"req-{n}")
+        q.Submission("onside", partner.id, "acme", [onside_event(n)], received, f"req-{n}")
         for n in range(3)
     ]
     (job_id, *others) = q.enqueue_group(q.make_queue(quick, redis), quick, submissions)
@@ -106,9 +93,10 @@ def test_requeue_with_a_good_worker_lands_every_row_once(
     partner: NewPartner,
     drain: Callable[..., None],
     engine: Engine,
+    failed_job: Callable[..., str],
 ) -> None:
-    events = [make_event(n) for n in range(4)]
-    job_id = fail_for_real(settings, redis, partner, drain, events)
+    events = [onside_event(n) for n in range(4)]
+    job_id = failed_job(events)
     # Half the batch lands meanwhile (say the partner resent it): requeue must not double it.
     enqueue(settings, redis, partner, events[:2])
     drain()
@@ -122,9 +110,11 @@ def test_requeue_with_a_good_worker_lands_every_row_once(
 
 
 def test_requeued_job_gets_its_retries_back(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None]
+    settings: Settings,
+    redis: Redis,
+    failed_job: Callable[..., str],
 ) -> None:
-    job_id = fail_for_real(settings, redis, partner, drain, [make_event(1)])
+    job_id = failed_job([onside_event(1)])
     queue = q.make_queue(settings, redis)
     failed.requeue(queue, job_id, retries=2)
     job = queue.fetch_job(job_id)
@@ -133,20 +123,19 @@ def test_requeued_job_gets_its_retries_back(
 
 def test_requeue_all_of_one_partner(
     settings: Settings,
-    redis: Redis,
-    partner: NewPartner,
     drain: Callable[..., None],
     engine: Engine,
+    failed_job: Callable[..., str],
 ) -> None:
     other = create_partner(engine, settings.secret_key, "globex")
-    fail_for_real(settings, redis, partner, drain, [make_event(1)])
-    fail_for_real(settings, redis, partner, drain, [make_event(2)])
-    kept = fail_for_real(settings, redis, other, drain, [make_event(3)])
+    failed_job([onside_event(1)])
+    failed_job([onside_event(2)])
+    kept = failed_job([onside_event(3)], other)
     out = run_cli(settings, "failed", "requeue", "--all", "--partner", "acme").stdout
     assert out.strip() == "Requeued 2 failed jobs."
     assert [r["job_id"] for r in failed_rows(settings)] == [kept]
     drain()
-    assert event_ids(engine) == [make_event(1)["event_id"], make_event(2)["event_id"]]
+    assert event_ids(engine) == [onside_event(1)["event_id"], onside_event(2)["event_id"]]
 
 
 def test_requeue_needs_a_job_id_or_all(settings: Settings) -> None:
@@ -158,11 +147,11 @@ def test_requeue_needs_a_job_id_or_all(settings: Settings) -> None:
 def test_delete_drops_the_job_and_its_batch(
     settings: Settings,
     redis: Redis,
-    partner: NewPartner,
     drain: Callable[..., None],
     engine: Engine,
+    failed_job: Callable[..., str],
 ) -> None:
-    job_id = fail_for_real(settings, redis, partner, drain, [make_event(1)])
+    job_id = failed_job([onside_event(1)])
     assert run_cli(settings, "failed", "delete", job_id).stdout.strip() == f"Deleted {job_id}."
     assert failed_rows(settings) == []
     assert q.make_queue(settings, redis).fetch_job(job_id) is None
@@ -186,9 +175,11 @@ def test_error_line_is_the_exception_not_its_parameters() -> None:
 
 
 def test_list_can_be_limited_to_the_newest_failures(
-    settings: Settings, redis: Redis, partner: NewPartner, drain: Callable[..., None]
+    settings: Settings,
+    redis: Redis,
+    failed_job: Callable[..., str],
 ) -> None:
-    ids = [fail_for_real(settings, redis, partner, drain, [make_event(n)]) for n in range(3)]
+    ids = [failed_job([onside_event(n)]) for n in range(3)]
     queue = q.make_queue(settings, redis)
     everything = failed.list_failed(queue)
     assert [job.job_id for job in everything] == ids[::-1]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx2 as httpx
@@ -30,10 +31,16 @@ from app.db import make_engine
 from app.embedded_redis import EmbeddedRedis
 from app.ops.failed import requeue_all
 from app.settings import Settings
-from tests.conftest import basic_auth, make_settings
+from tests.api import basic_auth
 from tests.faults import LoadClient, LoadReport, WorkerPool, new_event
 from tests.processes import WebProcess, process_env
-from tests.services import PostgresCluster, wait_for
+from tests.services import (
+    PostgresCluster,
+    make_settings,
+    running_cluster,
+    running_redis,
+    wait_for,
+)
 
 SOAK = int(os.environ.get("INLET_SOAK", "1"))
 _databases = iter(range(1_000_000))
@@ -42,21 +49,14 @@ _databases = iter(range(1_000_000))
 @pytest.fixture(scope="module")
 def fault_pg() -> Iterator[PostgresCluster]:
     """A cluster of these tests' own: they stop and start it."""
-    cluster = PostgresCluster().init()
-    cluster.start()
-    try:
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture
 def fault_redis() -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="inlet-fr-"))).start()
-    try:
+    with running_redis() as server:
         yield server
-    finally:
-        server.stop()
 
 
 class Stack:
@@ -128,22 +128,74 @@ def stack_factory(
         stack.close()
 
 
+class _AcceptsEverything(BaseHTTPRequestHandler):
+    """A server that answers 204 even to a batch Inlet must refuse."""
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_a_wrong_answer_seen_by_the_load_client_fails_the_test() -> None:
+    """The client runs in a thread: what it finds wrong must fail the test in the
+    main thread, not only reach pytest's unhandled-thread-exception hook."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AcceptsEverything)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        client = LoadClient(url, {}, batch_size=2, invalid_every=1)  # every batch invalid
+        with pytest.raises(AssertionError, match="an invalid batch was accepted"):
+            client.start(batches=3, seconds=30).join()
+        assert client.report.batches == 1, "the client went on after the failure"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_workers_killed_repeatedly_mid_jobs(stack_factory) -> None:  # type: ignore[no-untyped-def]
-    """Large batches keep both workers busy, so the kills land inside jobs."""
+    """Large batches keep the workers busy; each kill waits for a job in flight and
+    takes the worker running it (a fixed cadence, on a busy machine, killed workers
+    still starting up)."""
     stack = stack_factory(INLET_JOB_TIMEOUT="3", INLET_RETRY_DELAYS="1,1,1,1,1")
     redis = Redis.from_url(stack.settings.redis_url)
-    in_flight = StartedJobRegistry(queue=q.make_queue(stack.settings, redis))
+    queue = q.make_queue(stack.settings, redis)
+    in_flight = StartedJobRegistry(queue=queue)
     client = stack.client(batch_size=400).start(batches=40 * SOAK, seconds=60 * SOAK)
+
+    def busy_worker() -> tuple[str, int] | None:
+        """A job in flight and the process id of the live worker running it
+        (a killed worker's job stays registered as started for a while)."""
+        alive = {worker.process.pid for worker in stack.workers.workers if worker.alive}
+        for job_id in in_flight.get_job_ids():
+            worker_name = redis.hget(f"rq:job:{job_id}", "worker_name")
+            pid = worker_name and redis.hget(b"rq:worker:" + worker_name, "pid")
+            if pid and int(pid) in alive:
+                return job_id, int(pid)
+        return None
+
     kills = mid_job = 0
-    while kills < 6 * SOAK:
-        time.sleep(0.7)
-        mid_job += in_flight.count > 0
-        stack.workers.kill_one(kills)
-        kills += 1
+    deadline = time.monotonic() + 120 * SOAK
+    while kills < 6 * SOAK and (client.running or queue.count or in_flight.count):
+        assert time.monotonic() < deadline, "jobs stayed registered as started for minutes"
+        stack.workers.supervise()
+        found = busy_worker()
+        if found is None:
+            time.sleep(0.05)
+            continue
+        job_id, pid = found
+        if stack.workers.kill_pid(pid):
+            kills += 1
+            # Still registered as started after the SIGKILL: it died mid-job.
+            mid_job += job_id in in_flight.get_job_ids()
     report = client.join()
     stack.assert_exactly_acknowledged(report)
     print(f"workers SIGKILLed: {kills}, {mid_job} of them with a job in flight")
-    assert mid_job >= 1
+    assert mid_job >= 1, "no worker was killed mid-job: the test proves nothing"
     redis.close()
 
 
@@ -168,16 +220,26 @@ def test_redis_killed_and_restarted_mid_load(stack_factory, fault_redis: Embedde
 
 def test_postgres_down_for_20_seconds_mid_load(stack_factory, fault_pg: PostgresCluster) -> None:  # type: ignore[no-untyped-def]
     stack = stack_factory(INLET_RETRY_DELAYS="1,2,4,8,8,8")
-    client = stack.client().start(batches=30 * SOAK, seconds=120)
-    time.sleep(1.5)
+    # Paced so that the load outlasts the start of the outage on any machine.
+    client = stack.client(pace=0.5).start(batches=30 * SOAK, seconds=120)
+    # Load flowing end to end: a batch acknowledged and rows written by a worker.
+    wait_for(
+        lambda: client.report.statuses["204"] >= 1 and len(stack.stored()) >= 1,
+        timeout=60,
+        interval=0.1,
+        message="load to flow before the outage",
+    )
     fault_pg.stop()
     down_at = time.monotonic()
+    accepted_before = client.report.statuses["204"]
     time.sleep(20)
+    accepted_during = client.report.statuses["204"] - accepted_before
     fault_pg.start()
     print(f"postgres was down for {time.monotonic() - down_at:.1f}s")
     report = client.join()
     stack.assert_exactly_acknowledged(report)
-    assert report.statuses["204"] >= 1
+    print(f"batches accepted while postgres was down: {accepted_during}")
+    assert accepted_during >= 1, "no load while postgres was down: the test proves nothing"
 
 
 def test_outage_longer_than_the_retry_budget_then_requeue(

@@ -28,9 +28,8 @@ from app.credentials.partners import create_partner
 from app.db import make_engine, thrad_events
 from app.embedded_redis import EmbeddedRedis
 from app.settings import Settings
-from tests.conftest import make_settings
 from tests.processes import WebProcess, process_env, start_worker
-from tests.services import wait_for
+from tests.services import make_settings, wait_for
 
 COLLECT = "/v1/api/collect"
 

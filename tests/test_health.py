@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
+import sqlite3
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from sqlalchemy.engine import Engine
@@ -21,19 +21,15 @@ from starlette.testclient import TestClient
 from app.credentials.admins import NewAdmin
 from app.credentials.api_keys import create_api_key
 from app.credentials.partners import NewPartner
+from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
 from app.settings import Settings
-from tests.cli_runner import cli_env
-from tests.conftest import admin_auth, basic_auth
-from tests.services import free_port, wait_for
-from tests.test_failed import fail_for_real
-from tests.test_jobs import make_event, unreachable
-
-URL = "/attribution-api/v1/events"
-
-
-def onside(n: int, **changes: object) -> dict:
-    return {**make_event(n), "event_datetime": "2026-05-05T12:00:00Z", **changes}
+from tests.api import basic_auth
+from tests.events import ONSIDE_URL as URL
+from tests.events import onside_event
+from tests.processes import WebProcess, process_env, run_inlet
+from tests.queued import unreachable
+from tests.services import make_settings, wait_for
 
 
 def test_readyz_is_200_when_redis_and_database_answer(client: TestClient) -> None:
@@ -68,8 +64,58 @@ def test_readyz_is_503_naming_the_part_that_does_not_answer(
     assert "127.0.0.1" not in response.text and "nonexistent" not in response.text
 
 
+def test_readyz_is_503_while_sqlite_is_write_locked(
+    sqlite_url: str, redis: Redis, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Reads still work under another connection's BEGIN IMMEDIATE; no batch could land."""
+    settings = make_settings(sqlite_url, redis_server.url, tmp_path)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        locker = sqlite3.connect(sa.engine.make_url(sqlite_url).database, isolation_level=None)
+        try:
+            locker.execute("BEGIN IMMEDIATE")
+            started = time.monotonic()
+            response = client.get("/readyz")
+            elapsed = time.monotonic() - started
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert response.status_code == 503
+        body = response.json()
+        assert body["code"] == "not_ready"
+        assert [e["field"] for e in body["errors"]] == ["database"]
+        assert elapsed < 2.5, f"/readyz took {elapsed:.2f}s: it must stay fast"
+        assert client.get("/readyz").json() == {
+            "status": "ready",
+            "checks": {"redis": "ok", "database": "ok"},
+        }
+
+
+def test_readyz_is_503_when_postgresql_is_read_only(
+    postgresql_url: str, redis: Redis, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A hot standby (or a database set read-only) answers, but takes no batch."""
+    url = sa.engine.make_url(postgresql_url)
+    admin = sa.create_engine(
+        url.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS inlet_read_only"))
+        conn.execute(sa.text("CREATE DATABASE inlet_read_only"))
+        conn.execute(
+            sa.text("ALTER DATABASE inlet_read_only SET default_transaction_read_only = on")
+        )
+    admin.dispose()
+    read_only = url.set(database="inlet_read_only").render_as_string(hide_password=False)
+    settings = make_settings(read_only, redis_server.url, tmp_path)
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert [e["field"] for e in response.json()["errors"]] == ["database"]
+
+
 def scrape(client: TestClient, admin: NewAdmin) -> dict[tuple[str, frozenset], float]:
-    response = client.get("/metrics", headers=admin_auth(admin))
+    response = client.get("/metrics", headers=basic_auth(admin))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return {
@@ -80,22 +126,21 @@ def scrape(client: TestClient, admin: NewAdmin) -> dict[tuple[str, frozenset], f
 
 
 def test_metrics_count_requests_events_jobs_and_read_the_queue(
-    settings: Settings,
-    redis: Redis,
     client: TestClient,
     partner: NewPartner,
     admin: NewAdmin,
     auth: dict[str, str],
     drain: Callable[..., None],
+    failed_job: Callable[..., str],
 ) -> None:
     before = scrape(client, admin)
-    for batch in ([onside(1), onside(2)], [onside(2), onside(3)]):
+    for batch in ([onside_event(1), onside_event(2)], [onside_event(2), onside_event(3)]):
         assert client.post(URL, json={"events": batch}, headers=auth).status_code == 204
     assert client.post(URL, json={"events": [{}]}, headers=auth).status_code == 400
     assert client.post(URL, json={"events": []}).status_code == 401
     queued = scrape(client, admin)
     drain()
-    fail_for_real(settings, redis, partner, drain, [onside(9)])
+    failed_job([onside_event(9)])
     after = scrape(client, admin)
 
     def delta(name: str, **labels: str) -> float:
@@ -135,10 +180,14 @@ def test_logs_carry_ids_and_counts_never_secrets_or_payloads(
     marker = "payload-marker-7f3a"
     with caplog.at_level(logging.DEBUG):
         first = client.post(
-            URL, json={"events": [onside(1, payload={"m": marker}), onside(1)]}, headers=auth
+            URL,
+            json={"events": [onside_event(1, payload={"m": marker}), onside_event(1)]},
+            headers=auth,
         )
         second = client.post(
-            URL, json={"events": [onside(2, payload={"m": marker}, event_id="bad")]}, headers=auth
+            URL,
+            json={"events": [onside_event(2, payload={"m": marker}, event_id="bad")]},
+            headers=auth,
         )
         drain()
     text = "\n".join(r.getMessage() for r in caplog.records)
@@ -164,41 +213,26 @@ def test_logs_carry_ids_and_counts_never_secrets_or_payloads(
 def test_metrics_add_up_across_real_web_and_worker_processes(
     settings: Settings,
     partner: NewPartner,
-    admin: NewAdmin,
     tmp_path: Path,
+    admin_auth: dict[str, str],
 ) -> None:
     """Two uvicorn processes take batches, a separate worker stores them: one scrape sees all."""
-    port = free_port()
-    env = {
-        **os.environ,
-        **cli_env(settings),
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-        "INLET_LOG_LEVEL": "WARNING",
-    }
-    inlet = str(Path(sys.executable).parent / "inlet")
-    base = f"http://127.0.0.1:{port}"
-    web = subprocess.Popen(
-        [inlet, "web"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    env = process_env(
+        settings,
+        WEB_CONCURRENCY="2",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+        INLET_LOG_LEVEL="WARNING",
     )
+    web = WebProcess(env, tmp_path / "web.log")
     try:
-        wait_for(lambda: _get(f"{base}/readyz")[0] == 200, timeout=30, message="inlet web")
+        wait_for(lambda: _get(f"{web.url}/readyz")[0] == 200, timeout=30, message="inlet web")
         for n in range(6):
-            body = orjson.dumps({"events": [onside(2 * n), onside(2 * n + 1)]})
-            assert _post(f"{base}{URL}", body, basic_auth(partner)) == 204
-        subprocess.run(
-            [inlet, "worker", "--burst"],
-            env=env,
-            check=True,
-            timeout=60,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        status, text = _get(f"{base}/metrics", admin_auth(admin))
+            body = orjson.dumps({"events": [onside_event(2 * n), onside_event(2 * n + 1)]})
+            assert _post(f"{web.url}{URL}", body, basic_auth(partner)) == 204
+        run_inlet(env, "worker", "--burst")
+        status, text = _get(f"{web.url}/metrics", admin_auth)
     finally:
-        web.terminate()
-        web.wait(15)
+        web.stop()
     assert status == 200
     samples = {
         (s.name, frozenset(s.labels.items())): s.value

@@ -22,8 +22,11 @@ from app.db import events as events_table
 from app.main import create_app
 from app.onside.validate import MAX_PAYLOAD_DEPTH
 from app.settings import RateLimit, Settings
+from tests.api import JSON, assert_error
+from tests.events import ONSIDE_URL as URL
+from tests.events import onside_event
+from tests.queued import queued_jobs
 from tests.strategies import HostileRequest, hostile_requests
-from tests.test_onside_api import JSON, URL, assert_error_shape, event, queued_jobs
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -49,7 +52,7 @@ def test_payload_at_the_depth_limit_lands(
     client: TestClient, auth: dict[str, str], drain: Callable[[], None], engine: Engine
 ) -> None:
     payload = nested(MAX_PAYLOAD_DEPTH)
-    response = client.post(URL, json={"events": [event(1, payload=payload)]}, headers=auth)
+    response = client.post(URL, json={"events": [onside_event(1, payload=payload)]}, headers=auth)
     assert response.status_code == 204, response.text
     drain()
     assert list(stored_payloads(engine).values()) == [payload]
@@ -60,10 +63,10 @@ def test_payload_nested_too_deep_gets_400_not_500(
     client: TestClient, auth: dict[str, str], redis: Redis, depth: int
 ) -> None:
     """300 levels used to pass validation and then crash the enqueue (orjson's limit is 254)."""
-    body = orjson.dumps({"events": [event(1), event(2, payload={"placeholder": 0})]})
+    body = orjson.dumps({"events": [onside_event(1), onside_event(2, payload={"placeholder": 0})]})
     body = body.replace(b'{"placeholder":0}', nested_text(depth))
     response = client.post(URL, content=body, headers={**auth, **JSON})
-    errors = assert_error_shape(response, 400, "invalid_request")["errors"]
+    errors = assert_error(response, 400, "invalid_request")["errors"]
     assert [(e["index"], e["field"]) for e in errors] == [(1, "payload")]
     assert queued_jobs(redis) == 0
 
@@ -76,7 +79,7 @@ def test_thrad_params_nested_too_deep_gets_400_not_500(
     response = client.post(
         "/v1/api/collect", content=body, headers={"Authorization": f"Bearer {key.api_key}"}
     )
-    errors = assert_error_shape(response, 400, "invalid_request")["errors"]
+    errors = assert_error(response, 400, "invalid_request")["errors"]
     assert [e["field"] for e in errors] == ["params"]
     assert queued_jobs(redis) == 0
 
@@ -125,7 +128,7 @@ def test_hostile_bodies_never_500_and_every_204_lands(
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
         assert response.status_code in (204, 400, 413, 415), response.text[:500]
         if response.status_code != 204:
-            assert_error_shape(response, response.status_code, response.json()["code"])
+            assert_error(response, response.status_code, response.json()["code"])
             assert queued_jobs(redis) == 0
             return
         batch = orjson.loads(decoded(request))["events"]

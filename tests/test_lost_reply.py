@@ -23,7 +23,9 @@ from starlette.testclient import TestClient
 from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
 from app.settings import Settings
-from tests.test_onside_api import EVENT, URL, stored
+from tests.events import ONSIDE_EVENT
+from tests.events import ONSIDE_URL as URL
+from tests.queued import onside_rows
 
 
 class ReplySwallowingProxy:
@@ -100,8 +102,8 @@ def test_a_lost_acknowledgement_of_a_queued_batch_is_still_a_204(
         redis_url=f"redis://127.0.0.1:{proxy.port}/0", redis_timeout=0.5
     )
     with TestClient(create_app(through_proxy)) as client:
-        response = client.post(URL, json={"events": [EVENT]}, headers=auth)
+        response = client.post(URL, json={"events": [ONSIDE_EVENT]}, headers=auth)
     assert proxy.swallowed >= 1, "the proxy never swallowed a reply: the test proves nothing"
     assert response.status_code == 204, response.text
     drain()
-    assert [str(row.event_id) for row in stored(engine)] == [EVENT["event_id"]]
+    assert [str(row.event_id) for row in onside_rows(engine)] == [ONSIDE_EVENT["event_id"]]

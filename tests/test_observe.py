@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 from app.credentials.admins import NewAdmin
 from app.main import create_app
 from app.settings import Settings
+from tests.api import basic_auth
 from tests.asgi import DISCONNECT, post_without_finishing
-from tests.conftest import admin_auth
 from tests.test_health import scrape
 
 URL = "/attribution-api/v1/events"
@@ -81,7 +81,7 @@ def test_an_admin_request_is_logged_with_the_admin(
     client: TestClient, admin: NewAdmin, auth: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="inlet.access"):
-        assert client.get("/admin", headers=admin_auth(admin)).status_code == 200
+        assert client.get("/admin", headers=basic_auth(admin)).status_code == 200
         assert client.get("/admin", headers=auth).status_code == 401  # a partner's login
     lines = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "inlet.access"]
     assert [(line["status"], line.get("admin")) for line in lines] == [

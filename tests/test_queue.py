@@ -12,49 +12,33 @@ from redis import Redis
 from rq.job import Job
 
 from app import queue as q
+from app.credentials.partners import NewPartner
 from app.embedded_redis import EmbeddedRedis
 from app.ops import stats
-from tests.conftest import make_settings
+from app.settings import Settings
+from tests.events import onside_event
+from tests.queued import enqueue
+from tests.services import make_settings
+
+ACME = NewPartner(1, "acme", "", "")
+MIDNIGHT = datetime(2026, 5, 5, tzinfo=UTC)
 
 
 def events(n: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "event_id": f"550e8400-e29b-41d4-a716-{i:012d}",
-            "installation_id": "550e8400-e29b-41d4-a716-446655440000",
-            "event_name": "purchase_completed",
-            "event_datetime": "2026-05-05T12:00:00+00:00",
-            "payload": {"n": i},
-        }
-        for i in range(n)
-    ]
+    return [onside_event(i) for i in range(n)]
 
 
-def enqueue(
-    redis: Redis,
-    redis_server: EmbeddedRedis,
-    sqlite_url: str,
-    tmp_path: Path,
-    batch: list[dict[str, Any]],
-) -> str:
-    settings = make_settings(sqlite_url, redis_server.url, tmp_path)
-    queue = q.make_queue(settings, redis)
-    return q.enqueue_batch(
-        queue,
-        settings,
-        endpoint="onside",
-        partner_id=1,
-        partner_name="acme",
-        events=batch,
-        received_at=datetime(2026, 5, 5, tzinfo=UTC),
-    )
-
-
-def test_job_data_is_plain_json_that_stock_rq_reads(
+@pytest.fixture
+def settings(
     redis: Redis, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path
-) -> None:
+) -> Settings:
+    """SQLite only: these tests never reach the database, one run is enough."""
+    return make_settings(sqlite_url, redis_server.url, tmp_path)
+
+
+def test_job_data_is_plain_json_that_stock_rq_reads(settings: Settings, redis: Redis) -> None:
     batch = events(3)
-    job_id = enqueue(redis, redis_server, sqlite_url, tmp_path, batch)
+    job_id = enqueue(settings, redis, ACME, batch, received_at=MIDNIGHT)
     stored = redis.hget(f"rq:job:{job_id}", "data")
     assert stored is not None and stored.startswith(b'["worker.jobs.ingest_onside"')
     job = Job.fetch(job_id, connection=redis, serializer=q.JSONSerializer)
@@ -66,29 +50,20 @@ def test_job_data_is_plain_json_that_stock_rq_reads(
 
 @pytest.mark.parametrize("endpoint", ["onside", "thrad"])
 def test_the_job_runs_its_endpoints_function_and_is_labelled_with_it(
-    redis: Redis, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path, endpoint: q.Endpoint
+    settings: Settings, redis: Redis, endpoint: q.Endpoint
 ) -> None:
-    settings = make_settings(sqlite_url, redis_server.url, tmp_path)
-    job_id = q.enqueue_batch(
-        q.make_queue(settings, redis),
-        settings,
-        endpoint=endpoint,
-        partner_id=1,
-        partner_name="acme",
-        events=events(2),
-        received_at=datetime(2026, 5, 5, tzinfo=UTC),
-    )
+    job_id = enqueue(settings, redis, ACME, events(2), endpoint=endpoint, received_at=MIDNIGHT)
     job = Job.fetch(job_id, connection=redis, serializer=q.JSONSerializer)
     assert job.func_name == f"worker.jobs.ingest_{endpoint}"
     assert job.meta["endpoint"] == endpoint
-    assert job.description == f"{endpoint} batch of 2 events for acme"
+    assert job.description == f"{endpoint} batch of 2 events for acme (1 request)"
 
 
 def test_saving_a_fetched_job_keeps_its_batch_without_resending_it(
-    redis: Redis, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path
+    settings: Settings, redis: Redis
 ) -> None:
     batch = events(2)
-    job_id = enqueue(redis, redis_server, sqlite_url, tmp_path, batch)
+    job_id = enqueue(settings, redis, ACME, batch, received_at=MIDNIGHT)
     job = q.PlainJob.fetch(job_id, connection=redis, serializer=q.JSONSerializer)
     assert "data" not in job.to_dict()
     job.meta["seen"] = True
@@ -108,43 +83,33 @@ def stats_keys(now: float) -> list[str]:
     return [f"{stats.PREFIX}{int(now // 60) + n}" for n in (0, 1)]
 
 
-def test_accepted_count_is_written_with_the_job(
-    redis: Redis, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path
-) -> None:
-    settings = make_settings(sqlite_url, redis_server.url, tmp_path)
-    queue = q.make_queue(settings, redis)
+def test_accepted_count_is_written_with_the_job(settings: Settings, redis: Redis) -> None:
     for count in (False, True, True):
-        q.enqueue_batch(
-            queue,
+        enqueue(
             settings,
+            redis,
+            ACME,
+            events(3),
             endpoint="thrad",
-            partner_id=1,
-            partner_name="acme",
-            events=events(3),
             count_accepted=count,
-            received_at=datetime(2026, 5, 5, tzinfo=UTC),
+            received_at=MIDNIGHT,
         )
     assert redis.llen("rq:queue:inlet") == 3
     assert stats.last_hour(redis)["acme"].accepted == 6  # only the two that asked
 
 
-def test_a_count_that_fails_leaves_the_job_queued(
-    redis: Redis, redis_server: EmbeddedRedis, sqlite_url: str, tmp_path: Path
-) -> None:
+def test_a_count_that_fails_leaves_the_job_queued(settings: Settings, redis: Redis) -> None:
     """EXEC runs every command; a failed HINCRBY must not turn a queued job into a 503."""
-    settings = make_settings(sqlite_url, redis_server.url, tmp_path)
-    queue = q.make_queue(settings, redis)
     for key in stats_keys(time.time()):
         redis.set(key, "not a hash")  # HINCRBY on it fails with WRONGTYPE
-    job_id = q.enqueue_batch(
-        queue,
+    job_id = enqueue(
         settings,
+        redis,
+        ACME,
+        events(1),
         endpoint="thrad",
-        partner_id=1,
-        partner_name="acme",
-        events=events(1),
         count_accepted=True,
-        received_at=datetime(2026, 5, 5, tzinfo=UTC),
+        received_at=MIDNIGHT,
     )
     assert redis.lrange("rq:queue:inlet", 0, -1) == [job_id.encode()]
     assert Job.fetch(job_id, connection=redis, serializer=q.JSONSerializer).args[2] == events(1)

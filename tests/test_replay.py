@@ -15,13 +15,8 @@ from app.credentials.partners import NewPartner, create_partner
 from app.db import events as events_table
 from app.settings import Settings
 from tests.cli_runner import run_cli
-from tests.test_jobs import event_ids, make_event
-
-
-def onside_event(n: int, **changes: object) -> dict:
-    event = make_event(n)
-    event["event_datetime"] = "2026-05-05T12:00:00Z"
-    return {**event, **changes}
+from tests.events import onside_event
+from tests.queued import event_ids
 
 
 def write_lines(path: Path, lines: list[bytes | dict]) -> Path:
@@ -71,7 +66,7 @@ def test_replay_queues_valid_lines_and_rejects_the_rest_with_reasons(
     }
     assert [e["line"] for e in summary["examples"]] == [2, 3, 7, 8]
     drain()
-    assert event_ids(engine) == [make_event(1)["event_id"], make_event(3)["event_id"]]
+    assert event_ids(engine) == [onside_event(1)["event_id"], onside_event(3)["event_id"]]
 
 
 def test_replay_twice_stores_nothing_twice(
@@ -160,11 +155,11 @@ def test_export_since_until_selects_by_receive_time(
             conn.execute(
                 events_table.insert().values(
                     partner_id=partner.id,
-                    event_id=make_event(n)["event_id"],
+                    event_id=onside_event(n)["event_id"],
                     event_name="x",
                     sent_event_name="x",
                     event_datetime=sa.func.now(),
-                    installation_id=make_event(n)["installation_id"],
+                    installation_id=onside_event(n)["installation_id"],
                     payload={},
                     received_at=datetime(2026, 5, day, 12, tzinfo=UTC),
                 )

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import ConfigError
-from app.settings import RateLimit, Settings, normalize_database_url
+from app.settings import SETTINGS, RateLimit, Settings, normalize_database_url
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,68 @@ def test_a_shared_database_needs_a_shared_secret_key(tmp_path: Path) -> None:
         {
             "INLET_DATA_DIR": str(tmp_path),
             "DATABASE_URL": "postgres://u@h/db",
-            "INLET_SECRET_KEY": "k",
+            "INLET_SECRET_KEY": "k" * 32,
         }
     )
-    assert settings.secret_key == b"k"
+    assert settings.secret_key == b"k" * 32
+
+
+@pytest.mark.parametrize("key", ["x", "k" * 31])
+def test_a_short_secret_key_is_refused(key: str, tmp_path: Path) -> None:
+    """A short key makes the stored credential hashes cheap to attack."""
+    with pytest.raises(ConfigError, match=r"INLET_SECRET_KEY is too short .* at least 32"):
+        Settings.from_env({"INLET_DATA_DIR": str(tmp_path), "INLET_SECRET_KEY": key})
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"short\n"])
+def test_an_empty_or_short_key_file_is_refused(content: bytes, tmp_path: Path) -> None:
+    (tmp_path / "secret.key").write_bytes(content)
+    with pytest.raises(ConfigError, match=r"secret\.key .* at least 32"):
+        Settings.from_env({"INLET_DATA_DIR": str(tmp_path)})
+
+
+def test_the_generated_key_and_its_folder_are_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    settings = Settings.from_env({"INLET_DATA_DIR": str(data_dir)})
+    assert len(settings.secret_key) >= 32
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert (data_dir / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
+    """Every setting crosses to a child process unchanged, defaults and edge values alike."""
+    geoip = tmp_path / "city.mmdb"
+    geoip.write_bytes(b"")
+    environ = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "REDIS_URL": "redis://127.0.0.1:6380/2",
+        "PORT": "8123",
+        "HOST": "0.0.0.0",
+        "WEB_CONCURRENCY": "3",
+        "INLET_DATA_DIR": str(tmp_path),
+        "INLET_SECRET_KEY": "s3cret",
+        "INLET_RATE_LIMIT": "7 / 10 seconds",
+        "INLET_RETRY_DELAYS": "0,2,9",
+        "INLET_JOB_TIMEOUT": "41",
+        "INLET_REDIS_TIMEOUT": "0.25",
+        "INLET_MAX_BODY_BYTES": "2048",
+        "INLET_MAX_BATCH_EVENTS": "12",
+        "INLET_GROUP_MAX_EVENTS": "7",
+        "INLET_GROUP_WAIT_MS": "0.5",
+        "INLET_LOG_LEVEL": "debug",
+        "INLET_AUTH_FAILURE_LIMIT": "3/hour",
+        "INLET_BODY_TIMEOUT": "1.5",
+        "INLET_KEEP_ALIVE_TIMEOUT": "9",
+        "INLET_TRUSTED_PROXIES": "10.0.0.1, 2001:db8::/32",
+        "INLET_GEOIP_DATABASE": str(geoip),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+    }
+    assert set(environ) == {s.env for s in SETTINGS}  # the case above sets every setting
+    for settings in (
+        Settings.from_env(environ),
+        Settings.from_env({"INLET_DATA_DIR": str(tmp_path)}),
+        Settings.from_env(environ).replace(retry_delays=(), trusted_proxies=()),
+    ):
+        written = settings.to_environ()
+        assert set(written) == {s.env for s in SETTINGS}
+        assert Settings.from_env(written) == settings

@@ -3,7 +3,6 @@ connections are closed, and a normal client is answered promptly all along."""
 
 from __future__ import annotations
 
-import base64
 import socket
 import threading
 import time
@@ -16,8 +15,10 @@ import pytest
 
 from app.credentials.partners import NewPartner
 from app.settings import Settings
+from tests.api import basic_auth, read_response
+from tests.events import ONSIDE_URL as URL
+from tests.events import onside_event
 from tests.processes import WebProcess, process_env
-from tests.test_onside_api import URL, event
 
 BODY_TIMEOUT = 2
 KEEP_ALIVE = 1
@@ -36,16 +37,51 @@ def web(settings: Settings, tmp_path: Path) -> Iterator[WebProcess]:
         process.stop()
 
 
-def basic(partner: NewPartner) -> str:
-    return base64.b64encode(f"{partner.username}:{partner.password}".encode()).decode()
+def read_one_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response (head, body), read to its end and no further.
 
-
-def read_response(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
+    A response may come in any number of segments (on a busy machine the
+    body often follows the head in a second one): read the head up to its
+    blank line, then exactly Content-Length bytes of body.
+    """
     data = b""
-    while chunk := sock.recv(65536):
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed mid-head: {data!r}")
         data += chunk
-    return data
+    head, body = data.split(b"\r\n\r\n", 1)
+    lengths = [
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")[1:]
+        if line.lower().startswith(b"content-length:")
+    ]
+    assert len(lengths) == 1, f"expected one Content-Length: {head!r}"
+    while len(body) < lengths[0]:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed mid-body: {body!r}")
+        body += chunk
+    assert len(body) == lengths[0], f"more than one response: {body!r}"
+    return head, body
+
+
+def test_a_response_split_across_segments_is_read_whole() -> None:
+    """What a loaded machine does to a small response: head now, body a moment later."""
+    ours, theirs = socket.socketpair()
+    body = b'{"status":"ok"}'
+
+    def respond() -> None:
+        theirs.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body))
+        time.sleep(0.2)
+        theirs.sendall(body)
+
+    sender = threading.Thread(target=respond)
+    with ours, theirs:
+        sender.start()
+        head, got = read_one_response(ours)
+        sender.join()
+    assert head.startswith(b"HTTP/1.1 200") and got == body
 
 
 class Trickler(threading.Thread):
@@ -61,11 +97,11 @@ class Trickler(threading.Thread):
         self.uploading = threading.Event()
 
     def run(self) -> None:
-        body = orjson.dumps({"events": [event(99)]})
+        body = orjson.dumps({"events": [onside_event(99)]})
         started = time.monotonic()
         self.sock.sendall(
             f"POST {URL} HTTP/1.1\r\nHost: inlet\r\nContent-Type: application/json\r\n"
-            f"Authorization: Basic {basic(self.partner)}\r\n"
+            f"Authorization: {basic_auth(self.partner)['Authorization']}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n".encode()
         )
         # Drip until the server answers (or the test ends); never finish the body.
@@ -91,9 +127,11 @@ class Trickler(threading.Thread):
         self.sock.close()
 
 
-pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+# The live process needs a database; one kind is enough here.
+postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 
+@postgresql_only
 def test_trickled_bodies_get_408_while_a_normal_client_gets_204(
     web: WebProcess, partner: NewPartner
 ) -> None:
@@ -103,12 +141,12 @@ def test_trickled_bodies_get_408_while_a_normal_client_gets_204(
     try:
         for trickler in tricklers:
             assert trickler.uploading.wait(10)
-        auth = {"Authorization": f"Basic {basic(partner)}"}
+        auth = basic_auth(partner)
         with httpx.Client(base_url=web.url, timeout=10) as normal:
             latencies = []
             for n in range(5):
                 started = time.monotonic()
-                response = normal.post(URL, json={"events": [event(n)]}, headers=auth)
+                response = normal.post(URL, json={"events": [onside_event(n)]}, headers=auth)
                 latencies.append(time.monotonic() - started)
                 assert response.status_code == 204, response.text
         # Prompt: nowhere near the body deadline the tricklers are held to.
@@ -125,7 +163,8 @@ def test_trickled_bodies_get_408_while_a_normal_client_gets_204(
             assert BODY_TIMEOUT - 0.5 < trickler.elapsed < BODY_TIMEOUT + 5, trickler.elapsed
         # The live process's own log saw 25 requests with credentials: none of it leaks.
         log = web.log()
-        assert partner.password not in log and basic(partner) not in log
+        token = auth["Authorization"].removeprefix("Basic ")
+        assert partner.password not in log and token not in log
         print(
             f"tricklers cut off after {min(t.elapsed for t in tricklers):.2f}"
             f"-{max(t.elapsed for t in tricklers):.2f} s"
@@ -135,11 +174,12 @@ def test_trickled_bodies_get_408_while_a_normal_client_gets_204(
             trickler.stop.set()
 
 
+@postgresql_only
 def test_idle_keep_alive_connection_is_closed(web: WebProcess) -> None:
     with socket.create_connection(("127.0.0.1", web.port), timeout=30) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: inlet\r\n\r\n")
-        first = sock.recv(65536)
-        assert first.startswith(b"HTTP/1.1 200")
+        head, body = read_one_response(sock)
+        assert head.startswith(b"HTTP/1.1 200") and body == b'{"status":"ok"}'
         idle_from = time.monotonic()
         rest = read_response(sock)  # returns when the server closes the connection
         idle = time.monotonic() - idle_from

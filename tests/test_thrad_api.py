@@ -24,32 +24,21 @@ from app.main import create_app
 from app.ops import stats
 from app.settings import Settings
 from tests import geo
+from tests.api import assert_error, basic_auth
+from tests.events import (
+    CHROME_WINDOWS,
+    GOOGLEBOT,
+    ONSIDE_URL,
+    SAFARI_IPHONE,
+    THRAD_REFERENCE_BODY,
+    THRAD_STRING_FIELDS,
+    onside_event,
+)
+from tests.events import THRAD_URL as URL
+from tests.queued import queued_jobs, thrad_rows
 from tests.services import wait_for
-from tests.test_enrich import CHROME_WINDOWS, GOOGLEBOT, SAFARI_IPHONE
 
-URL = "/v1/api/collect"
 PROXY = "10.0.0.2"
-
-# The reference's example body, verbatim.
-REFERENCE_BODY = """{
-    "tag_id":     "<YOUR_TAG_ID>",
-    "event_name": "items_added",
-    "event_id":   "evt_42",
-    "timestamp":  1748275200,
-    "click_id":   "clk_xyz",
-    "session_id": "sess_abc",
-    "params": {
-      "content_id": "sku_123",
-      "quantity": 2,
-      "value": 58.00,
-      "currency": "USD"
-    }
-  }"""
-
-
-@pytest.fixture(scope="module")
-def city_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return geo.build_city_database(tmp_path_factory.mktemp("geo") / "city.mmdb")
 
 
 @pytest.fixture
@@ -82,25 +71,8 @@ def run_worker(drain: Callable[..., None], thrad_settings: Settings) -> Callable
     return lambda: drain(thrad_settings)
 
 
-def rows(engine: Engine) -> list[Any]:
-    with engine.connect() as conn:
-        return list(conn.execute(sa.select(thrad_events).order_by(thrad_events.c.id)))
-
-
-def queued_jobs(redis: Redis) -> int:
-    return len(redis.keys("rq:job:*"))
-
-
 def send(client: TestClient, bearer: dict[str, str], body: Any, **headers: str) -> Any:
     return client.post(URL, content=orjson.dumps(body), headers={**bearer, **headers})
-
-
-def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert body["code"] == code and isinstance(body["error"], str)
-    return body
 
 
 @pytest.mark.parametrize("path", ["/v1/api/collect", "/api/collect"])
@@ -113,11 +85,11 @@ def test_reference_body_lands_with_server_fields(
     path: str,
 ) -> None:
     response = client.post(
-        path, content=REFERENCE_BODY, headers={**bearer, "Content-Type": "application/json"}
+        path, content=THRAD_REFERENCE_BODY, headers={**bearer, "Content-Type": "application/json"}
     )
     assert response.status_code == 204 and response.content == b""
     run_worker()
-    [row] = rows(engine)
+    [row] = thrad_rows(engine)
     assert (row.tag_id, row.event_name, row.event_id) == ("<YOUR_TAG_ID>", "items_added", "evt_42")
     assert (row.click_id, row.session_id) == ("clk_xyz", "sess_abc")
     assert row.event_timestamp == 1748275200
@@ -280,6 +252,33 @@ def test_gzip_bomb_gets_413(client: TestClient, bearer: dict[str, str], redis: R
     assert queued_jobs(redis) == 0
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        gzip.compress(b'{"event_name": "a"}') + gzip.compress(b'{"event_name": "b"}'),
+        gzip.compress(b'{"event_name": "a"}') + b"GARBAGE",
+    ],
+    ids=["two-gzip-members", "gzip-then-garbage"],
+)
+def test_gzip_with_trailing_data_gets_400(
+    client: TestClient, bearer: dict[str, str], redis: Redis, body: bytes
+) -> None:
+    response = client.post(URL, content=body, headers={**bearer, "Content-Encoding": "gzip"})
+    error = assert_error(response, 400, "invalid_request")
+    assert "after the end of the compressed data" in error["error"]
+    assert queued_jobs(redis) == 0
+
+
+def test_gzip_without_content_encoding_is_named(
+    client: TestClient, bearer: dict[str, str], redis: Redis
+) -> None:
+    response = client.post(URL, content=gzip.compress(b'{"event_name": "a"}'), headers=bearer)
+    error = assert_error(response, 400, "invalid_request")
+    assert "this looks gzip-compressed: send Content-Encoding: gzip" in error["error"]
+    assert "UTF-8" not in str(error)
+    assert queued_jobs(redis) == 0
+
+
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
 def test_any_content_type_is_read_as_json(
     client: TestClient, bearer: dict[str, str], content_type: str | None, redis: Redis
@@ -324,7 +323,7 @@ def test_tag_id_fallbacks_land(
 ) -> None:
     assert send(client, bearer, {"event_name": "x", **body}, **headers).status_code == 204
     run_worker()
-    assert [r.tag_id for r in rows(engine)] == [tag_id]
+    assert [r.tag_id for r in thrad_rows(engine)] == [tag_id]
 
 
 def test_timestamp_defaults_to_receive_time_and_channel_is_overridden(
@@ -334,7 +333,7 @@ def test_timestamp_defaults_to_receive_time_and_channel_is_overridden(
     assert send(client, bearer, {"event_name": "x", "channel": "browser"}).status_code == 204
     after = time.time()
     run_worker()
-    [row] = rows(engine)
+    [row] = thrad_rows(engine)
     assert before - 1 <= row.event_timestamp <= after + 1
     assert row.channel == "server"
     assert row.params == {
@@ -369,23 +368,8 @@ def test_every_optional_field_is_stored(
     }
     assert send(client, bearer, body).status_code == 204
     run_worker()
-    [row] = rows(engine)
-    for field in (
-        "event_name",
-        "tag_id",
-        "event_id",
-        "page_url",
-        "referrer",
-        "user_agent",
-        "session_id",
-        "client_id",
-        "click_id",
-        "impression_id",
-        "bid_id",
-        "attribution_type",
-        "impression_state",
-        "consent",
-    ):
+    [row] = thrad_rows(engine)
+    for field in ("event_name", *THRAD_STRING_FIELDS, "consent"):
         assert getattr(row, field) == body[field], field
     assert (row.event_timestamp, row.view_time_ms) == (1.5, 1234)
     assert row.params["p"] == [1, None]
@@ -403,7 +387,7 @@ def test_spoofed_forwarded_for_is_ignored_from_an_untrusted_peer(
             == 204
         )
     run_worker()
-    [row] = rows(engine)
+    [row] = thrad_rows(engine)
     assert (row.ip_address, row.geo_city) == (geo.MILTON, "Milton")
 
 
@@ -418,9 +402,32 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy(
         assert send(behind_proxy, bearer, {"event_name": "x"}, **headers).status_code == 204
         assert send(behind_proxy, bearer, {"event_name": "y"}).status_code == 204
     run_worker()
-    first, second = rows(engine)
+    first, second = thrad_rows(engine)
     assert (first.ip_address, first.geo_country) == (geo.LONDON, "GB")
     assert (second.ip_address, second.geo_country) == (PROXY, None)  # private: no geo
+
+
+def test_every_forwarded_for_line_is_read_from_the_right(
+    thrad_settings: Settings,
+    bearer: dict[str, str],
+    run_worker: Callable[[], None],
+    engine: Engine,
+) -> None:
+    """Several X-Forwarded-For lines are one list (RFC 9110): the proxy's line is the last."""
+    with make_client(thrad_settings, PROXY) as behind_proxy:
+        response = behind_proxy.post(
+            URL,
+            content=orjson.dumps({"event_name": "x"}),
+            headers=[
+                *bearer.items(),
+                ("X-Forwarded-For", "6.6.6.6"),  # made up by the client
+                ("X-Forwarded-For", geo.LONDON),  # appended by the proxy
+            ],
+        )
+        assert response.status_code == 204, response.text
+    run_worker()
+    [row] = thrad_rows(engine)
+    assert (row.ip_address, row.geo_country) == (geo.LONDON, "GB")
 
 
 def test_trusted_proxies_are_off_by_default(
@@ -435,7 +442,7 @@ def test_trusted_proxies_are_off_by_default(
             == 204
         )
     drain()
-    assert [r.ip_address for r in rows(engine)] == [PROXY]
+    assert [r.ip_address for r in thrad_rows(engine)] == [PROXY]
 
 
 @pytest.mark.parametrize(
@@ -458,7 +465,7 @@ def test_user_agent_is_parsed_in_the_worker(
 ) -> None:
     assert send(client, bearer, {"event_name": "x", "user_agent": user_agent}).status_code == 204
     run_worker()
-    [row] = rows(engine)
+    [row] = thrad_rows(engine)
     assert (row.ua_browser, row.ua_os, row.ua_device) == (browser, os, device)
     assert row.user_agent == user_agent
 
@@ -491,8 +498,8 @@ def test_dedup_on_partner_tag_and_event_id(
         == 204
     )  # another partner: kept
     run_worker()
-    acme = rows(engine)[0].partner_id
-    assert [(r.partner_id, r.tag_id, r.event_name) for r in rows(engine)] == [
+    acme = thrad_rows(engine)[0].partner_id
+    assert [(r.partner_id, r.tag_id, r.event_name) for r in thrad_rows(engine)] == [
         (acme, "t1", "x"),
         (acme, "t2", "x"),
         (acme, "site:a.example", "x"),
@@ -507,7 +514,7 @@ def test_events_without_event_id_are_always_stored(
     for _ in range(3):
         assert send(client, bearer, {"event_name": "x", "tag_id": "t1"}).status_code == 204
     run_worker()
-    assert len(rows(engine)) == 3
+    assert len(thrad_rows(engine)) == 3
 
 
 def test_a_job_run_twice_lands_once(
@@ -534,7 +541,7 @@ def test_a_job_run_twice_lands_once(
     # The second run did happen, and found its event already stored.
     [second] = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "inlet.jobs"]
     assert (second["job_id"], second["inserted"], second["duplicates"]) == (job_id, 0, 1)
-    assert len(rows(engine)) == 1
+    assert len(thrad_rows(engine)) == 1
 
 
 # -- 429 / 503 -----------------------------------------------------------------
@@ -543,15 +550,11 @@ def test_a_job_run_twice_lands_once(
 def test_one_rate_limit_per_partner_across_both_endpoints(
     client: TestClient, partner: NewPartner, bearer: dict[str, str], engine: Engine, redis: Redis
 ) -> None:
-    from tests.conftest import basic_auth
-    from tests.test_onside_api import URL as ONSIDE_URL
-    from tests.test_onside_api import event
-
     set_rate_limit(engine, partner.name, "3/minute")
     statuses = [
         send(client, bearer, {"event_name": "x"}).status_code,
         client.post(
-            ONSIDE_URL, json={"events": [event(1)]}, headers=basic_auth(partner)
+            ONSIDE_URL, json={"events": [onside_event(1)]}, headers=basic_auth(partner)
         ).status_code,
         send(client, bearer, {"event_name": "x"}).status_code,
     ]
@@ -559,7 +562,9 @@ def test_one_rate_limit_per_partner_across_both_endpoints(
     assert statuses == [204, 204, 204]
     assert_error(limited, 429, "rate_limited")
     assert int(limited.headers["retry-after"]) >= 1
-    onside = client.post(ONSIDE_URL, json={"events": [event(2)]}, headers=basic_auth(partner))
+    onside = client.post(
+        ONSIDE_URL, json={"events": [onside_event(2)]}, headers=basic_auth(partner)
+    )
     assert onside.status_code == 429
     assert queued_jobs(redis) == 3
 
@@ -598,7 +603,7 @@ def test_ids_at_the_limit_land_on_both_databases(
         == 204
     )
     run_worker()
-    stored = rows(engine)
+    stored = thrad_rows(engine)
     assert len(stored) == 2
     assert {r.tag_id for r in stored} == {"\U0001f600" * 256, "site:unknown"}
 
@@ -611,7 +616,7 @@ def test_an_empty_event_id_is_no_event_id(
         body = {"event_name": f"e{n}", "tag_id": "t", "event_id": "" if n < 2 else "  "}
         assert send(client, bearer, body).status_code == 204
     run_worker()
-    assert sorted(r.event_name for r in rows(engine)) == ["e0", "e1", "e2"]
+    assert sorted(r.event_name for r in thrad_rows(engine)) == ["e0", "e1", "e2"]
 
 
 def test_absent_consent_is_sql_null(

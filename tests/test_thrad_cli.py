@@ -4,38 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
-import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
+from click.testing import Result
 from redis import Redis
 from sqlalchemy.engine import Engine
 
-from app import queue as q
-from app.cli import main
 from app.credentials.api_keys import ApiKeyStore, split_key
 from app.db import api_keys
 from app.settings import Settings
-from tests.conftest import TEST_SECRET_KEY
-
-
-@pytest.fixture
-def inlet(settings: Settings) -> Callable[..., Result]:
-    env = {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "INLET_DATA_DIR": str(settings.data_dir),
-        "INLET_SECRET_KEY": TEST_SECRET_KEY,
-    }
-
-    def run(*args: str, ok: bool = True) -> Result:
-        result = CliRunner(env=env).invoke(main, list(args), catch_exceptions=False)
-        assert (result.exit_code == 0) is ok, result.output
-        return result
-
-    return run
+from tests.events import ONSIDE_EVENT, THRAD_STRING_FIELDS, thrad_event
+from tests.queued import enqueue
 
 
 def test_partners_create_prints_a_first_api_key_that_works(
@@ -69,9 +49,9 @@ def test_keys_create_list_revoke(
     inlet("keys", "revoke", new["key_id"])
     assert ApiKeyStore(engine, settings.secret_key).check(new["api_key"]) is None
     assert "revoked" in inlet("keys", "list", "acme").stdout
-    assert "already revoked" in inlet("keys", "revoke", new["key_id"], ok=False).output
-    assert "no API key" in inlet("keys", "revoke", "ik_nope", ok=False).output
-    assert "no partner" in inlet("keys", "create", "nobody", ok=False).output
+    assert "already revoked" in inlet("keys", "revoke", new["key_id"], expect=1).output
+    assert "no API key" in inlet("keys", "revoke", "ik_nope", expect=1).output
+    assert "no partner" in inlet("keys", "create", "nobody", expect=1).output
 
     # Only the keyed hash is stored.
     with engine.connect() as conn:
@@ -79,25 +59,6 @@ def test_keys_create_list_revoke(
     assert all(
         len(h) == 32 and split_key(new["api_key"])[1].encode() not in h  # type: ignore[index]
         for h in stored
-    )
-
-
-def enqueue(
-    settings: Settings,
-    redis: Redis,
-    endpoint: q.Endpoint,
-    event: dict[str, Any],
-    when: int,
-    partner_id: int,
-) -> None:
-    q.enqueue_batch(
-        q.make_queue(settings, redis),
-        settings,
-        endpoint=endpoint,
-        partner_id=partner_id,
-        partner_name="acme",
-        events=[event],
-        received_at=datetime(2026, 5, 26, 12, 0, when, tzinfo=UTC),
     )
 
 
@@ -111,35 +72,17 @@ def test_export_merges_both_sources_oldest_first(
     created = orjson.loads(inlet("partners", "create", "acme", "--json").stdout)
     key_row = ApiKeyStore(engine, settings.secret_key).check(created["api_key"])
     assert key_row is not None
-    partner_id = key_row.partner.id
-    onside = {
-        "event_id": "550e8400-e29b-41d4-a716-446655440000",
-        "installation_id": "550e8400-e29b-41d4-a716-446655440000",
-        "event_name": "purchase_completed",
-        "event_datetime": "2026-05-05T12:00:00+00:00",
-        "payload": {"amount": "9.99"},
-    }
-    thrad = {
-        "event_name": "items_added",
-        "tag_id": "t",
-        "timestamp": 1748275200,
-        "channel": "server",
-        "params": {"integration": "partner_s2s"},
-        "ip_address": "81.2.69.160",
-        "ingest_id": "c0ffee00-0000-4000-8000-000000000000",
-        "api_key_id": key_row.api_key_id,
-        "user_agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-    }
-    enqueue(settings, redis, "thrad", {**thrad, "event_id": "late"}, 3, partner_id)
-    enqueue(settings, redis, "onside", onside, 2, partner_id)
-    enqueue(
-        settings,
-        redis,
-        "thrad",
-        {**thrad, "ingest_id": "c0ffee00-0000-4000-8000-000000000001"},
-        1,
-        partner_id,
-    )
+    acme = key_row.partner
+
+    def at(second: int) -> datetime:
+        return datetime(2026, 5, 26, 12, 0, second, tzinfo=UTC)
+
+    thrad = thrad_event(api_key_id=key_row.api_key_id)
+    late = [{**thrad, "event_id": "late"}]
+    enqueue(settings, redis, acme, late, endpoint="thrad", received_at=at(3))
+    enqueue(settings, redis, acme, [ONSIDE_EVENT], received_at=at(2))
+    earliest = [{**thrad, "ingest_id": "c0ffee00-0000-4000-8000-000000000001"}]
+    enqueue(settings, redis, acme, earliest, endpoint="thrad", received_at=at(1))
     drain()
 
     lines = [
@@ -158,14 +101,7 @@ def test_export_merges_both_sources_oldest_first(
     assert first["geo_country"] == "GB"
     assert (first["ua_browser"], first["ua_device"]) == ("Googlebot", "Spider")
     assert set(first) >= {
-        "page_url",
-        "referrer",
-        "session_id",
-        "client_id",
-        "click_id",
-        "impression_id",
-        "bid_id",
-        "attribution_type",
+        *THRAD_STRING_FIELDS,
         "consent",
         "params",
         "ip_address",
@@ -176,8 +112,6 @@ def test_export_merges_both_sources_oldest_first(
         "ua_browser_version",
         "ua_os",
         "ua_os_version",
-        "user_agent",
-        "impression_state",
         "view_time_ms",
     }
     assert "api_key_id" not in first and "ingest_id" not in first

@@ -12,6 +12,7 @@ import pytest
 from app.errors import InvalidRequest
 from app.request.client import client_address
 from app.thrad.validate import derive_tag_id, server_fields, validate_event
+from tests.events import THRAD_STRING_FIELDS
 
 RECEIVED = datetime(2026, 5, 26, 16, 0, 0, tzinfo=UTC)
 PROXIES = (ip_network("10.0.0.0/8"), ip_network("2001:db8::/32"))
@@ -44,20 +45,7 @@ def test_unknown_fields_are_ignored_and_nulls_count_as_absent() -> None:
         ({"event_name": 7}, [("event_name", "must be a string")]),
         *[
             ({"event_name": "x", field: 1}, [(field, "must be a string")])
-            for field in (
-                "tag_id",
-                "event_id",
-                "page_url",
-                "referrer",
-                "user_agent",
-                "session_id",
-                "client_id",
-                "click_id",
-                "impression_id",
-                "bid_id",
-                "attribution_type",
-                "impression_state",
-            )
+            for field in THRAD_STRING_FIELDS
         ],
         ({"event_name": "x", "timestamp": "1748275200"}, [("timestamp", "must be a number")]),
         ({"event_name": "x", "timestamp": True}, [("timestamp", "must be a number")]),

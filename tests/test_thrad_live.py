@@ -8,11 +8,7 @@ itself stays as the reference prints it.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,82 +16,35 @@ import orjson
 import pytest
 
 from app.settings import Settings
-from tests.conftest import TEST_SECRET_KEY
-from tests.services import free_port, wait_for
+from tests.events import THRAD_REFERENCE_BODY
+from tests.processes import WebProcess, process_env, run_inlet
 
-REFERENCE_CURL = """curl -X POST https://events.thrad.ai/api/collect \\
+REFERENCE_CURL = f"""curl -X POST https://events.thrad.ai/api/collect \\
   -H "Authorization: Bearer $THRAD_API_KEY" \\
   -H "Content-Type: application/json" \\
-  -d '{
-    "tag_id":     "<YOUR_TAG_ID>",
-    "event_name": "items_added",
-    "event_id":   "evt_42",
-    "timestamp":  1748275200,
-    "click_id":   "clk_xyz",
-    "session_id": "sess_abc",
-    "params": {
-      "content_id": "sku_123",
-      "quantity": 2,
-      "value": 58.00,
-      "currency": "USD"
-    }
-  }'
+  -d '{THRAD_REFERENCE_BODY}'
 """
-INLET = str(Path(sys.executable).parent / "inlet")
 
 
 @pytest.fixture
-def env(settings: Settings, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "INLET_DATA_DIR": str(settings.data_dir),
-        "INLET_SECRET_KEY": TEST_SECRET_KEY,
-        "HOST": "127.0.0.1",
-        "PORT": str(free_port()),
-        "INLET_LOG_LEVEL": "WARNING",
-    }
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
+def env(settings: Settings) -> dict[str, str]:
+    return process_env(settings, INLET_LOG_LEVEL="WARNING")
 
 
 @pytest.fixture
 def web(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """``inlet web`` as its own process; yields its base URL."""
-    log = (tmp_path / "web.log").open("wb")
-    process = subprocess.Popen([INLET, "web"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{env['PORT']}"
+    process = WebProcess(env, tmp_path / "web.log")
     try:
-        wait_for(
-            lambda: process.poll() is not None or _healthy(base + "/healthz"),
-            timeout=30,
-            message="inlet web to answer /healthz",
-        )
-        assert process.poll() is None, (tmp_path / "web.log").read_text()
-        yield base
+        yield process.url
     finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
-
-
-def inlet(env: dict[str, str], *args: str) -> str:
-    return subprocess.run(
-        [INLET, *args], env=env, check=True, capture_output=True, text=True
-    ).stdout
+        process.stop()
 
 
 def test_reference_curl_example_verbatim_against_live_web(
     web: str, env: dict[str, str], tmp_path: Path, drain: Callable[..., None]
 ) -> None:
-    api_key = orjson.loads(inlet(env, "partners", "create", "acme", "--json"))["api_key"]
+    api_key = orjson.loads(run_inlet(env, "partners", "create", "acme", "--json"))["api_key"]
     (tmp_path / ".curlrc").write_text('silent\nwrite-out = "%{http_code}"\n')
     command = REFERENCE_CURL.replace("https://events.thrad.ai", web)
     assert command.count(web) == 1
@@ -109,7 +58,7 @@ def test_reference_curl_example_verbatim_against_live_web(
     assert (result.returncode, result.stdout) == (0, "204"), result.stderr
 
     drain()
-    exported = inlet(env, "events", "export", "--partner", "acme").splitlines()
+    exported = run_inlet(env, "events", "export", "--partner", "acme").splitlines()
     [line] = [orjson.loads(x) for x in exported]
     assert line["source"] == "thrad"
     assert line["channel"] == "server"

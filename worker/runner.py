@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 from rq import SimpleWorker, worker_registration
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import clean_registries
 from rq.utils import current_timestamp, now
 
 from app.ops import metrics
+from app.queue import JOB_FUNCTIONS as QUEUE_JOB_FUNCTIONS
 from app.queue import JSONSerializer, PlainJob, make_queue, make_redis
 from app.settings import Settings
 from worker import context
@@ -27,6 +30,47 @@ ABANDONED_GRACE_SECONDS = 5
 # runs maintenance when MAINTENANCE_INTERVAL has passed.
 WORKER_TTL = 16
 MAINTENANCE_INTERVAL = 2
+
+
+# The only functions a worker runs. A job names its function as a string,
+# and stock RQ imports and calls whatever it names: anyone who can write to
+# Redis could otherwise run os.system on the worker (the JSON serializer
+# keeps pickle out, but not that).
+ALLOWED_FUNCTIONS = frozenset(QUEUE_JOB_FUNCTIONS.values())
+
+
+class ForeignJob(Exception):
+    """A job Inlet did not make: refused, not run."""
+
+
+def refusal(job: Job) -> str | None:
+    """Why the worker must not run ``job``, or None if it is one of Inlet's own.
+
+    Callbacks name functions to import and call too, and webhooks make the
+    worker send requests to any address: Inlet never sets either, so a job
+    that asks for one did not come from Inlet.
+    """
+    try:
+        func_name, instance = job.func_name, job.instance
+    except Exception as exc:  # the job's data can't even be read
+        return f"its data can't be read ({type(exc).__name__})"
+    if func_name not in ALLOWED_FUNCTIONS or instance is not None:
+        allowed = ", ".join(sorted(ALLOWED_FUNCTIONS))
+        return f"{func_name!r} is not one of Inlet's job functions ({allowed})"
+    callbacks = [
+        name
+        for name in (
+            job._success_callback_name,
+            job._failure_callback_name,
+            job._stopped_callback_name,
+        )
+        if name
+    ]
+    if callbacks:
+        return f"it asks for callbacks ({', '.join(map(repr, callbacks))}), which Inlet never sets"
+    if job.webhooks:
+        return "it asks for webhooks, which Inlet never sets"
+    return None
 
 
 class _QuietMaintenance(logging.Filter):
@@ -58,6 +102,29 @@ class InletWorker(SimpleWorker):
     # RQ saves a job back when it finishes; PlainJob skips zlib-compressing
     # the whole batch again only for the job to be deleted.
     job_class = PlainJob
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        reason = refusal(job)
+        if reason is None:
+            return bool(super().perform_job(job, queue, execution))
+        self.refuse_job(job, queue, execution, reason)
+        return False
+
+    def refuse_job(self, job: Job, queue: Queue, execution: Execution, reason: str) -> None:
+        """Straight to the failed registry: no function, no callback, no webhook, no retry."""
+        log.error("job %s refused, not run: %s", job.id, reason)
+        job.webhooks = []
+        job.retries_left = None
+        self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+        job.ended_at = now()
+        error = ForeignJob(f"refused, not run: {reason}")
+        self.handle_job_failure(
+            job,
+            queue,
+            started_job_registry=queue.started_job_registry,
+            exc_string="".join(traceback.format_exception_only(error)),
+            execution=execution,
+        )
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         timeout = job.timeout if job.timeout and job.timeout > 0 else 180

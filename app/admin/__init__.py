@@ -7,6 +7,8 @@ saying what it cannot show.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -29,6 +31,7 @@ from app.errors import InvalidRequest, NotFound
 from app.ops import failed as failed_jobs
 from app.ops import stats
 from app.request.body import read_body
+from app.request.client import forwarded_scheme
 from app.state import AppState
 
 log = logging.getLogger("inlet.admin")
@@ -53,6 +56,38 @@ NOTICES = {
 }
 
 
+def _notice_signature(secret_key: bytes, admin: str, query: dict[str, str]) -> str:
+    message = "notice|" + admin + "|" + urlencode(sorted(query.items()))
+    return hmac.new(secret_key, message.encode(), hashlib.sha256).hexdigest()
+
+
+def _notice(request: Request, admin: str) -> str | None:
+    """The notice this page's own redirect asked for, or None.
+
+    The redirect signs its query (INLET_SECRET_KEY, bound to the admin): a
+    link made by anyone else, e.g. ``?done=requeued&job=<any sentence>``,
+    shows nothing rather than the sentence on a trusted page.
+    """
+    params = request.query_params
+    template = NOTICES.get(params.get("done", ""))
+    if not template:
+        return None
+    query = {key: params[key] for key in ("done", "job", "count") if key in params}
+    state: AppState = request.app.state.inlet
+    expected = _notice_signature(state.settings.secret_key, admin, query)
+    signature = params.get("sig", "").encode("utf-8", "surrogatepass")
+    if not hmac.compare_digest(expected.encode(), signature):
+        return None
+    return template.format(job=query.get("job", ""), count=query.get("count", ""))
+
+
+def _https(request: Request, state: AppState) -> bool:
+    """Whether the browser used https: itself, or through a trusted TLS proxy."""
+    peer = request.client.host if request.client else None
+    forwarded = forwarded_scheme(peer, request.headers, state.settings.trusted_proxies)
+    return request.url.scheme == "https" or forwarded == "https"
+
+
 def _html(request: Request, admin: str, render) -> Response:  # type: ignore[no-untyped-def]
     """Render with this browser's CSRF token, setting the cookie on first visit."""
     state: AppState = request.app.state.inlet
@@ -70,7 +105,7 @@ def _html(request: Request, admin: str, render) -> Response:  # type: ignore[no-
             path="/admin",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=_https(request, state),
         )
     return response
 
@@ -95,12 +130,7 @@ async def dashboard(request: Request) -> Response:
         )
 
     queue, hours, failed = await run_in_threadpool(gather)
-    notice = None
-    template = NOTICES.get(request.query_params.get("done", ""))
-    if template:
-        notice = template.format(
-            job=request.query_params.get("job", ""), count=request.query_params.get("count", "")
-        )
+    notice = _notice(request, admin)
     return _html(
         request,
         admin,
@@ -133,7 +163,10 @@ async def _form(request: Request, admin: str) -> dict[str, str]:
     return form
 
 
-def _back(**query: Any) -> RedirectResponse:
+def _back(request: Request, admin: str, **values: Any) -> RedirectResponse:
+    state: AppState = request.app.state.inlet
+    query = {key: str(value) for key, value in values.items()}
+    query["sig"] = _notice_signature(state.settings.secret_key, admin, query)
     # 303: the browser follows with a GET, so a reload never repeats the POST.
     return RedirectResponse(f"/admin?{urlencode(query)}", status_code=303)
 
@@ -153,9 +186,9 @@ async def act_on_job(request: Request) -> Response:
         else:
             raise NotFound()
     except failed_jobs.FailedJobError:
-        return _back(done="gone", job=job_id)
+        return _back(request, admin, done="gone", job=job_id)
     log.info("admin %s: %s job %s", admin, action, job_id)
-    return _back(done="requeued" if action == "requeue" else "deleted", job=job_id)
+    return _back(request, admin, done="requeued" if action == "requeue" else "deleted", job=job_id)
 
 
 async def requeue_all(request: Request) -> Response:
@@ -169,7 +202,7 @@ async def requeue_all(request: Request) -> Response:
         form.get("partner") or None,
     )
     log.info("admin %s: requeued %d failed jobs", admin, len(done))
-    return _back(done="requeued-all", count=len(done))
+    return _back(request, admin, done="requeued-all", count=len(done))
 
 
 async def metrics_page(request: Request) -> Response:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from urllib.parse import urlsplit
 
@@ -23,9 +24,12 @@ from starlette.requests import Request
 
 from app.credentials.admins import AdminStore
 from app.credentials.auth import parse_basic
+from app.credentials.throttle import client_key, count_failed_login
 from app.errors import Forbidden, ServiceUnavailable, Unauthorized
 from app.request.context import request_context
 from app.state import AppState
+
+log = logging.getLogger("inlet.admin")
 
 CSRF_COOKIE = "inlet_csrf"
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="inlet-admin", charset="UTF-8"'}
@@ -47,6 +51,8 @@ async def require_admin(request: Request) -> str:
     credentials = parse_basic(request.headers.get("authorization"))
     if credentials is None:
         raise Unauthorized("Admin credentials are required", headers=_CHALLENGE)
+    state: AppState = request.app.state.inlet
+    trusted = state.settings.trusted_proxies
     try:
         ok = await run_in_threadpool(admin_store(request).check, *credentials)
     except SQLAlchemyError:
@@ -54,6 +60,11 @@ async def require_admin(request: Request) -> str:
             "Admin credentials cannot be checked right now", headers={"Retry-After": "5"}
         ) from None
     if not ok:
+        # Counted and logged like a partner's failure; the password never is.
+        log.warning(
+            "admin login failed for %r from %s", credentials[0], client_key(request, trusted)
+        )
+        await count_failed_login(state.auth_throttle, request, trusted)
         raise Unauthorized("Invalid admin credentials", headers=_CHALLENGE)
     request_context(request).admin = credentials[0]
     return credentials[0]

@@ -14,20 +14,33 @@ from sqlalchemy.engine import Engine
 from app.credentials.partners import PartnerError
 from app.db import make_engine
 from app.errors import ConfigError
-from app.settings import Settings
+from app.migrations import SchemaError, require_current_schema
+from app.settings import Settings, database_url_from_env, parse_log_level
 
 
 def setup_logging() -> None:
-    level = os.environ.get("INLET_LOG_LEVEL", "INFO").upper()
+    try:
+        level = parse_log_level(os.environ.get("INLET_LOG_LEVEL") or "INFO")
+    except ValueError as exc:
+        raise click.ClickException(f"invalid setting: {exc}") from None
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
 
-def load_settings() -> Settings:
+def load_settings(*, database: bool = True) -> Settings:
+    """The settings, for a command that uses the database unless ``database=False``.
+
+    Such a command first checks that the database answers and is migrated, so
+    that from the wrong folder it says what to do in one line (and creates
+    neither ./var nor an empty SQLite file). `migrate`, `web`, `worker` and
+    `dev` skip the check: they make the schema or wait for the database.
+    """
     try:
+        if database:
+            require_current_schema(database_url_from_env(os.environ))
         return Settings.from_env()
-    except ConfigError as exc:
+    except (ConfigError, SchemaError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -104,7 +104,7 @@ def dev() -> None:
     os.environ["REDIS_URL"] = env["REDIS_URL"]
     honcho: subprocess.Popen[bytes] | None = None
     try:
-        settings = load_settings()
+        settings = load_settings(database=False)
         migrations.upgrade(settings.database_url)
         # Metrics files of processes from an earlier run would be added forever.
         shutil.rmtree(settings.metrics_dir, ignore_errors=True)

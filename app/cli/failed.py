@@ -44,7 +44,7 @@ def failed() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def list_(partner: str | None, as_json: bool) -> None:
     """One line per failed job, most recent failure first."""
-    settings = load_settings()
+    settings = load_settings(database=False)
     with queue_for(settings) as queue:
         jobs = service.list_failed(queue, partner)
     columns = (
@@ -81,7 +81,7 @@ def list_(partner: str | None, as_json: bool) -> None:
 )
 def show(job_id: str, count: int) -> None:
     """The job's metadata, full traceback and the first events of its batch."""
-    settings = load_settings()
+    settings = load_settings(database=False)
     with queue_for(settings) as queue:
         job, events = service.show_failed(queue, job_id, count)
     for key, value in job.as_dict().items():
@@ -118,7 +118,7 @@ def requeue(job_id: str | None, all_: bool, partner: str | None) -> None:
         raise click.UsageError("give either a JOB_ID or --all")
     if partner and not all_:
         raise click.UsageError("--partner goes with --all")
-    settings = load_settings()
+    settings = load_settings(database=False)
     retries = len(settings.retry_delays)
     with queue_for(settings) as queue:
         if job_id:
@@ -133,7 +133,7 @@ def requeue(job_id: str | None, all_: bool, partner: str | None) -> None:
 @click.argument("job_id")
 def delete(job_id: str) -> None:
     """Drop a failed job and its batch for good (export or replay first if unsure)."""
-    settings = load_settings()
+    settings = load_settings(database=False)
     with queue_for(settings) as queue:
         service.delete(queue, job_id)
     click.echo(f"Deleted {job_id}.")

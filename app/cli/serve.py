@@ -9,13 +9,19 @@ import click
 from app import migrations
 from app.cli.common import load_settings
 from app.errors import ConfigError
+from app.request.head import head_protocol
 from app.settings import Settings
 
 
 @click.command()
 def migrate() -> None:
     """Bring the database schema up to date (Alembic upgrade head)."""
-    settings = load_settings()
+    settings = load_settings(database=False)
+    try:
+        # Connect once first: an unreachable database is one line, not a traceback.
+        migrations.current_revisions(settings.database_url)
+    except migrations.SchemaError as exc:
+        raise click.ClickException(str(exc)) from None
     migrations.upgrade(settings.database_url)
     click.echo("Database schema is up to date.", err=True)
 
@@ -25,7 +31,7 @@ def web() -> None:
     """Serve the HTTP API with uvicorn on HOST:PORT (WEB_CONCURRENCY processes)."""
     import uvicorn
 
-    settings = load_settings()
+    settings = load_settings(database=False)
     uvicorn.run("app.main:create_app", factory=True, **uvicorn_options(settings))
 
 
@@ -39,6 +45,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # proxies only); uvicorn must not rewrite the client address.
         proxy_headers=False,
         server_header=False,
+        # httptools, with the request head bounded in size, count and time.
+        http=head_protocol(settings),
         access_log=False,
         # An idle keep-alive connection is closed after this; a trickled body
         # is cut off by INLET_BODY_TIMEOUT in the app (uvicorn has no body deadline).
@@ -53,7 +61,7 @@ def worker(burst: bool) -> None:
     """Run a worker: take batches off the queue and store them."""
     from worker.runner import run_worker
 
-    settings = load_settings()
+    settings = load_settings(database=False)
     try:
         run_worker(settings, burst=burst)
     except ConfigError as exc:

@@ -133,6 +133,11 @@ class ApiKeyStore:
             return MISS
         return self._verify(api_key, parts, stored)
 
+    def knows(self, api_key: str) -> bool:
+        """True if the key's id was found before: the cache holds it, fresh or stale."""
+        parts = split_key(api_key)
+        return parts is not None and self._keys.knows(parts[0])
+
     def check(self, api_key: str) -> KeyOwner | None:
         parts = split_key(api_key)
         stored = self._keys.get(parts[0]) if parts else None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import sqlalchemy as sa
+from cachetools import LRUCache
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -31,7 +32,11 @@ from app.settings import RateLimit
 CREDENTIAL_CACHE_SECONDS = 2.0
 # How long a credential read earlier still counts while the database is down.
 STALE_GRACE_SECONDS = 300.0
-_CACHE_MAX_ENTRIES = 10_000
+# Credentials found (kept for the stale grace until evicted, least recently
+# used first) and names not found (kept apart, so that no number of bogus
+# names can push a real credential out).
+_CACHE_MAX_HITS = 10_000
+_CACHE_MAX_MISSES = 10_000
 
 T = TypeVar("T")
 
@@ -100,37 +105,68 @@ class CachedLookup(Generic[T]):
     counting for STALE_GRACE_SECONDS: batches still queue in Redis, so a
     partner seen recently keeps sending; an unknown one can't be checked and
     the SQLAlchemyError reaches the caller, which answers 503.
+
+    Found and not-found keys live in two separate LRU caches: a flood of
+    bogus names (each one a miss) only ever evicts other misses, never the
+    credentials that the stale grace depends on.
     ``get`` does blocking I/O on a miss: call it from a thread.
     """
 
-    def __init__(self, load: Callable[[str], T | None], ttl: float = CREDENTIAL_CACHE_SECONDS):
+    def __init__(
+        self,
+        load: Callable[[str], T | None],
+        ttl: float = CREDENTIAL_CACHE_SECONDS,
+        max_hits: int = _CACHE_MAX_HITS,
+        max_misses: int = _CACHE_MAX_MISSES,
+    ):
         self._load = load
         self._ttl = ttl
-        self._entries: dict[str, tuple[float, T | None]] = {}
+        self._hits: LRUCache[str, tuple[float, T]] = LRUCache(max_hits)
+        self._misses: LRUCache[str, float] = LRUCache(max_misses)
+        # cachetools' caches are not thread-safe (even a read reorders an LRU);
+        # the lock is held for dictionary work only, never across I/O.
         self._lock = threading.Lock()
+
+    def _cached(self, key: str) -> tuple[tuple[float, T] | None, float | None]:
+        with self._lock:
+            return self._hits.get(key), self._misses.get(key)
 
     def peek(self, key: str) -> T | None | Miss:
         """The fresh cached value, without I/O (safe on the event loop); else MISS."""
-        cached = self._entries.get(key)
-        if cached is None or cached[0] <= time.monotonic():
-            return MISS
-        return cached[1]
+        hit, miss = self._cached(key)
+        now = time.monotonic()
+        if hit is not None:
+            return hit[1] if hit[0] > now else MISS
+        if miss is not None and miss > now:
+            return None
+        return MISS
+
+    def knows(self, key: str) -> bool:
+        """True if ``key`` was found in SQL before and is still cached, fresh or stale."""
+        with self._lock:
+            return key in self._hits
 
     def get(self, key: str) -> T | None:
         now = time.monotonic()
-        cached = self._entries.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        hit, miss = self._cached(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        if hit is None and miss is not None and miss > now:
+            return None
         try:
             value = self._load(key)
         except SQLAlchemyError:
-            if cached is not None and cached[0] + STALE_GRACE_SECONDS > now:
-                return cached[1]
+            if hit is not None and hit[0] + STALE_GRACE_SECONDS > now:
+                return hit[1]
             raise
         with self._lock:
-            if len(self._entries) >= _CACHE_MAX_ENTRIES:
-                self._entries.clear()
-            self._entries[key] = (now + self._ttl, value)
+            if value is None:
+                # Gone (or revoked): no stale grace for it either.
+                self._hits.pop(key, None)
+                self._misses[key] = now + self._ttl
+            else:
+                self._misses.pop(key, None)
+                self._hits[key] = (now + self._ttl, value)
         return value
 
 
@@ -173,6 +209,10 @@ class CredentialStore:
 
     def check_basic(self, username: str, password: str) -> Partner | None:
         return self._verify(self._credentials.get(username), password)
+
+    def knows_basic(self, username: str, password: str) -> bool:
+        """True if the username was found before: the cache holds it, fresh or stale."""
+        return self._credentials.knows(username)
 
     def _verify(self, credential: _Credential | None, password: str) -> Partner | None:
         # Hashed and compared even when the username is unknown: same cost.

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.errors import TooManyFailedLogins
-from app.request.client import client_address
+from app.request.client import client_address, forwarded_for
 from app.request.ratelimit import retry_after
 from app.settings import IPNetwork, RateLimit
 
@@ -46,6 +46,7 @@ return {n, ttl}
 
 class AuthFailureThrottle:
     def __init__(self, redis: Redis, limit: RateLimit, prefix: str = "inlet:authfail:"):
+        self._redis = redis
         self._script = redis.register_script(_COUNT_FAILURE)
         self._limit = limit
         self._prefix = prefix
@@ -76,6 +77,26 @@ class AuthFailureThrottle:
             )
         return max(int(ttl_ms), 1) / 1000
 
+    def waiting(self, address: str | None) -> float:
+        """The seconds ``address`` must still wait if it is over its limit, else 0.
+
+        Counts nothing; Redis trouble fails open, as in ``failed``.
+        """
+        if address is None:
+            return 0.0
+        key = self._prefix + address
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.pttl(key)
+            count, ttl_ms = pipe.execute()
+        except RedisError as exc:
+            log.warning("auth throttle not read, redis unavailable: %s", type(exc).__name__)
+            return 0.0
+        if count is None or int(count) <= self._limit.limit:
+            return 0.0
+        return max(int(ttl_ms), 1) / 1000
+
 
 def client_key(request: Request, trusted_proxies: Iterable[IPNetwork]) -> str:
     """The client's address, through trusted proxies only (INLET_TRUSTED_PROXIES).
@@ -84,8 +105,29 @@ def client_key(request: Request, trusted_proxies: Iterable[IPNetwork]) -> str:
     or as "unknown": wrong credentials share one count, right ones still pass.
     """
     peer = request.client.host if request.client else None
-    address = client_address(peer, request.headers.get("x-forwarded-for"), tuple(trusted_proxies))
+    address = client_address(peer, forwarded_for(request.headers), tuple(trusted_proxies))
     return address or peer or "unknown"
+
+
+def _too_many(wait: float) -> TooManyFailedLogins:
+    return TooManyFailedLogins(
+        f"Too many failed authentications from this address; retry in {retry_after(wait)} s",
+        headers={"Retry-After": retry_after(wait)},
+    )
+
+
+async def refuse_if_throttled(
+    throttle: AuthFailureThrottle, request: Request, trusted_proxies: Iterable[IPNetwork]
+) -> None:
+    """Raise the 429 if the client's address is already over its limit; count nothing.
+
+    Asked before a SQL lookup of a name the credential cache doesn't know:
+    an address already refused can't make the database work for each new
+    bogus name it tries (nor fill the cache with them).
+    """
+    wait = await run_in_threadpool(throttle.waiting, client_key(request, trusted_proxies))
+    if wait > 0:
+        raise _too_many(wait)
 
 
 async def count_failed_login(
@@ -97,7 +139,4 @@ async def count_failed_login(
     """
     wait = await run_in_threadpool(throttle.failed, client_key(request, trusted_proxies))
     if wait > 0:
-        raise TooManyFailedLogins(
-            f"Too many failed authentications from this address; retry in {retry_after(wait)} s",
-            headers={"Retry-After": retry_after(wait)},
-        )
+        raise _too_many(wait)

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from app.credentials.auth import Partner, parse_basic
 from app.errors import Unauthorized
-from app.onside.validate import validate_batch
+from app.onside.validate import validate_batch_off_loop
 from app.queue import Submission
 from app.request.body import check_content_type, read_body
 from app.request.context import request_context
@@ -36,6 +36,7 @@ async def authenticate_basic(state: AppState, request: Request) -> Partner:
         state.credentials.check_basic_cached,
         *credentials,
         refusal=Unauthorized("Invalid credentials", headers=_BASIC_CHALLENGE),
+        known=state.credentials.knows_basic,
     )
 
 
@@ -48,7 +49,9 @@ async def post_events(request: Request) -> Response:
     await state.enforce_rate_limit(partner)
     check_content_type(request)
     body = await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
-    events = validate_batch(body, state.settings.max_batch_events)
+    events = await validate_batch_off_loop(
+        body, state.settings.max_batch_events, state.settings.max_json_containers
+    )
     context.events = len(events)
     await state.commit(
         Submission(

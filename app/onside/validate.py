@@ -12,14 +12,19 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from app.errors import InvalidRequest, PayloadTooLarge
 from app.onside.contract import FIELDS, QueuedOnsideEvent
 from app.onside.names import normalize_event_name
 from app.request.jsonchecks import (
+    DEFAULT_MAX_CONTAINERS,
     DEPTH_MESSAGE,
     MAX_PAYLOAD_DEPTH,
     NUL_MESSAGE,
+    check_containers,
     contains_nul,
+    count_containers,
     decode_json,
     nested_deeper_than,
     parse_datetime,
@@ -35,6 +40,12 @@ _UUID4_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}"
 )
 
+# A body this small, with this few objects and arrays, is validated on the
+# event loop (well under a millisecond); a bigger one in a worker thread, so
+# that it never holds the loop, and every other client, for long.
+INLINE_MAX_BYTES = 64 * 1024
+INLINE_MAX_CONTAINERS = 1000
+
 
 class _Problems:
     def __init__(self) -> None:
@@ -47,8 +58,21 @@ class _Problems:
             self.items.append({"index": index, "field": field, "message": message})
 
 
-def validate_batch(body: bytes, max_events: int) -> list[QueuedOnsideEvent]:
+async def validate_batch_off_loop(
+    body: bytes, max_events: int, max_containers: int = DEFAULT_MAX_CONTAINERS
+) -> list[QueuedOnsideEvent]:
+    """``validate_batch``, in a worker thread unless the body is small and simple."""
+    if len(body) <= INLINE_MAX_BYTES and count_containers(body) <= INLINE_MAX_CONTAINERS:
+        return validate_batch(body, max_events, max_containers)
+    return await run_in_threadpool(validate_batch, body, max_events, max_containers)
+
+
+def validate_batch(
+    body: bytes, max_events: int, max_containers: int = DEFAULT_MAX_CONTAINERS
+) -> list[QueuedOnsideEvent]:
     """Return the batch's events, ready for the job; raise a 400 or 413 otherwise."""
+    # Before any parsing: the work per body is bounded by its containers.
+    check_containers(body, max_containers, "INLET_MAX_JSON_CONTAINERS")
     document = decode_json(body)
     if not isinstance(document, dict) or "events" not in document:
         raise InvalidRequest(

@@ -1,8 +1,10 @@
-"""``GET /readyz`` (Redis and the database answer) and ``GET /metrics``."""
+"""``GET /readyz`` (Redis answers, the database could take a write) and ``GET /metrics``."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
+from typing import Any
 
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
@@ -21,13 +23,49 @@ def _check_redis(state: AppState) -> None:
     state.redis.ping()
 
 
+# How long the probe waits for SQLite's write lock: a worker holds it for the
+# milliseconds of one batch, a stuck transaction for ever.
+SQLITE_WRITE_PROBE_MS = 500
+
+
+class NotWritable(Exception):
+    """The database answers, but a batch could not be stored now."""
+
+
 def _check_database(state: AppState) -> None:
+    """Ready means a write could happen, not only that the database answers.
+
+    SQLite: take the write lock (BEGIN IMMEDIATE, then ROLLBACK: nothing is
+    written) with a short busy timeout. PostgreSQL: one query that fails on a
+    read-only session (a hot standby, or a database set read-only).
+    """
     with state.engine.connect() as conn:
-        conn.execute(sa.text("SELECT 1"))
+        if conn.dialect.name == "sqlite":
+            _sqlite_write_probe(conn.connection.dbapi_connection)
+            return
+        read_only = conn.execute(sa.text("SELECT current_setting('transaction_read_only')"))
+        if read_only.scalar() == "on":
+            raise NotWritable("read-only")
+
+
+def _sqlite_write_probe(raw: Any) -> None:
+    cursor = raw.cursor()
+    try:
+        (previous,) = cursor.execute("PRAGMA busy_timeout").fetchone()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_WRITE_PROBE_MS}")
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # "database is locked", read-only file
+            raise NotWritable(str(exc)) from exc
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout = {int(previous)}")
+        cursor.execute("ROLLBACK")
+    finally:
+        cursor.close()
 
 
 async def readyz(request: Request) -> Response:
-    """200 when Redis and the database both answer; 503 naming each that doesn't."""
+    """200 when Redis answers and the database could take a write; else 503 naming each."""
     state: AppState = request.app.state.inlet
     checks: dict[str, str] = {}
     problems = []
@@ -39,9 +77,12 @@ async def readyz(request: Request) -> Response:
             # The exception's type only: its text may hold a host name or a URL.
             log.warning("readiness: %s failed: %s", name, type(exc).__name__)
             checks[name] = "unavailable"
-            problems.append(
-                {"index": None, "field": name, "message": f"does not answer ({type(exc).__name__})"}
+            message = (
+                f"does not accept writes ({exc})"
+                if isinstance(exc, NotWritable)
+                else f"does not answer ({type(exc).__name__})"
             )
+            problems.append({"index": None, "field": name, "message": message})
     if problems:
         names = " and ".join(p["field"] for p in problems)
         raise errors.NotReady(

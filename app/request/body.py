@@ -21,6 +21,9 @@ from app.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, Unsuppor
 
 _JSON_TYPES = ("application/json", "text/json")
 
+# The first two bytes of every gzip member (RFC 1952, 2.3.1).
+_GZIP_MAGIC = b"\x1f\x8b"
+
 
 def check_content_type(request: Request) -> None:
     """JSON or unspecified; anything else is a client mistake worth naming."""
@@ -81,6 +84,13 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
         return _inflate(raw, limit, wbits=31)
     if encoding == "deflate":
         return _inflate(raw, limit, wbits=15)
+    if raw.startswith(_GZIP_MAGIC):
+        # No JSON (nor form) body starts with these bytes; without this the
+        # client would be told its body is not valid UTF-8, which is true
+        # and useless.
+        raise InvalidRequest(
+            "The body is not JSON: this looks gzip-compressed: send Content-Encoding: gzip"
+        )
     return raw
 
 
@@ -97,6 +107,15 @@ def _inflate(data: bytes, limit: int, wbits: int) -> bytes:
         raise _too_large(limit)
     if not inflater.eof:
         raise InvalidRequest("The compressed body is truncated")
+    if inflater.unused_data:
+        # zlib stops at the end of the first gzip member (or zlib stream) and
+        # leaves the rest aside: a second member, or junk. Accepting the
+        # first part alone would drop the rest of what the client sent
+        # while answering that all of it was accepted.
+        raise InvalidRequest(
+            f"The body has {len(inflater.unused_data)} bytes after the end of the "
+            "compressed data (a second gzip member, or junk); send one compressed stream"
+        )
     return out
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from starlette.datastructures import Headers
+
 from app.settings import IPNetwork
 
 
@@ -26,6 +28,18 @@ def _trusted(
     address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: Iterable[IPNetwork]
 ) -> bool:
     return any(address in network for network in proxies)
+
+
+def forwarded_for(headers: Headers) -> str | None:
+    """Every X-Forwarded-For line, joined in order, or None if there is none.
+
+    Several lines of one header are one comma-separated list (RFC 9110,
+    5.3). A proxy that appends its own line after the client's would
+    otherwise be ignored, and the client's made-up first line believed: it
+    could store any address and rotate its throttle identity at will.
+    """
+    lines = headers.getlist("x-forwarded-for")
+    return ", ".join(lines) if lines else None
 
 
 def client_address(
@@ -51,3 +65,21 @@ def client_address(
             if not _trusted(current, trusted_proxies):
                 break
     return str(current)
+
+
+def forwarded_scheme(
+    peer: str | None, headers: Headers, trusted_proxies: tuple[IPNetwork, ...]
+) -> str | None:
+    """The scheme a trusted proxy says the client used (X-Forwarded-Proto), else None.
+
+    uvicorn runs without proxy headers (Inlet decides trust itself), so
+    behind a TLS-terminating proxy the request's own scheme is http. Only a
+    peer in INLET_TRUSTED_PROXIES is believed, and of a list the last value
+    is the one our peer set.
+    """
+    current = _address(peer) if peer else None
+    if current is None or not _trusted(current, trusted_proxies):
+        return None
+    values = ",".join(headers.getlist("x-forwarded-proto")).split(",")
+    scheme = values[-1].strip().lower()
+    return scheme or None

@@ -3,6 +3,13 @@
 PostgreSQL's jsonb can't store U+0000 and orjson can't write more than 254
 levels of nesting, so an event holding either would be accepted and then
 fail in the worker: both formats refuse them at the door instead.
+
+The work a body costs is bounded before it is parsed: parsing and checking
+cost per object and array far more than per byte (1 MiB of ``[],[],...``
+took 266 ms where a 1,000-event batch takes 7 ms), so the number of
+containers is capped, counted at C speed as the ``[`` and ``{`` bytes: an
+upper bound (brackets inside strings count too), which a normal body stays
+far below.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, TooManyJsonContainers
 
 # How deep objects and arrays may nest inside a payload. orjson (the job
 # serializer) refuses to write more than 254 levels, and the job wraps the
@@ -21,6 +28,27 @@ from app.errors import InvalidRequest
 MAX_PAYLOAD_DEPTH = 64
 DEPTH_MESSAGE = f"must not nest objects and arrays more than {MAX_PAYLOAD_DEPTH} levels deep"
 NUL_MESSAGE = "must not contain the character \\u0000"
+
+
+# INLET_MAX_JSON_CONTAINERS's default, for callers that don't pass their own.
+DEFAULT_MAX_CONTAINERS = 10_000
+
+
+def count_containers(body: bytes) -> int:
+    """An upper bound on the JSON objects and arrays in ``body``, without parsing it."""
+    return body.count(b"{") + body.count(b"[")
+
+
+def check_containers(body: bytes, limit: int, setting: str | None = None) -> int:
+    """``count_containers(body)``, or a 413 naming the cap if it is over ``limit``."""
+    count = count_containers(body)
+    if count > limit:
+        named = f" ({setting})" if setting else ""
+        raise TooManyJsonContainers(
+            f"The body holds more than {limit:,} JSON objects and arrays{named}: it has "
+            f"{count:,} '{{' and '[' characters, counted before parsing, inside strings too"
+        )
+    return count
 
 
 def decode_json(body: bytes) -> Any:

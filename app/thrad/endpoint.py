@@ -17,7 +17,7 @@ from app.credentials.api_keys import KeyOwner
 from app.errors import Unauthorized
 from app.queue import Submission
 from app.request.body import read_body
-from app.request.client import client_address
+from app.request.client import client_address, forwarded_for
 from app.request.context import request_context
 from app.state import AppState
 from app.thrad.validate import server_fields, validate_event
@@ -50,6 +50,7 @@ async def authenticate_bearer(state: AppState, request: Request) -> KeyOwner:
         state.api_keys.check_cached,
         token,
         refusal=Unauthorized("Invalid API key", headers=_BEARER_CHALLENGE),
+        known=state.api_keys.knows,
     )
 
 
@@ -73,7 +74,7 @@ async def collect(request: Request) -> Response:
         event,
         headers=request.headers,
         ip_address=client_address(
-            peer, request.headers.get("x-forwarded-for"), state.settings.trusted_proxies
+            peer, forwarded_for(request.headers), state.settings.trusted_proxies
         ),
         partner_id=partner.id,
         api_key_id=owner.api_key_id,
