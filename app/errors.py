@@ -18,7 +18,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.request.context import request_context
+
 log = logging.getLogger("inlet.errors")
+access_log = logging.getLogger("inlet.access")  # the same logger as ObserveRequests
 
 
 class ConfigError(Exception):
@@ -57,6 +60,10 @@ class Unauthorized(ApiError):
     status, code, message = 401, "unauthorized", "Authentication required"
 
 
+class Forbidden(ApiError):
+    status, code, message = 403, "forbidden", "Forbidden"
+
+
 class NotFound(ApiError):
     status, code, message = 404, "not_found", "Not found"
 
@@ -89,6 +96,25 @@ class ServiceUnavailable(ApiError):
     status, code, message = 503, "unavailable", "The service is temporarily unavailable"
 
 
+class NotReady(ApiError):
+    """``/readyz``: a dependency does not answer; ``errors`` names each."""
+
+    status, code, message = 503, "not_ready", "Not ready"
+
+
+class ClientDisconnected(ApiError):
+    """The client went away mid-upload. Nobody reads the answer; the code is for
+    the request's log line and metrics."""
+
+    status, code, message = 400, "client_disconnected", "Client disconnected"
+
+
+class InternalError(ApiError):
+    """Anything no handler expected. The body is always this one: it leaks nothing."""
+
+    status, code, message = 500, "internal_error", "Internal server error"
+
+
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
@@ -102,12 +128,22 @@ def render(exc: ApiError) -> Response:
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     # For the request metrics: why this request was refused.
-    request.scope["inlet.error_code"] = exc.code
+    request_context(request).error_code = exc.code
     return render(exc)
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    # The client went away mid-upload; nothing was queued.
+    access_log.info("client disconnected during upload on %s", request.url.path)
+    return await handle_api_error(request, ClientDisconnected())
+
+
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 (unknown path or method) in our shape."""
+    """Starlette's own 404/405 (unknown path or method) in our shape.
+
+    No error code is recorded for these: their requests are counted under
+    ``http_<status>``, as they always were.
+    """
     assert isinstance(exc, HTTPException)
     mapping: dict[int, type[ApiError]] = {404: NotFound, 405: MethodNotAllowed}
     cls = mapping.get(exc.status_code)
@@ -118,10 +154,15 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return render(error)
 
 
-async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    # The traceback goes to the log; the client gets a body that leaks nothing.
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return json_response(500, {"error": "Internal server error", "code": "internal_error"})
+def unexpected(method: str, path: str, request_id: str) -> Response:
+    """The 500 for an exception no handler took; call it from the ``except`` block.
+
+    The traceback goes to the log once, under the request's id; the client
+    gets a body that leaks nothing. Like a 404 or a 405, it is counted under
+    ``http_500``, as it always was.
+    """
+    log.exception("unhandled error on %s %s (request %s)", method, path, request_id)
+    return render(InternalError())
 
 
 class RequestHeadTooLarge(ApiError):

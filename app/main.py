@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -13,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app import admin, errors, openapi
-from app.observe import ObserveRequests
+from app.observe import IngestRoute, ObserveRequests
 from app.onside import endpoint as onside
 from app.ops import health, metrics
 from app.request.slashes import relative_slash_redirects
@@ -21,19 +20,9 @@ from app.settings import Settings
 from app.state import AppState
 from app.thrad import endpoint as thrad
 
-access_log = logging.getLogger("inlet.access")  # the same logger as ObserveRequests
-
 
 async def healthz(request: Request) -> Response:
     return errors.json_response(200, {"status": "ok"})
-
-
-async def client_gone(request: Request, exc: Exception) -> Response:
-    # The client went away mid-upload; nothing was queued and nobody reads this.
-    access_log.info("client disconnected during upload on %s", request.url.path)
-    return errors.json_response(
-        400, {"error": "Client disconnected", "code": "client_disconnected"}
-    )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -52,9 +41,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/attribution-api/v1/events", onside.post_events, methods=["POST"]),
-            Route("/v1/api/collect", thrad.collect, methods=["POST"]),
-            Route("/api/collect", thrad.collect, methods=["POST"]),
+            IngestRoute("/attribution-api/v1/events", onside.post_events, counts_as="onside"),
+            IngestRoute("/v1/api/collect", thrad.collect, counts_as="thrad"),
+            IngestRoute("/api/collect", thrad.collect, counts_as="thrad"),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", health.readyz, methods=["GET"]),
             Route("/openapi.json", openapi.serve, methods=["GET"]),
@@ -63,8 +52,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={
             errors.ApiError: errors.handle_api_error,
             HTTPException: errors.handle_http_exception,
-            ClientDisconnect: client_gone,
-            Exception: errors.handle_unexpected,
+            ClientDisconnect: errors.handle_client_disconnect,
+            # No catch-all here: ObserveRequests answers the 500 (see its docstring).
         },
         lifespan=lifespan,
     )

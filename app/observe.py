@@ -1,10 +1,9 @@
 """The one middleware around every request: its id, its log line, its metrics
 and the per-partner counts, recorded once the response is sent.
 
-What a request did is read from the scope, where the endpoint and the error
-handler left it (``inlet.partner``, ``inlet.events``, ``inlet.error_code``,
-``inlet.counted`` when the endpoint already counted its events in Redis):
-never from the body, so no payload or secret can end up in a metric.
+What a request did is read from its ``RequestContext`` (app/request/context.py),
+where the endpoint, the admin check and the error handler left it: never from
+the body, so no payload or secret can end up in a metric.
 """
 
 from __future__ import annotations
@@ -12,37 +11,44 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import errors
 from app.ops import metrics, stats
+from app.request.context import SCOPE_KEY, RequestContext
 
 log = logging.getLogger("inlet.observe")
 access_log = logging.getLogger("inlet.access")
 
-# Routes that take events, and the name their counts go under. An ingest
-# endpoint added later adds its path here.
-INGEST_ROUTES = {
-    "/attribution-api/v1/events": "onside",
-    "/v1/api/collect": "thrad",
-    "/api/collect": "thrad",
-}
 
+class IngestRoute(Route):
+    """A route that takes partners' events (POST only). Its accepted events and
+    refused requests are counted per partner, under ``counts_as`` (the metrics'
+    ``endpoint`` label): an ingest endpoint is declared once, in the route table.
+    """
 
-def route_of(scope: Scope) -> str:
-    """The route's template (bounded cardinality), never the raw path."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return str(path) if path else "(unmatched)"
+    def __init__(self, path: str, endpoint: Callable[..., Any], *, counts_as: str) -> None:
+        super().__init__(path, endpoint, methods=["POST"])
+        self.counts_as = counts_as
 
 
 class ObserveRequests:
     """Gives each request an id (sent back as X-Request-ID), then writes one
     JSON log line (id, route, partner, events, status, duration: never
     secrets, never payloads), counts it by route and status, and counts
-    accepted and refused events."""
+    accepted and refused events.
+
+    It also answers what no error handler did, with a 500: here, inside the
+    request's observation, the 500 carries X-Request-ID and its traceback is
+    logged once, under the request's id. (Starlette's ServerErrorMiddleware
+    sits outside every middleware, and re-raises for the server to log again.)
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -52,63 +58,72 @@ class ObserveRequests:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        scope["inlet.request_id"] = request_id
-        status = 500
+        context = RequestContext(uuid.uuid4().hex)
+        scope[SCOPE_KEY] = context
+        request_id_header = (b"x-request-id", context.request_id.encode())
+        status = 0  # no response started yet
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
+                message["headers"] = [*message.get("headers", []), request_id_header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_note)
+        except Exception:
+            response = errors.unexpected(scope["method"], scope["path"], context.request_id)
+            # Not re-raised: the server would log the traceback a second time.
+            # Once a response has started there is no answering: returning
+            # without finishing it makes the server close the connection.
+            if not status:
+                await response(scope, receive, send_and_note)
         finally:
+            status = status or 500
             seconds = time.perf_counter() - started
             if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    orjson.dumps(
-                        {
-                            "request_id": request_id,
-                            "method": scope["method"],
-                            "path": scope["path"],
-                            "partner": scope.get("inlet.partner"),
-                            "events": scope.get("inlet.events"),
-                            "status": status,
-                            "duration_ms": round(seconds * 1000, 2),
-                        }
-                    ).decode()
-                )
-            await self._record(scope, status, seconds)
+                line: dict[str, Any] = {
+                    "request_id": context.request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "partner": context.partner,
+                    "events": context.events,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                }
+                if context.admin is not None:
+                    line["admin"] = context.admin
+                access_log.info(orjson.dumps(line).decode())
+            await self._record(scope, context, status, seconds)
 
-    async def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    async def _record(
+        self, scope: Scope, context: RequestContext, status: int, seconds: float
+    ) -> None:
         m = metrics.get()
-        route = route_of(scope)
-        m.requests.labels(route, scope["method"], str(status)).inc()
-        m.request_seconds.labels(route).observe(seconds)
-        endpoint = INGEST_ROUTES.get(route)
-        if endpoint is None:
+        route = scope.get("route")
+        # The route's template (bounded cardinality), never the raw path.
+        path = getattr(route, "path", None)
+        label = str(path) if path else "(unmatched)"
+        m.requests.labels(label, scope["method"], str(status)).inc()
+        m.request_seconds.labels(label).observe(seconds)
+        if not isinstance(route, IngestRoute):
             return
-        partner = scope.get("inlet.partner")
-        state = getattr(scope["app"].state, "inlet", None)
+        partner = context.partner
         if 200 <= status < 300:
-            events = int(scope.get("inlet.events") or 0)
-            m.events_accepted.labels(partner or "(unknown)", endpoint).inc(events)
-            if scope.get("inlet.counted"):
-                return  # counted in the transaction that queued the job
-            kind, amount, reason = stats.ACCEPTED, events, ""
-        else:
-            reason = scope.get("inlet.error_code") or f"http_{status}"
-            m.batches_rejected.labels(partner or "(unknown)", reason).inc()
-            kind, amount = stats.REJECTED, 1
+            # The endpoint added the per-partner count in the transaction that
+            # queued the job (app/queue.py): only Prometheus is left to count.
+            m.events_accepted.labels(partner or "(unknown)", route.counts_as).inc(
+                context.events or 0
+            )
+            return
+        reason = context.error_code or f"http_{status}"
+        m.batches_rejected.labels(partner or "(unknown)", reason).inc()
+        state = getattr(scope["app"].state, "inlet", None)
         # "unavailable" means Redis just failed this request: don't wait on it again.
-        if state is not None and reason != "unavailable":
-            try:
-                await run_in_threadpool(stats.record, state.redis, partner, kind, amount, reason)
-            except Exception:  # counts are best effort; the response is already sent
-                log.debug("stats not recorded", exc_info=True)
+        if state is None or reason == "unavailable":
+            return
+        try:
+            await run_in_threadpool(stats.record, state.redis, partner, stats.REJECTED, 1, reason)
+        except Exception:  # counts are best effort; the response is already sent
+            log.debug("stats not recorded", exc_info=True)

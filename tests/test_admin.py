@@ -23,6 +23,7 @@ from app.main import create_app
 from app.ops import stats
 from app.settings import RateLimit, Settings
 from tests.api import basic_auth
+from tests.asgi import STALL, post_without_finishing
 from tests.cli_runner import run_cli
 from tests.events import onside_event
 from tests.queued import event_ids
@@ -387,3 +388,16 @@ def test_odd_admin_requests_never_get_a_500(
     )
     assert response.status_code < 500, response.text
     assert "<script>" not in response.text
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_admin_forms_are_held_to_the_body_timeout(settings: Settings, admin: NewAdmin) -> None:
+    """INLET_BODY_TIMEOUT holds for admin forms too, not only for partners' bodies."""
+    app = create_app(settings.replace(body_timeout=0.2))
+    headers = {**basic_auth(admin), "Content-Type": "application/x-www-form-urlencoded"}
+    with TestClient(app) as client:
+        response = client.portal.call(
+            post_without_finishing, app, "/admin/failed/requeue-all", headers, STALL, b"csrf="
+        )
+    assert (response.status_code, response.json()["code"]) == (408, "request_timeout")
+    assert response.elapsed.total_seconds() < 5

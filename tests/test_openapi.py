@@ -4,14 +4,10 @@ response against it (no 500s, status codes, headers, bodies) on the live app."""
 from __future__ import annotations
 
 import contextlib
-import datetime
-import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import anyio
-import httpx2 as httpx
 import jsonschema_rs
 import orjson
 import pytest
@@ -31,7 +27,6 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
-from starlette.types import Message
 
 from app import openapi
 from app.credentials.api_keys import create_api_key
@@ -40,6 +35,7 @@ from app.errors import InvalidRequest
 from app.main import create_app
 from app.settings import RateLimit, Settings
 from app.thrad.validate import validate_event
+from tests.asgi import post_without_finishing
 from tests.thrad_strategies import edge_event_bodies
 
 URL = "/attribution-api/v1/events"
@@ -248,50 +244,6 @@ def test_thrad_queue_outage_conforms_to_the_document(
     with live_schema(settings.replace(redis_url="redis://127.0.0.1:9")) as schema:
         response = send_and_check(schema, bearer, _EVENT, server_error=True)
     assert (response.status_code, response.json()["code"]) == (503, "unavailable")
-
-
-async def post_without_finishing(app: Any, path: str, headers: dict[str, str]) -> httpx.Response:
-    """POST straight to the ASGI app, sending part of a body and then nothing more."""
-    sent: list[Message] = []
-    chunks: list[Message] = [{"type": "http.request", "body": b'{"event_name"', "more_body": True}]
-
-    async def receive() -> Message:
-        if chunks:
-            return chunks.pop()
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "server": ("testserver", 80),
-        "client": ("127.0.0.1", 40000),
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "app": app,
-    }
-    started = time.perf_counter()
-    with anyio.fail_after(10):
-        await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    response = httpx.Response(
-        start["status"],
-        headers=[(k.decode(), v.decode()) for k, v in start["headers"]],
-        content=body,
-        request=httpx.Request("POST", f"http://testserver{path}", headers=headers),
-    )
-    response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
-    return response
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

@@ -152,7 +152,8 @@ async def job_detail(request: Request) -> Response:
 
 
 async def _form(request: Request, admin: str) -> dict[str, str]:
-    body = await read_body(request, MAX_FORM_BYTES)
+    state: AppState = request.app.state.inlet
+    body = await read_body(request, MAX_FORM_BYTES, state.settings.body_timeout)
     try:
         fields = parse_qs(body.decode("utf-8"), max_num_fields=10)
     except (UnicodeDecodeError, ValueError):

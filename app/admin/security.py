@@ -25,17 +25,14 @@ from starlette.requests import Request
 from app.credentials.admins import AdminStore
 from app.credentials.auth import parse_basic
 from app.credentials.throttle import client_key, count_failed_login
-from app.errors import ApiError, ServiceUnavailable, Unauthorized
+from app.errors import Forbidden, ServiceUnavailable, Unauthorized
+from app.request.context import request_context
 from app.state import AppState
 
 log = logging.getLogger("inlet.admin")
 
 CSRF_COOKIE = "inlet_csrf"
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="inlet-admin", charset="UTF-8"'}
-
-
-class Forbidden(ApiError):
-    status, code, message = 403, "forbidden", "Forbidden"
 
 
 def admin_store(request: Request) -> AdminStore:
@@ -69,7 +66,7 @@ async def require_admin(request: Request) -> str:
         )
         await count_failed_login(state.auth_throttle, request, trusted)
         raise Unauthorized("Invalid admin credentials", headers=_CHALLENGE)
-    request.scope["inlet.admin"] = credentials[0]
+    request_context(request).admin = credentials[0]
     return credentials[0]
 
 

@@ -18,6 +18,7 @@ from app.errors import Unauthorized
 from app.onside.validate import validate_batch_off_loop
 from app.queue import Submission
 from app.request.body import check_content_type, read_body
+from app.request.context import request_context
 from app.state import AppState
 
 log = logging.getLogger("inlet.onside")
@@ -42,15 +43,16 @@ async def authenticate_basic(state: AppState, request: Request) -> Partner:
 async def post_events(request: Request) -> Response:
     state: AppState = request.app.state.inlet
     received_at = datetime.now(UTC)
+    context = request_context(request)
     partner = await authenticate_basic(state, request)
-    request.scope["inlet.partner"] = partner.name
+    context.partner = partner.name
     await state.enforce_rate_limit(partner)
     check_content_type(request)
     body = await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
     events = await validate_batch_off_loop(
         body, state.settings.max_batch_events, state.settings.max_json_containers
     )
-    request.scope["inlet.events"] = len(events)
+    context.events = len(events)
     await state.commit(
         Submission(
             endpoint="onside",
@@ -58,8 +60,7 @@ async def post_events(request: Request) -> Response:
             partner_name=partner.name,
             events=events,
             received_at=received_at,
-            request_id=request.scope["inlet.request_id"],
+            request_id=context.request_id,
         )
     )
-    request.scope["inlet.counted"] = True
     return Response(status_code=204)

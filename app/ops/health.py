@@ -85,10 +85,8 @@ async def readyz(request: Request) -> Response:
             problems.append({"index": None, "field": name, "message": message})
     if problems:
         names = " and ".join(p["field"] for p in problems)
-        return errors.json_response(
-            503,
-            {"error": f"Not ready: {names} unavailable", "code": "not_ready", "errors": problems},
-            headers={"Retry-After": "5"},
+        raise errors.NotReady(
+            f"Not ready: {names} unavailable", errors=problems, headers={"Retry-After": "5"}
         )
     return errors.json_response(200, {"status": "ready", "checks": checks})
 

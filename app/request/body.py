@@ -19,9 +19,6 @@ from starlette.requests import ClientDisconnect, Request
 
 from app.errors import InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
-# INLET_BODY_TIMEOUT's default, for callers that don't pass their own.
-DEFAULT_BODY_TIMEOUT = 30.0
-
 _JSON_TYPES = ("application/json", "text/json")
 
 # The first two bytes of every gzip member (RFC 1952, 2.3.1).
@@ -45,8 +42,11 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The request body is larger than {limit} bytes")
 
 
-async def read_body(request: Request, limit: int, timeout: float = DEFAULT_BODY_TIMEOUT) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The decoded body, at most ``limit`` bytes, within ``timeout`` seconds, or a 4xx.
+
+    ``timeout`` has no default: every body a client sends is held to
+    INLET_BODY_TIMEOUT (``settings.body_timeout``), admin forms included.
 
     Raises ``ClientDisconnect`` if the client goes away mid-upload; the caller
     queues nothing then.

@@ -18,6 +18,7 @@ from app.errors import Unauthorized
 from app.queue import Submission
 from app.request.body import read_body
 from app.request.client import client_address, forwarded_for
+from app.request.context import request_context
 from app.state import AppState
 from app.thrad.validate import server_fields, validate_event
 
@@ -57,16 +58,17 @@ async def collect(request: Request) -> Response:
     """Accept one event; 204 once it is durably queued."""
     state: AppState = request.app.state.inlet
     received_at = datetime.now(UTC)
+    context = request_context(request)
     owner = await authenticate_bearer(state, request)
     partner = owner.partner
-    request.scope["inlet.partner"] = partner.name
+    context.partner = partner.name
     await state.enforce_rate_limit(partner)
     # No Content-Type check, unlike the batch endpoint: a backend that posts
     # with `curl -d` (form-urlencoded) or none at all works against Thrad's
     # endpoint today and must keep working here. The body must still be JSON.
     body = await read_body(request, MAX_BODY_BYTES, state.settings.body_timeout)
     event = validate_event(body)
-    request.scope["inlet.events"] = 1
+    context.events = 1
     peer = request.client.host if request.client else None
     queued = server_fields(
         event,
@@ -86,8 +88,7 @@ async def collect(request: Request) -> Response:
             partner_name=partner.name,
             events=[queued],
             received_at=received_at,
-            request_id=request.scope["inlet.request_id"],
+            request_id=context.request_id,
         )
     )
-    request.scope["inlet.counted"] = True
     return Response(status_code=204)
