@@ -48,6 +48,7 @@ $(VENV)/.bench-installed: pyproject.toml
 lint: install
 	$(BIN)/python -m ruff check app worker tests bench alembic
 	$(BIN)/python -m ruff format --check app worker tests bench alembic
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -91,10 +91,9 @@ def _https(request: Request, state: AppState) -> bool:
 def _html(request: Request, admin: str, render) -> Response:  # type: ignore[no-untyped-def]
     """Render with this browser's CSRF token, setting the cookie on first visit."""
     state: AppState = request.app.state.inlet
-    cookie = request.cookies.get(CSRF_COOKIE)
-    fresh = cookie is None
-    if fresh:
-        cookie = new_csrf_cookie()
+    sent = request.cookies.get(CSRF_COOKIE)
+    fresh = sent is None
+    cookie = new_csrf_cookie() if sent is None else sent
     response = HTMLResponse(
         render(csrf_token(state.settings.secret_key, cookie, admin)), headers=SECURITY_HEADERS
     )

@@ -84,7 +84,7 @@ async def readyz(request: Request) -> Response:
             )
             problems.append({"index": None, "field": name, "message": message})
     if problems:
-        names = " and ".join(p["field"] for p in problems)
+        names = " and ".join(str(p["field"]) for p in problems)
         raise errors.NotReady(
             f"Not ready: {names} unavailable", errors=problems, headers={"Retry-After": "5"}
         )
