@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,28 @@ def failed_job(
         return fail_for_real(settings, redis, owner, drain, events)
 
     return fail
+
+
+@dataclass
+class ScratchDatabase:
+    """A migrated SQLite file of one test's own, which the test can make vanish."""
+
+    path: Path
+    engine: Engine
+
+    def vanish(self) -> None:
+        """The file goes away: the next query finds no table (an OperationalError)."""
+        self.path.rename(self.path.with_name("gone.db"))
+        self.engine.dispose()
+
+
+@pytest.fixture
+def scratch_sqlite(tmp_path: Path) -> Iterator[ScratchDatabase]:
+    path = tmp_path / "scratch.db"
+    url = f"sqlite:///{path}"
+    migrations.upgrade(url)
+    engine = make_engine(url)
+    try:
+        yield ScratchDatabase(path, engine)
+    finally:
+        engine.dispose()

@@ -19,6 +19,7 @@ from app.db import make_engine
 from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
 from tests.api import basic_auth
+from tests.conftest import ScratchDatabase
 from tests.events import ONSIDE_URL as URL
 from tests.events import onside_event
 from tests.services import PostgresCluster, make_settings, wait_for
@@ -32,21 +33,17 @@ def bogus(n: int) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-def test_a_flood_of_unknown_names_does_not_evict_a_known_credential(tmp_path: Path) -> None:
-    path = tmp_path / "creds.db"
-    url = f"sqlite:///{path}"
-    migrations.upgrade(url)
-    local = make_engine(url)
-    made = create_partner(local, b"key", "good")
-    store = CredentialStore(local, b"key", ttl=0.0)
+def test_a_flood_of_unknown_names_does_not_evict_a_known_credential(
+    scratch_sqlite: ScratchDatabase,
+) -> None:
+    made = create_partner(scratch_sqlite.engine, b"key", "good")
+    store = CredentialStore(scratch_sqlite.engine, b"key", ttl=0.0)
     assert store.check_basic(made.username, made.password) is not None
     for n in range(FLOOD):
         assert store.check_basic(f"pk_bogus{n:06d}", "whatever") is None
-    path.rename(tmp_path / "gone.db")  # the database goes away
-    local.dispose()
+    scratch_sqlite.vanish()
     # Within the stale grace, the partner seen before the flood still gets in.
     assert store.check_basic(made.username, made.password) is not None
-    local.dispose()
 
 
 def test_the_least_recently_used_entry_is_evicted_and_misses_live_apart() -> None:

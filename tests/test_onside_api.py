@@ -7,7 +7,6 @@ import gzip
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,13 +16,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.testclient import TestClient
 
-from app import migrations
 from app.credentials.auth import MISS, CredentialStore
 from app.credentials.partners import NewPartner, create_partner, revoke_partner, set_rate_limit
-from app.db import make_engine
 from app.main import create_app
 from app.settings import Settings
 from tests.api import JSON, assert_error, basic_auth
+from tests.conftest import ScratchDatabase
 from tests.events import ONSIDE_EVENT, ONSIDE_REFERENCE_BODY, onside_event
 from tests.events import ONSIDE_URL as URL
 from tests.queued import onside_rows, queued_jobs
@@ -428,23 +426,20 @@ def test_credentials_that_cannot_be_checked_get_503_not_500(
     assert queued_jobs(redis) == 0
 
 
-def test_a_credential_seen_recently_survives_a_database_outage(tmp_path: Path) -> None:
+def test_a_credential_seen_recently_survives_a_database_outage(
+    scratch_sqlite: ScratchDatabase,
+) -> None:
     """Within the stale grace, a cached credential keeps working when SQL fails."""
-    path = tmp_path / "creds.db"
-    url = f"sqlite:///{path}"
-    migrations.upgrade(url)
-    local = make_engine(url)
+    local = scratch_sqlite.engine
     made = create_partner(local, b"key", "cached")
     warm = CredentialStore(local, b"key", ttl=0.0)
     assert warm.check_basic(made.username, made.password) is not None
-    path.rename(tmp_path / "gone.db")  # the next lookup finds no table: an OperationalError
-    local.dispose()
+    scratch_sqlite.vanish()
     assert warm.check_basic(made.username, made.password) is not None
     assert warm.check_basic(made.username, "wrong") is None
     cold = CredentialStore(local, b"key")
     with pytest.raises(SQLAlchemyError):
         cold.check_basic(made.username, made.password)
-    local.dispose()
 
 
 def test_a_nul_in_basic_credentials_is_a_401_not_a_503(
