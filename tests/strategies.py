@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -33,7 +32,10 @@ json_values = st.recursive(
 )
 payloads = st.dictionaries(json_text, json_values, max_size=5)
 
-uuid4s = st.builds(lambda: str(uuid.uuid4())) | st.uuids(version=4).map(str)
+# Drawn by Hypothesis, never from uuid.uuid4(): a random id compresses to a
+# different length each time, so a gzip-truncated body replayed while
+# shrinking drew its cut point from a different range (FlakyStrategyDefinition).
+uuid4s = st.uuids(version=4).map(str)
 any_uuids = st.uuids().map(str)
 
 event_names = st.text(
