@@ -10,6 +10,7 @@ file stays for running the ``alembic`` command itself in a checkout.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -95,7 +96,15 @@ def current_revisions(database_url: str) -> set[str]:
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
-            return set(MigrationContext.configure(conn).get_current_heads())
+            # Reading the revision is not migrating: Alembic's INFO lines about
+            # its SQLite implementation would only clutter every CLI command.
+            quiet = logging.getLogger("alembic.runtime.migration")
+            previous = quiet.level
+            quiet.setLevel(logging.WARNING)
+            try:
+                return set(MigrationContext.configure(conn).get_current_heads())
+            finally:
+                quiet.setLevel(previous)
     except sa.exc.DBAPIError as exc:
         shown = sa.engine.make_url(database_url).render_as_string(hide_password=True)
         # The type only: the driver's text can hold host names or a password.
