@@ -157,6 +157,12 @@ SETTINGS: tuple[Setting, ...] = (
         "the process at start-up.",
     ),
     Setting(
+        "INLET_ADMIN_SESSION_HOURS",
+        "12",
+        "Hours an admin stays signed in to `/admin` after signing in with the form; "
+        "then the page asks again (Basic credentials are checked on every request).",
+    ),
+    Setting(
         "PROMETHEUS_MULTIPROC_DIR",
         "",
         "Directory where every web and worker process writes its metrics, so that "
@@ -245,6 +251,7 @@ class Settings:
     head_timeout: float = 10.0
     geoip_database: Path | None = None
     metrics_dir: Path = Path("var/metrics")
+    admin_session_hours: float = 12.0
     queue_name: str = "inlet"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -291,6 +298,9 @@ class Settings:
                 head_timeout=_positive(get("INLET_HEAD_TIMEOUT"), "INLET_HEAD_TIMEOUT"),
                 geoip_database=_geoip_path(get("INLET_GEOIP_DATABASE")),
                 metrics_dir=Path(get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve(),
+                admin_session_hours=_positive(
+                    get("INLET_ADMIN_SESSION_HOURS"), "INLET_ADMIN_SESSION_HOURS"
+                ),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from None
@@ -355,6 +365,7 @@ class Settings:
             "INLET_TRUSTED_PROXIES": ",".join(map(str, self.trusted_proxies)),
             "INLET_GEOIP_DATABASE": str(self.geoip_database or ""),
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            "INLET_ADMIN_SESSION_HOURS": str(self.admin_session_hours),
         }
 
 

@@ -165,6 +165,7 @@ def test_requeue_from_the_page_lands_rows_once(
 
 
 def test_delete_and_requeue_all_from_the_page(
+    settings: Settings,
     client: TestClient,
     drain: Callable[..., None],
     engine: Engine,
@@ -175,7 +176,16 @@ def test_delete_and_requeue_all_from_the_page(
     failed_job([onside_event(2)])
     failed_job([onside_event(3)])
     csrf = form_token(client, admin_auth)
-    deleted = submit(client, f"/admin/failed/{doomed}/delete", {"csrf": csrf}, admin_auth)
+    unconfirmed = submit(client, f"/admin/failed/{doomed}/delete", {"csrf": csrf}, admin_auth)
+    assert unconfirmed.status_code == 303
+    assert unconfirmed.headers["location"] == f"/admin/failed/{doomed}/delete"
+    confirm_page = client.get(unconfirmed.headers["location"], headers=admin_auth)
+    assert "This is permanent" in confirm_page.text
+    assert 'name="confirm" value="yes"' in confirm_page.text
+    assert run_cli(settings, "failed", "list", "--json").stdout.count(doomed) == 1
+    deleted = submit(
+        client, f"/admin/failed/{doomed}/delete", {"csrf": csrf, "confirm": "yes"}, admin_auth
+    )
     assert deleted.headers["location"].startswith(f"/admin?done=deleted&job={doomed}&sig=")
     everything = submit(client, "/admin/failed/requeue-all", {"csrf": csrf}, admin_auth)
     assert everything.headers["location"].startswith("/admin?done=requeued-all&count=2&sig=")
@@ -228,7 +238,7 @@ def test_forms_work_behind_a_tls_terminating_proxy(
     response = submit(
         client,
         f"/admin/failed/{job_id}/delete",
-        {"csrf": csrf},
+        {"csrf": csrf, "confirm": "yes"},
         {
             **admin_auth,
             "Origin": "https://testserver",
@@ -236,6 +246,7 @@ def test_forms_work_behind_a_tls_terminating_proxy(
         },
     )
     assert response.status_code == 303, response.text
+    assert response.headers["location"].startswith(f"/admin?done=deleted&job={job_id}&sig=")
 
 
 def test_csrf_token_is_bound_to_the_browser_cookie(

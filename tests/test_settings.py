@@ -125,6 +125,7 @@ def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
         "INLET_TRUSTED_PROXIES": "10.0.0.1, 2001:db8::/32",
         "INLET_GEOIP_DATABASE": str(geoip),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+        "INLET_ADMIN_SESSION_HOURS": "0.5",
     }
     assert set(environ) == {s.env for s in SETTINGS}  # the case above sets every setting
     for settings in (

@@ -1,53 +1,36 @@
-"""The admin page at ``/admin``: queue health, per-partner counts, failed jobs.
+"""The admin page at ``/admin``: health, queue, per-partner counts, failed jobs, support tools.
 
-Read-only views are GETs; requeue and delete are POST forms carrying a CSRF
-token (see ``app.admin.security``). A page whose Redis is down still renders,
-saying what it cannot show.
+Read-only views are GETs; requeue, delete and sign-out are POST forms carrying
+a CSRF token (see ``app.admin.security``); deleting takes a confirmation
+page first. Every Redis and database read of a page is bounded in time
+(``app.admin.gather``): a page whose Redis is down or hung still renders
+within about a second, with a banner saying what it cannot show.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
-from redis.exceptions import RedisError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from app.admin import page
-from app.admin.security import (
-    CSRF_COOKIE,
-    check_csrf,
-    csrf_token,
-    new_csrf_cookie,
-    require_admin,
-)
-from app.errors import InvalidRequest, NotFound
+from app.admin import gather, jobpage, live, lookup, session
+from app.admin.dashboard import Dashboard, render
+from app.admin.responses import html, read_form, signed_in_pages
+from app.admin.security import require_admin
+from app.errors import NotFound, ServiceUnavailable
 from app.ops import failed as failed_jobs
 from app.ops import stats
-from app.request.body import read_body
-from app.request.client import forwarded_scheme
 from app.state import AppState
 
 log = logging.getLogger("inlet.admin")
 
-MAX_FORM_BYTES = 4096
-# The page lists the most recent failures; the tile and `inlet failed list` count them all.
-PAGE_FAILED_JOBS = 100
-# The page shows everything it knows; frames, scripts and other origins get nothing.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 NOTICES = {
     "requeued": "Job {job} was requeued.",
     "deleted": "Job {job} was deleted.",
@@ -81,85 +64,71 @@ def _notice(request: Request, admin: str) -> str | None:
     return template.format(job=query.get("job", ""), count=query.get("count", ""))
 
 
-def _https(request: Request, state: AppState) -> bool:
-    """Whether the browser used https: itself, or through a trusted TLS proxy."""
-    peer = request.client.host if request.client else None
-    forwarded = forwarded_scheme(peer, request.headers, state.settings.trusted_proxies)
-    return request.url.scheme == "https" or forwarded == "https"
-
-
-def _html(request: Request, admin: str, render) -> Response:  # type: ignore[no-untyped-def]
-    """Render with this browser's CSRF token, setting the cookie on first visit."""
-    state: AppState = request.app.state.inlet
-    sent = request.cookies.get(CSRF_COOKIE)
-    fresh = sent is None
-    cookie = new_csrf_cookie() if sent is None else sent
-    response = HTMLResponse(
-        render(csrf_token(state.settings.secret_key, cookie, admin)), headers=SECURITY_HEADERS
-    )
-    if fresh:
-        response.set_cookie(
-            CSRF_COOKIE,
-            cookie,
-            path="/admin",
-            httponly=True,
-            samesite="strict",
-            secure=_https(request, state),
-        )
-    return response
-
-
-def _try(call, *args: Any) -> Any:  # type: ignore[no-untyped-def]
-    try:
-        return call(*args)
-    except RedisError as exc:
-        log.warning("admin page: redis unavailable: %s", type(exc).__name__)
-        return None
-
-
+@signed_in_pages
 async def dashboard(request: Request) -> Response:
     admin = await require_admin(request)
     state: AppState = request.app.state.inlet
+    health = await gather.health(state)
+    read = gather.Read
+    found = await gather.gather(
+        state,
+        health,
+        {
+            "queue": read(gather.REDIS, functools.partial(failed_jobs.queue_state, state.queue)),
+            "hours": read(gather.REDIS, functools.partial(stats.last_hour, state.redis)),
+            "failed": read(gather.REDIS, functools.partial(failed_jobs.list_failed, state.queue)),
+            **lookup.dashboard_reads(state),
+        },
+    )
+    view = Dashboard(
+        admin=admin,
+        problems=health.problems,
+        queue=found["queue"],
+        hours=found["hours"],
+        failed=found["failed"],
+        notice=_notice(request, admin),
+        sections=lookup.dashboard_sections(found),
+    )
+    return html(request, admin, lambda csrf: render(view, csrf))
 
-    def gather() -> tuple[Any, Any, Any]:
-        return (
-            _try(failed_jobs.queue_state, state.queue),
-            _try(stats.last_hour, state.redis),
-            _try(failed_jobs.list_failed, state.queue, None, PAGE_FAILED_JOBS),
+
+async def _failed_job(request: Request, job_id: str) -> tuple[Any, list[Any]]:
+    """The failed job and its first events, read within the page's time bound."""
+    state: AppState = request.app.state.inlet
+    health = await gather.health(state)
+    if not health.ok(gather.REDIS):
+        raise ServiceUnavailable(
+            f"Redis is unavailable ({health.problems['redis']}); the job can't be shown",
+            headers={"Retry-After": "5"},
         )
 
-    queue, hours, failed = await run_in_threadpool(gather)
-    notice = _notice(request, admin)
-    return _html(
-        request,
-        admin,
-        lambda csrf: page.dashboard(
-            admin=admin, queue=queue, hours=hours, failed=failed, csrf=csrf, notice=notice
-        ),
-    )
+    def show() -> Any:
+        try:
+            return failed_jobs.show_failed(state.queue, job_id)
+        except failed_jobs.FailedJobError as exc:
+            return exc
+
+    found = await gather.gather(state, health, {"job": gather.Read(gather.REDIS, show)})
+    if found["job"] is None:
+        raise ServiceUnavailable("Redis did not answer in time", headers={"Retry-After": "5"})
+    if isinstance(found["job"], failed_jobs.FailedJobError):
+        raise NotFound(str(found["job"]))
+    job, events = found["job"]
+    return job, events
 
 
+@signed_in_pages
 async def job_detail(request: Request) -> Response:
     admin = await require_admin(request)
-    state: AppState = request.app.state.inlet
-    job_id = request.path_params["job_id"]
-    try:
-        job, events = await state.run_redis(failed_jobs.show_failed, state.queue, job_id)
-    except failed_jobs.FailedJobError as exc:
-        raise NotFound(str(exc)) from None
-    return _html(request, admin, lambda csrf: page.job_detail(job, events, csrf))
+    job, events = await _failed_job(request, request.path_params["job_id"])
+    return html(request, admin, lambda csrf: jobpage.job_detail(admin, job, events, csrf))
 
 
-async def _form(request: Request, admin: str) -> dict[str, str]:
-    state: AppState = request.app.state.inlet
-    body = await read_body(request, MAX_FORM_BYTES, state.settings.body_timeout)
-    try:
-        fields = parse_qs(body.decode("utf-8"), max_num_fields=10)
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("The form could not be read") from None
-    form = {key: values[0] for key, values in fields.items()}
-    check_csrf(request, admin, form.get("csrf"))
-    return form
+@signed_in_pages
+async def confirm_delete(request: Request) -> Response:
+    admin = await require_admin(request)
+    job, _ = await _failed_job(request, request.path_params["job_id"])
+    return html(request, admin, lambda csrf: jobpage.confirm_delete(admin, job, csrf))
 
 
 def _back(request: Request, admin: str, **values: Any) -> RedirectResponse:
@@ -172,9 +141,12 @@ def _back(request: Request, admin: str, **values: Any) -> RedirectResponse:
 
 async def act_on_job(request: Request) -> Response:
     admin = await require_admin(request)
-    await _form(request, admin)
+    form = await read_form(request, admin)
     state: AppState = request.app.state.inlet
     job_id, action = request.path_params["job_id"], request.path_params["action"]
+    if action == "delete" and form.get("confirm") != "yes":
+        # Only the confirmation page's form says yes: anything else is shown it first.
+        return RedirectResponse(f"/admin/failed/{job_id}/delete", status_code=303)
     try:
         if action == "requeue":
             await state.run_redis(
@@ -192,7 +164,7 @@ async def act_on_job(request: Request) -> Response:
 
 async def requeue_all(request: Request) -> Response:
     admin = await require_admin(request)
-    form = await _form(request, admin)
+    form = await read_form(request, admin)
     state: AppState = request.app.state.inlet
     done = await state.run_redis(
         failed_jobs.requeue_all,
@@ -214,8 +186,12 @@ async def metrics_page(request: Request) -> Response:
 
 routes = [
     Route("/admin", dashboard, methods=["GET"]),
+    *session.routes,
+    *live.routes,
+    *lookup.routes,
     Route("/admin/failed/requeue-all", requeue_all, methods=["POST"]),
     Route("/admin/failed/{job_id}", job_detail, methods=["GET"]),
+    Route("/admin/failed/{job_id}/delete", confirm_delete, methods=["GET"]),
     Route("/admin/failed/{job_id}/{action}", act_on_job, methods=["POST"]),
     Route("/metrics", metrics_page, methods=["GET"]),
 ]

@@ -1,39 +1,78 @@
-"""The admin page's HTML: one self-contained document, inline CSS and SVG, no script.
+"""The admin page's HTML: self-contained documents, inline CSS and SVG, no script.
 
 Every value that came from outside (partner names, job ids, errors, events)
-goes through ``esc``.
+goes through ``esc``. Narrow screens (a phone, 390 px) get one column: the
+wide tables turn into one card per row, each cell labelled, so nothing makes
+the page scroll sideways and long errors wrap at words.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-import orjson
-
-from app.ops.failed import FailedJob, QueueState
-from app.ops.stats import ACCEPTED, FAILED, REJECTED, WINDOW_MINUTES, PartnerHour
-
 CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222}
-h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.1rem;margin:1.6rem 0 .5rem}
-table{border-collapse:collapse}td,th{padding:.3rem .6rem;border-bottom:1px solid #ddd;
-text-align:left;vertical-align:top}th{background:#f4f4f4}
+*{box-sizing:border-box}
+body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;padding:1rem;color:#222;max-width:80rem}
+h1{font-size:1.4rem;margin:0 0 .2rem}h2{font-size:1.15rem;margin:1.6rem 0 .5rem}
+table{border-collapse:collapse;width:100%}td,th{padding:.3rem .6rem;
+border-bottom:1px solid #ddd;text-align:left;vertical-align:top}th{background:#f4f4f4}
 .num{text-align:right;font-variant-numeric:tabular-nums}
-.tiles{display:flex;gap:1rem;flex-wrap:wrap}.tile{border:1px solid #ccc;border-radius:6px;
-padding:.5rem 1rem;min-width:9rem}.tile b{display:block;font-size:1.5rem}
+.tiles{display:flex;gap:.6rem;flex-wrap:wrap}.tile{border:1px solid #ccc;border-radius:6px;
+padding:.4rem .8rem;min-width:8rem}.tile b{display:block;font-size:1.4rem}
 .notice{background:#eef7ee;border:1px solid #9c9;padding:.5rem;border-radius:4px}
-.err{font-family:monospace;font-size:12px;max-width:40rem;word-break:break-word}
-form{display:inline}button{cursor:pointer}pre{background:#f7f7f7;padding:.6rem;
-overflow:auto;font-size:12px;max-width:70rem}.muted{color:#777}
+.banner{background:#fdecea;border:2px solid #c0392b;padding:.6rem .8rem;border-radius:4px;
+font-weight:600}.ok{color:#2e7d32}.bad{color:#c0392b;font-weight:600}
+.err{font-family:monospace;font-size:12px;min-width:16rem;overflow-wrap:break-word}
+form{display:inline}button{cursor:pointer;font:inherit;padding:.3rem .7rem}
+input,select{font:inherit;padding:.25rem;max-width:100%}
+pre{background:#f7f7f7;padding:.6rem;font-size:12px;white-space:pre-wrap;
+overflow-wrap:anywhere;margin:0}.muted{color:#666}code{overflow-wrap:anywhere}
+.verdict{border:2px solid;border-radius:6px;padding:.6rem .9rem;margin:.8rem 0}
+.verdict.transient{border-color:#2e8540;background:#f1f8f2}
+.verdict.permanent{border-color:#c0392b;background:#fdf1ef}
+.verdict h2{margin:.1rem 0 .4rem}.verdict p{margin:.3rem 0}
+.danger{border-top:2px solid #c0392b;margin-top:2rem;padding-top:.5rem}
+button.delete{background:#c0392b;color:#fff;border:1px solid #922}
+.strip{display:flex;align-items:center;gap:.4rem;font-size:12px;color:#555}
+.strip svg{flex:none}.find label{display:inline-block;margin:0 .6rem .3rem 0}
 .legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .2rem 0 .6rem}
+header{display:flex;flex-wrap:wrap;justify-content:space-between;align-items:baseline;gap:.5rem}
+@media (max-width:700px){
+ body{padding:.6rem}
+ table.cards,table.cards tbody,table.cards tr,table.cards td{display:block;width:100%}
+ table.cards tr:first-child{display:none}
+ table.cards tr{border:1px solid #ccc;border-radius:6px;margin:.5rem 0;padding:.3rem}
+ table.cards td{border:0;padding:.15rem .3rem;text-align:left}
+ table.cards td::before{color:#666;font-weight:600}
+ .err{min-width:0}
+}
 """
-COLORS = {ACCEPTED: "#2e8540", REJECTED: "#e08e0b", FAILED: "#c0392b"}
+
+
+def card_labels(table_id: str, columns: list[str]) -> str:
+    """CSS that names each cell's column when ``table_id`` turns into cards on a phone.
+
+    Generated content, not a ``data-label`` attribute, so that the cells'
+    markup (and the text a screen reader or a test reads) stays the same.
+    """
+    rules = "".join(
+        f'#{table_id} td:nth-child({n})::before{{content:"{label}: "}}'
+        for n, label in enumerate(columns, 1)
+        if label
+    )
+    return f"<style>@media (max-width:700px){{{rules}}}</style>"
 
 
 def esc(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
+
+
+def code_spans(text: str) -> str:
+    """Escape ``text``, then show its `backquoted` parts as code (the runbook's own markup)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", esc(text))
 
 
 def age(seconds: float | None) -> str:
@@ -50,147 +89,72 @@ def when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 
 
-def chart(partner: str, hour: PartnerHour) -> str:
-    """A 60-bar stacked chart of the last hour, one bar a minute, oldest on the left."""
-    width, height, bar = WINDOW_MINUTES * 4, 40, 3
-    peak = max((sum(m.values()) for m in hour.per_minute), default=0) or 1
-    rects = []
-    for slot, minute in enumerate(hour.per_minute):
-        y = float(height)
-        for kind in (ACCEPTED, REJECTED, FAILED):
-            if minute[kind]:
-                h = max(minute[kind] / peak * height, 1.0)
-                y -= h
-                rects.append(
-                    f'<rect x="{slot * 4}" y="{y:.1f}" width="{bar}" height="{h:.1f}" '
-                    f'fill="{COLORS[kind]}"/>'
-                )
-    label = (
-        f"{partner}: per minute over the last hour, {hour.accepted} accepted, "
-        f"{hour.rejected_total} rejected, {hour.failed} failed"
-    )
-    return (
-        f'<svg class="chart" role="img" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
-        f"<title>{esc(label)}</title>"
-        f'<rect width="{width}" height="{height}" fill="#fafafa"/>{"".join(rects)}</svg>'
-    )
-
-
-def _button(action: str, label: str, csrf: str, extra: str = "") -> str:
+def button(action: str, label: str, csrf: str, extra: str = "", css: str = "") -> str:
+    """A POST form of one button, carrying the CSRF token (and ``extra`` hidden fields)."""
+    cls = f' class="{css}"' if css else ""
     return (
         f'<form method="post" action="{esc(action)}">'
         f'<input type="hidden" name="csrf" value="{esc(csrf)}">{extra}'
-        f'<button type="submit">{esc(label)}</button></form>'
+        f'<button type="submit"{cls}>{esc(label)}</button></form>'
     )
 
 
-def _partners_section(hours: dict[str, PartnerHour] | None) -> str:
-    if hours is None:
-        return '<p class="muted">Counts unavailable (Redis does not answer).</p>'
-    if not hours:
-        return '<p class="muted">No traffic in the last hour.</p>'
-    rows = []
-    for partner, hour in hours.items():
-        reasons = ", ".join(f"{esc(r)}: {n}" for r, n in sorted(hour.rejected.items())) or "—"
-        rows.append(
-            f'<tr data-partner="{esc(partner)}"><td>{esc(partner)}</td>'
-            f'<td class="num accepted">{hour.accepted}</td>'
-            f'<td class="num rejected">{hour.rejected_total}</td><td class="reasons">{reasons}</td>'
-            f'<td class="num failed">{hour.failed}</td><td>{chart(partner, hour)}</td></tr>'
-        )
-    legend = "".join(f'<span style="background:{c}"></span>{k}' for k, c in COLORS.items())
+def hidden(name: str, value: str) -> str:
+    return f'<input type="hidden" name="{esc(name)}" value="{esc(value)}">'
+
+
+def header(admin: str, csrf: str) -> str:
+    sign_out = button("/admin/sign-out", "Sign out", csrf)
     return (
-        f'<table id="partners"><tr><th>partner</th><th>events accepted</th>'
-        f"<th>requests rejected</th><th>by reason</th><th>events failed</th>"
-        f"<th>last 60 minutes</th></tr>{''.join(rows)}</table>"
-        f'<p class="legend muted">{legend}</p>'
+        f'<header><h1><a href="/admin" style="color:inherit;text-decoration:none">Inlet</a>'
+        f'</h1><span class="muted">Signed in as {esc(admin)} · {when(datetime.now(UTC))} '
+        f"{sign_out}</span></header>"
     )
 
 
-def _failed_section(failed: list[FailedJob] | None, csrf: str) -> str:
-    if failed is None:
-        return '<p class="muted">Failed jobs unavailable (Redis does not answer).</p>'
-    if not failed:
-        return "<p>No failed jobs.</p>"
-    rows = []
-    for job in failed:
-        actions = (
-            _button(f"/admin/failed/{job.job_id}/requeue", "Requeue", csrf)
-            + " "
-            + _button(f"/admin/failed/{job.job_id}/delete", "Delete", csrf)
+def banners(problems: dict[str, str | None]) -> str:
+    """A red banner for each service that does not answer, saying what that means."""
+    meaning = {
+        "redis": "the queue, the counts and the failed jobs can't be shown. Partners get "
+        "503 and retry later; nothing is lost. Bring Redis back.",
+        "database": "workers can't store events and stored events can't be shown. Batches "
+        "wait in Redis and are retried; bring the database back, then requeue what failed.",
+    }
+    return "".join(
+        f'<p class="banner" role="alert" id="banner-{name}">'
+        f"{'Redis' if name == 'redis' else 'The database'} is unavailable "
+        f"({esc(problem)}): {meaning[name]}</p>"
+        for name, problem in problems.items()
+        if problem is not None
+    )
+
+
+def health_panel(problems: dict[str, str | None]) -> str:
+    """The facts of ``/readyz``, one line per service."""
+    rows = "".join(
+        f'<tr id="health-{name}"><td>{esc(name)}</td>'
+        + (
+            '<td class="ok">ok</td>'
+            if problem is None
+            else f'<td class="bad">unavailable: {esc(problem)}</td>'
         )
-        rows.append(
-            f'<tr class="failed-job" data-job-id="{esc(job.job_id)}">'
-            f'<td><a href="/admin/failed/{esc(job.job_id)}">{esc(job.job_id)}</a></td>'
-            f"<td>{esc(job.partner)}</td><td>{esc(job.endpoint)}</td>"
-            f'<td class="num">{esc(job.events)}</td><td>{when(job.first_failure)}</td>'
-            f'<td>{when(job.last_failure)}</td><td class="num">{job.attempts}</td>'
-            f'<td class="err">{esc(job.error)}</td><td>{actions}</td></tr>'
-        )
-    requeue_all = _button("/admin/failed/requeue-all", "Requeue all failed jobs", csrf)
+        + "</tr>"
+        for name, problem in problems.items()
+    )
+    ready = all(problem is None for problem in problems.values())
+    verdict = "ready (200)" if ready else "not ready (503)"
     return (
-        f'<table id="failed"><tr><th>job</th><th>partner</th><th>endpoint</th>'
-        f"<th>events</th><th>first failure</th><th>last failure</th><th>attempts</th>"
-        f"<th>error</th><th></th></tr>{''.join(rows)}</table><p>{requeue_all}</p>"
+        f'<table id="health" style="width:auto"><tr><th>service</th><th>state</th></tr>'
+        f'{rows}</table><p class="muted">Same checks as <code>GET /readyz</code>: '
+        f"{verdict}.</p>"
     )
 
 
-def document(title: str, body: str) -> str:
+def document(title: str, body: str, refresh_seconds: int | None = None) -> str:
+    refresh = f'<meta http-equiv="refresh" content="{refresh_seconds}">' if refresh_seconds else ""
     return (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>{body}</body></html>"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"{refresh}<title>{esc(title)}</title><style>{CSS}</style></head>"
+        f"<body>{body}</body></html>"
     )
-
-
-def dashboard(
-    *,
-    admin: str,
-    queue: QueueState | None,
-    hours: dict[str, PartnerHour] | None,
-    failed: list[FailedJob] | None,
-    csrf: str,
-    notice: str | None,
-) -> str:
-    if queue is None:
-        tiles = '<p class="muted">Queue state unavailable (Redis does not answer).</p>'
-    else:
-        tiles = "".join(
-            f'<div class="tile" id="{key}"><b>{esc(value)}</b>{esc(label)}</div>'
-            for key, value, label in (
-                ("queue-depth", queue.depth, "jobs waiting"),
-                ("oldest-age", age(queue.oldest_age_seconds), "oldest waiting job"),
-                ("scheduled", queue.scheduled, "waiting to retry"),
-                ("failed-count", queue.failed, "failed jobs"),
-                ("workers", queue.workers, "workers alive"),
-            )
-        )
-        tiles = f'<div class="tiles">{tiles}</div>'
-    notice_html = f'<p class="notice" id="notice">{esc(notice)}</p>' if notice else ""
-    body = (
-        f'<h1>Inlet</h1><p class="muted">Signed in as {esc(admin)} · '
-        f'{when(datetime.now(UTC))} · <a href="/admin">refresh</a></p>{notice_html}'
-        f"<h2>Queue</h2>{tiles}<h2>Partners, last hour</h2>{_partners_section(hours)}"
-        f"<h2>Failed jobs</h2>{_failed_section(failed, csrf)}"
-    )
-    return document("Inlet admin", body)
-
-
-def job_detail(job: FailedJob, events: list[Any], csrf: str) -> str:
-    meta = orjson.dumps(job.meta, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
-    shown = "\n".join(orjson.dumps(e).decode() for e in events)
-    actions = (
-        _button(f"/admin/failed/{job.job_id}/requeue", "Requeue", csrf)
-        + " "
-        + _button(f"/admin/failed/{job.job_id}/delete", "Delete", csrf)
-    )
-    body = (
-        f'<p><a href="/admin">← back</a></p><h1>Failed job {esc(job.job_id)}</h1>'
-        f"<p>{esc(job.partner)} · {esc(job.endpoint)} · {esc(job.events)} events · "
-        f"{job.attempts} attempts · first failure {when(job.first_failure)} · "
-        f"last failure {when(job.last_failure)}</p><p>{actions}</p>"
-        f'<h2>Error</h2><pre id="traceback">{esc(job.traceback or job.error)}</pre>'
-        f"<h2>Metadata</h2><pre>{esc(meta)}</pre>"
-        f"<h2>First {len(events)} events of the batch</h2><pre>{esc(shown)}</pre>"
-    )
-    return document(f"Failed job {job.job_id}", body)

@@ -7,6 +7,8 @@ stored as the same keyed BLAKE2b hash as partner secrets (see app/credentials/au
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 
@@ -72,10 +74,22 @@ class AdminStore:
     def __init__(self, engine: Engine, secret_key: bytes) -> None:
         self._engine = engine
         self._hashes = SecretHashes(secret_key)
+        self._secret_key = secret_key
         self._password_hashes = CachedLookup(self._load, CACHE_SECONDS)
 
     def check(self, username: str, password: str) -> bool:
         return self._hashes.matches(password, self._password_hashes.get(username))
+
+    def session_fingerprint(self, username: str) -> str | None:
+        """A short keyed digest of the admin's stored hash; None for no such admin.
+
+        A sign-in session carries it: deleting the admin (or giving it a new
+        password) ends every session it had, without a table of sessions.
+        """
+        stored = self._password_hashes.get(username)
+        if stored is None:
+            return None
+        return hmac.new(self._secret_key, b"session|" + stored, hashlib.sha256).hexdigest()[:32]
 
     def _load(self, username: str) -> bytes | None:
         with self._engine.connect() as conn:

@@ -64,25 +64,33 @@ def _sqlite_write_probe(raw: Any) -> None:
         cursor.close()
 
 
+def failure_message(exc: BaseException) -> str:
+    """What ``/readyz`` (and the admin page's health panel) says of a failed check.
+
+    The exception's type only: its text may hold a host name or a URL.
+    """
+    if isinstance(exc, NotWritable):
+        return f"does not accept writes ({exc})"
+    return f"does not answer ({type(exc).__name__})"
+
+
+# The readiness checks, by the name /readyz reports; each raises when not ready.
+CHECKS = (("redis", _check_redis), ("database", _check_database))
+
+
 async def readyz(request: Request) -> Response:
     """200 when Redis answers and the database could take a write; else 503 naming each."""
     state: AppState = request.app.state.inlet
     checks: dict[str, str] = {}
     problems = []
-    for name, check in (("redis", _check_redis), ("database", _check_database)):
+    for name, check in CHECKS:
         try:
             await run_in_threadpool(check, state)
             checks[name] = "ok"
         except Exception as exc:  # any failure means "not ready", and says which part
-            # The exception's type only: its text may hold a host name or a URL.
             log.warning("readiness: %s failed: %s", name, type(exc).__name__)
             checks[name] = "unavailable"
-            message = (
-                f"does not accept writes ({exc})"
-                if isinstance(exc, NotWritable)
-                else f"does not answer ({type(exc).__name__})"
-            )
-            problems.append({"index": None, "field": name, "message": message})
+            problems.append({"index": None, "field": name, "message": failure_message(exc)})
     if problems:
         names = " and ".join(str(p["field"]) for p in problems)
         raise errors.NotReady(
