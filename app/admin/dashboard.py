@@ -131,8 +131,7 @@ def _failed(failed: list[FailedJob] | None, csrf: str) -> str:
             f'<td class="num">{esc(job.events)}</td><td>{when(job.first_failure)}</td>'
             f'<td>{when(job.last_failure)}</td><td class="num">{job.attempts}</td>'
             f'<td class="err">{esc(job.error)}</td>'
-            f"<td>{button(f'/admin/failed/{job.job_id}/requeue', 'Requeue', csrf)} "
-            f'<a href="{link}">verdict, details, delete…</a></td></tr>'
+            f"<td>{button(f'/admin/failed/{job.job_id}/requeue', 'Requeue', csrf)}</td></tr>"
         )
     more = (
         f'<p class="muted">The newest {PAGE_FAILED_JOBS} of {len(failed)} are shown; '
@@ -141,10 +140,14 @@ def _failed(failed: list[FailedJob] | None, csrf: str) -> str:
         else ""
     )
     requeue_all = button("/admin/failed/requeue-all", "Requeue all failed jobs", csrf)
+    hint = (
+        '<p class="muted">A job\'s id opens its page: the verdict (transient or permanent, '
+        "the cause, what to do), the traceback, and Delete.</p>"
+    )
     head = "".join(f"<th>{esc(c)}</th>" for c in FAILED_COLUMNS)
     return (
         f'{card_labels("failed", FAILED_COLUMNS)}<table id="failed" class="cards">'
-        f"<tr>{head}</tr>{''.join(rows)}</table>{more}<p>{requeue_all}</p>"
+        f"<tr>{head}</tr>{''.join(rows)}</table>{more}{hint}<p>{requeue_all}</p>"
     )
 
 
