@@ -47,7 +47,7 @@ header{display:flex;flex-wrap:wrap;justify-content:space-between;align-items:bas
  table.cards tr{border:1px solid #ccc;border-radius:6px;margin:.5rem 0;padding:.3rem}
  table.cards td{border:0;padding:.15rem .3rem;text-align:left}
  table.cards td::before{color:#666;font-weight:600}
- .err{min-width:0}
+ .err{min-width:0}.strip{flex-direction:column;align-items:flex-start;gap:0;margin-bottom:.3rem}
 }
 """
 
