@@ -7,27 +7,23 @@ from contextlib import contextmanager
 
 import click
 import orjson
-from redis.exceptions import RedisError
 from rq import Queue
 
-from app.cli.common import load_settings
+from app.cli.common import load_settings, redis_for
 from app.ops import failed as service
-from app.queue import make_queue, make_redis
+from app.queue import make_queue
 from app.settings import Settings
 
 
 @contextmanager
 def queue_for(settings: Settings) -> Iterator[Queue]:
-    """The queue, with Redis and failed-job problems as one-line messages."""
-    redis = make_redis(settings.redis_url, timeout=10)
-    try:
-        yield make_queue(settings, redis)
-    except RedisError as exc:
-        raise click.ClickException(f"Redis is unavailable ({type(exc).__name__}: {exc})") from None
-    except service.FailedJobError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        redis.close()
+    """The queue (every Redis call bounded by INLET_REDIS_TIMEOUT), with Redis
+    and failed-job problems as one-line messages."""
+    with redis_for(settings) as redis:
+        try:
+            yield make_queue(settings, redis)
+        except service.FailedJobError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 def _when(value: object) -> str:

@@ -111,6 +111,11 @@ def _describe(job: Job, with_traceback: bool = False) -> FailedJob:
     )
 
 
+def describe(job: Job) -> FailedJob:
+    """A failed job's summary (its error line, attempts, times), without the traceback."""
+    return _describe(job)
+
+
 def list_failed(
     queue: Queue, partner: str | None = None, limit: int | None = None
 ) -> list[FailedJob]:
