@@ -211,7 +211,8 @@ def queue_state(queue: Queue, now: datetime | None = None) -> QueueState:
     """What is waiting, since when, what failed, and who is working on it."""
     now = now or datetime.now(UTC)
     oldest_age = None
-    oldest = queue.get_job_ids(0, 0)
+    # (offset, length): the first job is (0, 1). RQ 3 answers [] to a length of 0.
+    oldest = queue.get_job_ids(0, 1)
     if oldest:
         job = queue.fetch_job(oldest[0])
         if job is not None and job.enqueued_at is not None:
