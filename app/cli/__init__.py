@@ -9,6 +9,7 @@ from app.cli.common import setup_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="inlet", prog_name="inlet", message="%(prog)s %(version)s")
 def main() -> None:
     """Inlet: server-to-server event ingestion (Onside and Thrad wire formats)."""
     setup_logging()

@@ -53,8 +53,9 @@ def parse_when(value: str | None, option: str) -> datetime | None:
 @click.option("--until", help="Only events received before this time (ISO 8601, UTC).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many events.")
 def export(partner: str, since: str | None, until: str | None, limit: int | None) -> None:
-    """Write a partner's events to stdout as JSON Lines, oldest received first.
+    """Write a partner's events to stdout as JSON Lines.
 
+    Oldest received first.
     Both wire formats, merged by receive time; each line says its "source":
     "onside" (batch API) or "thrad" (Events API). Streams in constant memory;
     on a terminal, stderr shows a progress bar.

@@ -75,11 +75,30 @@ def list_(partner: str | None, as_json: bool) -> None:
     type=click.IntRange(min=0),
     help="How many of the batch's events to print.",
 )
-def show(job_id: str, count: int) -> None:
-    """The job's metadata, full traceback and the first events of its batch."""
+@click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON object.")
+def show(job_id: str, count: int, as_json: bool) -> None:
+    """One failed job: its metadata, full traceback and first events.
+
+    JOB_ID may be the start of the id (as `inlet failed list` prints it), as
+    long as only one failed job starts with it.
+    """
     settings = load_settings(database=False)
     with queue_for(settings) as queue:
         job, events = service.show_failed(queue, job_id, count)
+    if as_json:
+        meta = dict(job.meta)
+        click.echo(
+            orjson.dumps(
+                {
+                    **job.as_dict(),
+                    "requests": meta.pop("requests", None) or [],
+                    "meta": meta,
+                    "traceback": job.traceback,
+                    "first_events": events,
+                }
+            )
+        )
+        return
     for key, value in job.as_dict().items():
         click.echo(f"{key + ':':15} {_when(value)}")
     meta = dict(job.meta)
@@ -109,7 +128,10 @@ def show(job_id: str, count: int) -> None:
 @click.option("--all", "all_", is_flag=True, help="Every failed job (of --partner, if given).")
 @click.option("--partner", help="With --all: only this partner's jobs.")
 def requeue(job_id: str | None, all_: bool, partner: str | None) -> None:
-    """Put JOB_ID (or --all) back on the queue. Rows land once, whatever landed before."""
+    """Put a failed job (or --all) back on the queue.
+
+    JOB_ID may be the unambiguous start of the id. Rows land once, whatever part of the batch landed before.
+    """
     if bool(job_id) == all_:
         raise click.UsageError("give either a JOB_ID or --all")
     if partner and not all_:
@@ -118,6 +140,7 @@ def requeue(job_id: str | None, all_: bool, partner: str | None) -> None:
     retries = len(settings.retry_delays)
     with queue_for(settings) as queue:
         if job_id:
+            job_id = service.resolve_prefix(queue, job_id)
             service.requeue(queue, job_id, retries)
             click.echo(f"Requeued {job_id}.")
         else:
@@ -128,7 +151,10 @@ def requeue(job_id: str | None, all_: bool, partner: str | None) -> None:
 @failed.command()
 @click.argument("job_id")
 def delete(job_id: str) -> None:
-    """Drop a failed job and its batch for good (export or replay first if unsure)."""
+    """Drop a failed job and its batch for good.
+
+    Export or replay first if unsure: it cannot be undone.
+    """
     settings = load_settings(database=False)
     with queue_for(settings) as queue:
         service.delete(queue, job_id)

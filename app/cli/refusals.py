@@ -14,7 +14,7 @@ _COLUMNS = ("when", "status", "code", "request_id", "endpoint", "client", "event
 
 @click.group()
 def refusals() -> None:
-    """Requests the ingest endpoints refused (4xx): list and count them."""
+    """Refused ingest requests (4xx): list, count."""
 
 
 def _echo(found: list[service.Refusal], as_json: bool, empty: str) -> None:
@@ -49,8 +49,9 @@ def _echo(found: list[service.Refusal], as_json: bool, empty: str) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with all errors.")
 def list_(partner: str, since: str | None, limit: int, as_json: bool) -> None:
-    """A partner's refused requests, newest first, with their first errors.
+    """A partner's refused requests, newest first.
 
+    Each with its first errors.
     Kept INLET_REFUSALS_DAYS days, at most INLET_REFUSALS_PER_PARTNER per
     partner. Refusals without valid credentials are under `inlet refusals
     unauthenticated`.
@@ -74,8 +75,9 @@ def list_(partner: str, since: str | None, limit: int, as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def unauthenticated(client: str | None, since: str | None, limit: int, as_json: bool) -> None:
-    """Requests refused before a partner was known (401, failed-login 429), by client address.
+    """Refusals without a partner (401), by client address.
 
+    401s and failed-login 429s.
     They are kept apart from the partners' refusals, with the client address
     but without any part of the body.
     """
@@ -91,7 +93,10 @@ def unauthenticated(client: str | None, since: str | None, limit: int, as_json: 
 @click.option("--since", help="Count from this time (ISO 8601, UTC; to the hour).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def counts(partner: str | None, since: str | None, as_json: bool) -> None:
-    """Refusals by partner and error code, over the days the log keeps."""
+    """Refusals by partner and error code.
+
+    Over the days the log keeps (INLET_REFUSALS_DAYS), counted by the hour.
+    """
     start = parse_when(since, "--since")
     settings = load_settings(database=False)
     with redis_for(settings) as redis:
