@@ -134,7 +134,8 @@ def dev() -> None:
             click.echo(
                 f"\nThen, in another terminal: {inlet_command()} events export "
                 f"--partner {DEMO_PARTNER}\n"
-                f"(or `source {Path(sys.executable).parent / 'activate'}` first, then `inlet ...`)\n"
+                f"(or `source {Path(sys.executable).parent / 'activate'}` first, "
+                "then `inlet ...`)\n"
             )
         click.echo(
             f"Admin page: http://{settings.host}:{settings.port}/admin "

@@ -130,7 +130,8 @@ def show(job_id: str, count: int, as_json: bool) -> None:
 def requeue(job_id: str | None, all_: bool, partner: str | None) -> None:
     """Put a failed job (or --all) back on the queue.
 
-    JOB_ID may be the unambiguous start of the id. Rows land once, whatever part of the batch landed before.
+    JOB_ID may be the unambiguous start of the id. Rows land once, whatever
+    part of the batch landed before.
     """
     if bool(job_id) == all_:
         raise click.UsageError("give either a JOB_ID or --all")
