@@ -63,11 +63,12 @@ def test_replay_queues_valid_lines_and_rejects_the_rest_with_reasons(
     assert summary["lines"] == 7
     assert (summary["accepted"], summary["duplicate"], summary["rejected"]) == (2, 1, 4)
     assert summary["reasons"] == {
-        "event_id: must be a UUID version 4, e.g. 550e8400-e29b-41d4-a716-446655440000": 1,
+        "event_id: must be a UUID version 4, e.g. 550e8400-e29b-41d4-a716-446655440000, "
+        'not "not-a-uuid"': 1,
         "malformed JSON": 1,
         "must be a JSON object": 1,
-        "payload: must be a JSON object; event_datetime: must be an ISO 8601 date and time, "
-        "e.g. 2026-05-05T12:00:00Z": 1,
+        "payload: must be a JSON object, not a string; event_datetime: must be an ISO 8601 "
+        'date and time, e.g. 2026-05-05T12:00:00Z, not "yesterday"': 1,
     }
     assert [e["line"] for e in summary["examples"]] == [2, 3, 7, 8]
     drain()
