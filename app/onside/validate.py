@@ -306,7 +306,8 @@ def _validate_event(
         problems.add(
             index,
             "installation_id",
-            f"must be a UUID, e.g. 550e8400-e29b-41d4-a716-446655440000, not {echo(installation_id)}",
+            "must be a UUID, e.g. 550e8400-e29b-41d4-a716-446655440000, "
+            f"not {echo(installation_id)}",
         )
 
     if problems.count != before:
