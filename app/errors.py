@@ -127,8 +127,11 @@ def render(exc: ApiError) -> Response:
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    # For the request metrics: why this request was refused.
-    request_context(request).error_code = exc.code
+    # For the request metrics (the code) and the refusal log (all three).
+    context = request_context(request)
+    context.error_code = exc.code
+    context.error_message = exc.message
+    context.errors = exc.errors
     return render(exc)
 
 

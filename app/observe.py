@@ -15,13 +15,18 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import errors
-from app.ops import metrics, stats
+from app.ops import metrics, refusals, stats
+from app.request.client import client_address, forwarded_for
 from app.request.context import SCOPE_KEY, RequestContext
+from app.settings import Settings
+from app.thrad.validate import derive_tag_id
 
 log = logging.getLogger("inlet.observe")
 access_log = logging.getLogger("inlet.access")
@@ -124,6 +129,69 @@ class ObserveRequests:
         if state is None or reason == "unavailable":
             return
         try:
-            await run_in_threadpool(stats.record, state.redis, partner, stats.REJECTED, 1, reason)
+            await run_in_threadpool(
+                _record_refusal, state, scope, context, route.counts_as, status, reason
+            )
         except Exception:  # counts are best effort; the response is already sent
             log.debug("stats not recorded", exc_info=True)
+
+
+def _record_refusal(
+    state: Any, scope: Scope, context: RequestContext, endpoint: str, status: int, reason: str
+) -> None:
+    """Count the refusal, and keep a 4xx in the refusal log: one round trip.
+
+    Runs in a worker thread once the response is sent, so parsing the body
+    for its event ids (up to a megabyte) and the write cost the client no
+    wait; a Redis error loses the entry and the count, nothing else.
+    """
+    partner = context.partner
+    pipe = state.redis.pipeline(transaction=False)
+    stats.add(pipe, partner, stats.REJECTED, 1, reason)
+    if 400 <= status < 500 and state.settings.refusal_log:
+        pipe_refusal(pipe, state.settings, scope, context, endpoint, status, reason)
+    try:
+        pipe.execute()
+    except RedisError as exc:
+        log.debug("refusal not recorded: %s", type(exc).__name__)
+
+
+def pipe_refusal(
+    pipe: Any,
+    settings: Settings,
+    scope: Scope,
+    context: RequestContext,
+    endpoint: str,
+    status: int,
+    reason: str,
+) -> None:
+    headers = Headers(scope=scope)
+    peer = scope.get("client")
+    client = client_address(
+        peer[0] if peer else None, forwarded_for(headers), settings.trusted_proxies
+    )
+    partner = context.partner
+    events: list[refusals.EventRef] = []
+    excerpt = ""
+    # Anyone can be refused without credentials: only an authenticated
+    # partner's body is looked at.
+    if partner is not None and context.body is not None:
+        excerpt = refusals.redacted_excerpt(context.body)
+        if endpoint == "onside":
+            events = refusals.onside_events(context.body)
+        else:
+            events = refusals.thrad_events(
+                context.body, lambda event: derive_tag_id(event, headers)
+            )
+    fields = refusals.entry_for(
+        request_id=context.request_id,
+        endpoint=endpoint,
+        status=status,
+        code=reason,
+        message=context.error_message or "",
+        errors=context.errors,
+        client=client,
+        events=events,
+        excerpt=excerpt,
+    )
+    refusals.add(pipe, settings, partner, fields)

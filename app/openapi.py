@@ -73,10 +73,21 @@ SCHEMAS: dict[str, JsonSchema] = {
             "index": {
                 "type": ["integer", "null"],
                 "minimum": 0,
-                "description": "The event's position in the batch; null for the whole body.",
+                "description": (
+                    "The event's position in the batch, counted from 0 like the "
+                    "array (the third event is 2); null for the whole body, and "
+                    "always null for a Thrad event."
+                ),
             },
             "field": {"type": ["string", "null"]},
-            "message": {"type": "string"},
+            "message": {
+                "type": "string",
+                "description": (
+                    "What is wrong, with a short excerpt of the refused value where it "
+                    "helps (at most 40 characters, control characters as ?; never a "
+                    'payload\'s content), e.g. `must be a UUID version 4, ..., not "not-a-uuid"`.'
+                ),
+            },
         },
         "additionalProperties": False,
     },

@@ -137,6 +137,19 @@ SETTINGS: tuple[Setting, ...] = (
         "request), to send a whole request head; a slower one gets 408.",
     ),
     Setting(
+        "INLET_REFUSALS_DAYS",
+        "7",
+        "Days the refusal log keeps an ingest endpoint's 4xx answers (per partner, "
+        "and apart for unauthenticated ones by client address); see docs/support.md.",
+    ),
+    Setting(
+        "INLET_REFUSALS_PER_PARTNER",
+        "10000",
+        "Most refusals the log keeps per partner (and for all unauthenticated "
+        "clients together); the older ones go first, whichever of this and "
+        "INLET_REFUSALS_DAYS is reached first.",
+    ),
+    Setting(
         "INLET_KEEP_ALIVE_TIMEOUT",
         "5",
         "Seconds `inlet web` keeps an idle keep-alive connection open.",
@@ -249,10 +262,15 @@ class Settings:
     max_head_bytes: int = 32768
     max_headers: int = 100
     head_timeout: float = 10.0
+    refusals_days: int = 7
+    refusals_per_partner: int = 10_000
     geoip_database: Path | None = None
     metrics_dir: Path = Path("var/metrics")
     admin_session_hours: float = 12.0
     queue_name: str = "inlet"
+    # Not an environment setting: the bench turns the refusal log off to
+    # measure what it costs.
+    refusal_log: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -296,6 +314,10 @@ class Settings:
                 max_head_bytes=_at_least(get("INLET_MAX_HEAD_BYTES"), 1024, "INLET_MAX_HEAD_BYTES"),
                 max_headers=_at_least(get("INLET_MAX_HEADERS"), 10, "INLET_MAX_HEADERS"),
                 head_timeout=_positive(get("INLET_HEAD_TIMEOUT"), "INLET_HEAD_TIMEOUT"),
+                refusals_days=_positive_int(get("INLET_REFUSALS_DAYS"), "INLET_REFUSALS_DAYS"),
+                refusals_per_partner=_positive_int(
+                    get("INLET_REFUSALS_PER_PARTNER"), "INLET_REFUSALS_PER_PARTNER"
+                ),
                 geoip_database=_geoip_path(get("INLET_GEOIP_DATABASE")),
                 metrics_dir=Path(get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve(),
                 admin_session_hours=_positive(
@@ -358,6 +380,8 @@ class Settings:
             "INLET_MAX_HEAD_BYTES": str(self.max_head_bytes),
             "INLET_MAX_HEADERS": str(self.max_headers),
             "INLET_HEAD_TIMEOUT": str(self.head_timeout),
+            "INLET_REFUSALS_DAYS": str(self.refusals_days),
+            "INLET_REFUSALS_PER_PARTNER": str(self.refusals_per_partner),
             "INLET_LOG_LEVEL": self.log_level,
             "INLET_AUTH_FAILURE_LIMIT": str(self.auth_failure_limit),
             "INLET_BODY_TIMEOUT": str(self.body_timeout),

@@ -227,3 +227,38 @@ def test_both_paths_store_the_same_utc_datetime(value: str) -> None:
         [event] = validate_batch(raw, 1000)
         assert event["event_datetime"] == expected.isoformat()
         assert [event] == validate_events(orjson.loads(raw)["events"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "echoed"),
+    [
+        ("event_id", "not-a-uuid", 'not "not-a-uuid"'),
+        (
+            "event_id",
+            "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+            'not "6ba7b810-9dad-11d1-80b4-00c04fd430c8" (a version 1 UUID)',
+        ),
+        ("installation_id", 42, "not 42"),
+        ("event_datetime", "yesterday\r\nX-Injected: 1", 'not "yesterday??X-Injected: 1"'),
+        ("event_name", ["a"], "not an array"),
+        ("payload", "card=4111111111111111", "not a string"),
+    ],
+)
+def test_messages_echo_a_short_safe_excerpt_of_the_bad_value(
+    field: str, value: Any, echoed: str
+) -> None:
+    """Event 3 of 5 is index 2 (0-based, like the array); its message says what came."""
+    events = [copy.deepcopy(VALID) for _ in range(5)]
+    events[2][field] = value
+    [problem] = problems(orjson.dumps({"events": events}))
+    assert (problem["index"], problem["field"]) == (2, field)
+    assert problem["message"].endswith(echoed), problem["message"]
+    assert "4111" not in problem["message"]  # a payload's content is never echoed
+
+
+def test_an_echoed_value_is_bounded_and_printable() -> None:
+    events = [{**VALID, "event_id": "\x1b[31m" + "x" * 5000}]
+    [problem] = problems(orjson.dumps({"events": events}))
+    excerpt = problem["message"].split(", not ", 1)[1]
+    assert len(excerpt) <= 42 and excerpt.endswith('…"')
+    assert all(ch.isprintable() for ch in problem["message"])

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from redis import Redis
 from sqlalchemy.engine import Engine
+from starlette.testclient import TestClient
 
 from app import queue as q
+from app.credentials.admins import NewAdmin
 from app.credentials.partners import NewPartner, create_partner
+from app.main import create_app
 from app.ops import failed
 from app.settings import Settings
+from tests.api import basic_auth
 from tests.cli_runner import run_cli
 from tests.events import onside_event
 from tests.queued import enqueue, event_ids, unreachable
+from tests.test_health import scrape
 
 
 def failed_rows(settings: Settings, *args: str) -> list[dict]:
@@ -186,3 +191,24 @@ def test_list_can_be_limited_to_the_newest_failures(
     newest = failed.list_failed(queue, limit=2)
     assert len(newest) == 2 and {job.job_id for job in newest} <= set(ids)
     assert newest == sorted(newest, key=lambda job: job.last_failure, reverse=True)
+
+
+def test_oldest_waiting_job_is_read_from_real_jobs(
+    settings: Settings, redis: Redis, partner: NewPartner, admin: NewAdmin
+) -> None:
+    """Three waiting jobs: the oldest one's age, never "none waiting" (RQ 3's
+    ``get_job_ids(0, 0)`` is [], which hid it everywhere)."""
+    queue = q.make_queue(settings, redis)
+    assert failed.queue_state(queue).oldest_age_seconds is None
+    first = enqueue(settings, redis, partner, [onside_event(1)])
+    for n in (2, 3):
+        enqueue(settings, redis, partner, [onside_event(n)])
+    enqueued_at = queue.fetch_job(first).enqueued_at.replace(tzinfo=UTC)
+    state = failed.queue_state(queue, now=enqueued_at + timedelta(seconds=42))
+    assert (state.depth, state.oldest_age_seconds) == (3, 42.0)
+    with TestClient(create_app(settings)) as client:
+        metrics = scrape(client, admin)
+        page = client.get("/admin", headers=basic_auth(admin)).text
+    assert metrics[("inlet_queue_depth", frozenset())] == 3
+    assert metrics[("inlet_queue_oldest_job_age_seconds", frozenset())] > 0
+    assert "none waiting" not in page

@@ -10,13 +10,18 @@ import orjson
 import sqlalchemy as sa
 from redis import Redis
 from sqlalchemy.engine import Engine
+from starlette.testclient import TestClient
 
+from app.credentials.api_keys import create_api_key
 from app.credentials.partners import NewPartner, create_partner
 from app.db import events as events_table
+from app.db import thrad_events
+from app.main import create_app
+from app.ops.replay import ONE_EVENT_PER_LINE
 from app.settings import Settings
 from tests.cli_runner import run_cli
 from tests.events import onside_event
-from tests.queued import event_ids
+from tests.queued import enqueue, event_ids
 
 
 def write_lines(path: Path, lines: list[bytes | dict]) -> Path:
@@ -58,11 +63,12 @@ def test_replay_queues_valid_lines_and_rejects_the_rest_with_reasons(
     assert summary["lines"] == 7
     assert (summary["accepted"], summary["duplicate"], summary["rejected"]) == (2, 1, 4)
     assert summary["reasons"] == {
-        "event_id: must be a UUID version 4, e.g. 550e8400-e29b-41d4-a716-446655440000": 1,
+        "event_id: must be a UUID version 4, e.g. 550e8400-e29b-41d4-a716-446655440000, "
+        'not "not-a-uuid"': 1,
         "malformed JSON": 1,
         "must be a JSON object": 1,
-        "payload: must be a JSON object; event_datetime: must be an ISO 8601 date and time, "
-        "e.g. 2026-05-05T12:00:00Z": 1,
+        "payload: must be a JSON object, not a string; event_datetime: must be an ISO 8601 "
+        'date and time, e.g. 2026-05-05T12:00:00Z, not "yesterday"': 1,
     }
     assert [e["line"] for e in summary["examples"]] == [2, 3, 7, 8]
     drain()
@@ -177,27 +183,80 @@ def test_export_since_until_selects_by_receive_time(
     assert "--since" in bad.stderr
 
 
-def test_thrad_lines_of_an_export_are_named_as_such(
+def test_an_exports_thrad_rows_are_replayed_once(
     settings: Settings,
     redis: Redis,
     partner: NewPartner,
+    drain: Callable[..., None],
+    engine: Engine,
     tmp_path: Path,
 ) -> None:
-    """A mixed export replays its Onside lines and says why it skips the Thrad ones."""
+    """Thrad rows of an export come back as they were (key fields, params, address),
+    with and without event_id, and a second replay stores nothing twice."""
+    key = create_api_key(engine, settings.secret_key, partner.name, "billing")
+    with TestClient(create_app(settings), client=("203.0.113.9", 5000)) as client:
+        for body in (
+            {"tag_id": "t1", "event_id": "e1", "event_name": "a", "params": {"n": 1}},
+            {"tag_id": "t1", "event_name": "b", "timestamp": 1748275200},
+        ):
+            sent = client.post(
+                "/v1/api/collect",
+                content=orjson.dumps(body),
+                headers={"Authorization": f"Bearer {key.api_key}"},
+            )
+            assert sent.status_code == 204
+    enqueue(settings, redis, partner, [onside_event(1)])
+    drain()
+    exported = run_cli(settings, "events", "export", "--partner", "acme").stdout
+    before = sorted(
+        (r["tag_id"], r.get("event_id") or "", r["event_name"], r["timestamp"], r["ip_address"],
+         orjson.dumps(r["params"], option=orjson.OPT_SORT_KEYS))
+        for r in map(orjson.loads, exported.splitlines()) if r["source"] == "thrad"
+    )  # fmt: skip
+    path = tmp_path / "export.jsonl"
+    path.write_text(exported)
+    assert replay_json(settings, path)["duplicate"] == 3  # all stored already
+    with engine.begin() as conn:
+        conn.execute(sa.delete(thrad_events))
+    first = replay_json(settings, path)
+    assert (first["accepted"], first["duplicate"], first["rejected"]) == (2, 1, 0)
+    drain()
+    second = replay_json(settings, path)
+    assert (second["accepted"], second["duplicate"]) == (0, 3)
+    drain()
+    with engine.connect() as conn:
+        rows = list(conn.execute(sa.select(thrad_events)))
+    after = sorted(
+        (r.tag_id, r.event_id or "", r.event_name, r.event_timestamp, r.ip_address,
+         orjson.dumps(r.params, option=orjson.OPT_SORT_KEYS))
+        for r in rows
+    )  # fmt: skip
+    assert after == before and len(rows) == 2
+
+
+def test_thrad_rows_need_an_api_key_of_the_partner(
+    settings: Settings, redis: Redis, partner: NewPartner, tmp_path: Path
+) -> None:
     path = write_lines(
-        tmp_path / "mixed.jsonl",
-        [
-            {**onside_event(1), "source": "onside"},
-            {
-                "source": "thrad",
-                "event_name": "items_added",
-                "event_id": "evt_42",
-                "channel": "server",
-            },
-        ],
+        tmp_path / "thrad.jsonl",
+        [{"source": "thrad", "event_name": "items_added", "event_id": "evt_42"}],
     )
-    summary = replay_json(settings, path)
-    assert (summary["accepted"], summary["rejected"]) == (1, 1)
-    assert summary["reasons"] == {
-        "a Thrad event (source: thrad): replay takes Onside events only": 1
-    }
+    out = run_cli(settings, "replay", str(path), "--partner", "acme", expect=1)
+    assert "no active API key" in out.stdout
+    assert "every line (1) was rejected" in out.stderr
+
+
+def test_a_whole_batch_on_one_line_gets_one_clear_error_and_exit_1(
+    settings: Settings, redis: Redis, partner: NewPartner, tmp_path: Path
+) -> None:
+    path = write_lines(
+        tmp_path / "bodies.jsonl",
+        [{"events": [onside_event(1), onside_event(2)]}, b"{not json"],
+    )
+    out = run_cli(settings, "replay", str(path), "--partner", "acme", "--json", expect=1)
+    summary = orjson.loads(out.stdout)
+    assert summary["reasons"] == {ONE_EVENT_PER_LINE: 1, "malformed JSON": 1}
+    assert "is required" not in out.stdout
+    # One good line among bad ones: a partial replay, exit 0.
+    mixed = write_lines(tmp_path / "mixed.jsonl", [onside_event(1), b"{not json"])
+    assert replay_json(settings, mixed)["accepted"] == 1

@@ -118,6 +118,8 @@ def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
         "INLET_MAX_HEAD_BYTES": "4096",
         "INLET_MAX_HEADERS": "12",
         "INLET_HEAD_TIMEOUT": "2.5",
+        "INLET_REFUSALS_DAYS": "3",
+        "INLET_REFUSALS_PER_PARTNER": "250",
         "INLET_LOG_LEVEL": "debug",
         "INLET_AUTH_FAILURE_LIMIT": "3/hour",
         "INLET_BODY_TIMEOUT": "1.5",

@@ -42,17 +42,32 @@ def test_unknown_fields_are_ignored_and_nulls_count_as_absent() -> None:
         ({"event_name": None}, [("event_name", "is required")]),
         ({"event_name": ""}, [("event_name", "must not be empty")]),
         ({"event_name": "  "}, [("event_name", "must not be empty")]),
-        ({"event_name": 7}, [("event_name", "must be a string")]),
+        ({"event_name": 7}, [("event_name", "must be a string, not a number")]),
         *[
-            ({"event_name": "x", field: 1}, [(field, "must be a string")])
+            ({"event_name": "x", field: 1}, [(field, "must be a string, not a number")])
             for field in THRAD_STRING_FIELDS
         ],
-        ({"event_name": "x", "timestamp": "1748275200"}, [("timestamp", "must be a number")]),
-        ({"event_name": "x", "timestamp": True}, [("timestamp", "must be a number")]),
-        ({"event_name": "x", "view_time_ms": [1]}, [("view_time_ms", "must be a number")]),
-        ({"event_name": "x", "consent": "yes"}, [("consent", "must be a JSON object")]),
-        ({"event_name": "x", "consent": [True]}, [("consent", "must be a JSON object")]),
-        ({"event_name": "x", "params": "a=b"}, [("params", "must be a JSON object")]),
+        (
+            {"event_name": "x", "timestamp": "1748275200"},
+            [("timestamp", "must be a number, not a string")],
+        ),
+        (
+            {"event_name": "x", "timestamp": True},
+            [("timestamp", "must be a number, not a boolean")],
+        ),
+        (
+            {"event_name": "x", "view_time_ms": [1]},
+            [("view_time_ms", "must be a number, not an array")],
+        ),
+        (
+            {"event_name": "x", "consent": "yes"},
+            [("consent", "must be a JSON object, not a string")],
+        ),
+        (
+            {"event_name": "x", "consent": [True]},
+            [("consent", "must be a JSON object, not an array")],
+        ),
+        ({"event_name": "x", "params": "a=b"}, [("params", "must be a JSON object, not a string")]),
         (
             {"event_name": "x", "params": {"k": "a\x00b"}},
             [("params", "must not contain the character \\u0000")],
@@ -62,8 +77,8 @@ def test_unknown_fields_are_ignored_and_nulls_count_as_absent() -> None:
             {"tag_id": 1, "params": []},
             [
                 ("event_name", "is required"),
-                ("tag_id", "must be a string"),
-                ("params", "must be a JSON object"),
+                ("tag_id", "must be a string, not a number"),
+                ("params", "must be a JSON object, not an array"),
             ],
         ),
     ],

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from app.cli import admin, dev, events, failed, keys, partners, replay, serve
+from app.cli import admin, dev, events, failed, keys, partners, refusals, replay, serve
 from app.cli.common import setup_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="inlet", prog_name="inlet", message="%(prog)s %(version)s")
 def main() -> None:
     """Inlet: server-to-server event ingestion (Onside and Thrad wire formats)."""
     setup_logging()
@@ -20,5 +21,6 @@ main.add_command(keys.keys)
 main.add_command(failed.failed)
 main.add_command(admin.admin)
 main.add_command(replay.replay)
+main.add_command(refusals.refusals)
 for command in (serve.migrate, serve.web, serve.worker, dev.dev):
     main.add_command(command)

@@ -18,7 +18,10 @@ def admin() -> None:
 @click.argument("username")
 @click.option("--json", "as_json", is_flag=True, help="Print the credentials as one JSON object.")
 def create(username: str, as_json: bool) -> None:
-    """Create an admin user and print a generated password (shown this once only)."""
+    """Create an admin user with a generated password.
+
+    The password is printed this once only.
+    """
     settings = load_settings()
     with engine_for(settings) as engine:
         try:
@@ -34,12 +37,23 @@ def create(username: str, as_json: bool) -> None:
 
 
 @admin.command("list")
-def list_() -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_(as_json: bool) -> None:
     """List admin users (never their passwords)."""
     settings = load_settings()
     with engine_for(settings) as engine:
-        for row in service.list_admins(engine):
+        rows = service.list_admins(engine)
+    if rows and not as_json:
+        click.echo("username\tcreated_at")
+    for row in rows:
+        if as_json:
+            click.echo(
+                orjson.dumps({"username": row.username, "created_at": row.created_at.isoformat()})
+            )
+        else:
             click.echo(f"{row.username}\t{row.created_at:%Y-%m-%d %H:%M}")
+    if not rows and not as_json:
+        click.echo("No admin users yet: `inlet admin create NAME`.", err=True)
 
 
 @admin.command()

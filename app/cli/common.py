@@ -9,12 +9,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
+from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 
 from app.credentials.partners import PartnerError
 from app.db import make_engine
 from app.errors import ConfigError
 from app.migrations import SchemaError, require_current_schema
+from app.queue import make_redis
 from app.settings import Settings, database_url_from_env, parse_log_level
 
 
@@ -60,3 +63,21 @@ def operator_errors() -> Iterator[None]:
         yield
     except (PartnerError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@contextmanager
+def redis_for(settings: Settings) -> Iterator[Redis]:
+    """A Redis client whose every call gives up after INLET_REDIS_TIMEOUT
+    seconds (2 by default), with Redis trouble as a one-line message.
+
+    A support person at a terminal must learn "Redis is unavailable" in
+    seconds, not after a hung socket's minutes: a stopped (SIGSTOPped,
+    partitioned) Redis accepts the connection and never answers.
+    """
+    redis = make_redis(settings.redis_url, timeout=settings.redis_timeout)
+    try:
+        yield redis
+    except RedisError as exc:
+        raise click.ClickException(f"Redis is unavailable ({type(exc).__name__}: {exc})") from None
+    finally:
+        redis.close()

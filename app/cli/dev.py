@@ -86,13 +86,30 @@ def curl_example(settings: Settings, creds: dict[str, str]) -> str:
     )
 
 
+def inlet_command() -> str:
+    """How to run `inlet` from another terminal: ``inlet`` when it is on PATH and
+    is this one, else its path in the virtualenv (relative when under here)."""
+    own = Path(sys.executable).parent / "inlet"
+    found = shutil.which("inlet")
+    if found and Path(found).resolve() == own.resolve():
+        return "inlet"
+    try:
+        return str(own.relative_to(Path.cwd()))
+    except ValueError:
+        return str(own)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 @click.command()
 def dev() -> None:
-    """Start embedded Redis (unless REDIS_URL is set), migrate, then web + worker."""
+    """Run it all locally: Redis, migrations, web, worker.
+
+    Starts the embedded Redis (unless REDIS_URL is set), migrates, then runs
+    web + worker until Ctrl-C.
+    """
     signal.signal(signal.SIGTERM, _interrupt)
     env = dict(os.environ)
     redis = None
@@ -114,10 +131,15 @@ def dev() -> None:
             click.echo(curl_example(settings, creds))
             click.echo("\nOr a single event in Thrad's format:\n")
             click.echo(thrad_curl_example(settings, demo_api_key(settings, creds)))
-            click.echo(f"\nThen: inlet events export --partner {DEMO_PARTNER}\n")
+            click.echo(
+                f"\nThen, in another terminal: {inlet_command()} events export "
+                f"--partner {DEMO_PARTNER}\n"
+                f"(or `source {Path(sys.executable).parent / 'activate'}` first, "
+                "then `inlet ...`)\n"
+            )
         click.echo(
             f"Admin page: http://{settings.host}:{settings.port}/admin "
-            "(a login: .venv/bin/inlet admin create YOUR_NAME)\n"
+            f"(a login: {inlet_command()} admin create YOUR_NAME)\n"
         )
         # The venv's bin first, so the Procfile's `inlet` is this one.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

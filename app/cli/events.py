@@ -14,9 +14,11 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Result
 
-from app.cli.common import engine_for, load_settings, operator_errors
+from app.cli.common import engine_for, load_settings, operator_errors, redis_for
 from app.credentials import partners as service
 from app.onside.export import onside_export_row, onside_query
+from app.ops.find import Found, find_events
+from app.queue import make_queue
 from app.request.jsonchecks import parse_datetime
 from app.thrad.export import thrad_export_row, thrad_query
 
@@ -30,7 +32,7 @@ def iso_utc(value: datetime) -> str:
 
 @click.group()
 def events() -> None:
-    """Read stored events."""
+    """Read stored events; find where an event is."""
 
 
 def parse_when(value: str | None, option: str) -> datetime | None:
@@ -51,8 +53,9 @@ def parse_when(value: str | None, option: str) -> datetime | None:
 @click.option("--until", help="Only events received before this time (ISO 8601, UTC).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many events.")
 def export(partner: str, since: str | None, until: str | None, limit: int | None) -> None:
-    """Write a partner's events to stdout as JSON Lines, oldest received first.
+    """Write a partner's events to stdout as JSON Lines.
 
+    Oldest received first.
     Both wire formats, merged by receive time; each line says its "source":
     "onside" (batch API) or "thrad" (Events API). Streams in constant memory;
     on a terminal, stderr shows a progress bar.
@@ -123,3 +126,105 @@ def _count(engine: Any, *queries_and_limit: Any) -> int:
 
 def _stream(conn: Connection, query: sa.Select[Any]) -> Result[Any]:
     return conn.execution_options(stream_results=True, yield_per=1000).execute(query)
+
+
+@events.command()
+@click.option("--partner", required=True, help="The partner who sent the event.")
+@click.option("--event-id", help="The event's event_id (Onside's UUID, or Thrad's).")
+@click.option("--installation-id", help="Every Onside event of this installation_id.")
+@click.option("--tag-id", help="Thrad events of this tag_id (with --event-id: that one event).")
+@click.option(
+    "--since", help="Only what arrived at or after this time (ISO 8601, UTC), e.g. with --tag-id."
+)
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="At most this many matches in each place.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per match, per line.")
+def find(
+    partner: str,
+    event_id: str | None,
+    installation_id: str | None,
+    tag_id: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Where an event is: stored, queued, failed, refused, or not found.
+
+    Give --event-id, --installation-id or --tag-id. Looks in SQL, in the
+    queue (waiting, retrying, running), in the failed jobs and in the
+    refusal log (the 4xx answers of the last INLET_REFUSALS_DAYS days), and
+    prints one block per match (or one JSON line with --json).
+    """
+    if event_id is None and installation_id is None and tag_id is None:
+        raise click.UsageError("give --event-id, --installation-id or --tag-id")
+    if event_id is not None and installation_id is not None:
+        raise click.UsageError("give --event-id or --installation-id, not both")
+    if installation_id is not None and tag_id is not None:
+        raise click.UsageError("--installation-id is Onside's, --tag-id Thrad's: give one")
+    start = parse_when(since, "--since")
+    settings = load_settings()
+    with engine_for(settings) as engine, operator_errors(), redis_for(settings) as redis:
+        found = find_events(
+            engine,
+            make_queue(settings, redis),
+            partner,
+            event_id=event_id,
+            installation_id=installation_id,
+            tag_id=tag_id,
+            since=start,
+            limit=limit,
+        )
+    for number, item in enumerate(found):
+        if as_json:
+            click.echo(orjson.dumps(item.to_json()))
+        else:
+            if number:
+                click.echo()
+            click.echo(describe_found(item))
+
+
+def describe_found(item: Found) -> str:
+    """A match as a few lines for a person: the verdict first, then the facts."""
+    data = item.to_json()
+    ident = " ".join(
+        f"{key}={data[key]}"
+        for key in ("event_id", "tag_id", "installation_id")
+        if data[key] is not None
+    )
+    lines = [f"{item.where.upper()}  {item.source or ''} {ident}".rstrip()]
+    if item.where == "stored":
+        lines.append(f"  received_at: {data['received_at']}  (stored by job {item.job_id or '-'})")
+        lines.append(f"  row: {orjson.dumps(item.row).decode()}")
+    elif item.where == "queued":
+        place = {
+            "queued": f"waiting in the queue at position {item.position} (0 = next)",
+            "scheduled": "waiting for a retry (it failed once for a transient reason)",
+            "started": "being stored by a worker right now",
+        }.get(item.state or "", item.state or "")
+        lines.append(f"  job {item.job_id}: {place}, queued {data['age_seconds']} s ago")
+        lines.append(f"  received_at: {data['received_at']}")
+    elif item.where == "failed":
+        lines.append(f"  job {item.job_id} failed: {item.error}")
+        lines.append(f"  next: inlet failed show {item.job_id}   (then requeue it once fixed)")
+    elif item.where == "refused" and item.refusal is not None:
+        r = item.refusal
+        lines.append(
+            f"  {r['when']}  {r['status']} {r['code']}: {r['message']}  (request {r['request_id']})"
+        )
+        for error in r["errors"]:
+            where = "whole request" if error.get("index") is None else f"index {error['index']}"
+            lines.append(f"  - {where}, {error.get('field') or '-'}: {error.get('message')}")
+        if not r["errors"] and r["errors_total"]:
+            lines.append(f"  (none of the {r['errors_total']} error entries kept concern it)")
+    else:
+        lines.append(
+            "  not stored, not queued, not in a failed job, not refused in the last "
+            "INLET_REFUSALS_DAYS days: Inlet never received it (check the partner's logs "
+            "for the request and its X-Request-ID)"
+        )
+    return "\n".join(lines)

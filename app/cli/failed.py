@@ -7,27 +7,23 @@ from contextlib import contextmanager
 
 import click
 import orjson
-from redis.exceptions import RedisError
 from rq import Queue
 
-from app.cli.common import load_settings
+from app.cli.common import load_settings, redis_for
 from app.ops import failed as service
-from app.queue import make_queue, make_redis
+from app.queue import make_queue
 from app.settings import Settings
 
 
 @contextmanager
 def queue_for(settings: Settings) -> Iterator[Queue]:
-    """The queue, with Redis and failed-job problems as one-line messages."""
-    redis = make_redis(settings.redis_url, timeout=10)
-    try:
-        yield make_queue(settings, redis)
-    except RedisError as exc:
-        raise click.ClickException(f"Redis is unavailable ({type(exc).__name__}: {exc})") from None
-    except service.FailedJobError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        redis.close()
+    """The queue (every Redis call bounded by INLET_REDIS_TIMEOUT), with Redis
+    and failed-job problems as one-line messages."""
+    with redis_for(settings) as redis:
+        try:
+            yield make_queue(settings, redis)
+        except service.FailedJobError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 def _when(value: object) -> str:
@@ -79,11 +75,30 @@ def list_(partner: str | None, as_json: bool) -> None:
     type=click.IntRange(min=0),
     help="How many of the batch's events to print.",
 )
-def show(job_id: str, count: int) -> None:
-    """The job's metadata, full traceback and the first events of its batch."""
+@click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON object.")
+def show(job_id: str, count: int, as_json: bool) -> None:
+    """One failed job: its metadata, full traceback and first events.
+
+    JOB_ID may be the start of the id (as `inlet failed list` prints it), as
+    long as only one failed job starts with it.
+    """
     settings = load_settings(database=False)
     with queue_for(settings) as queue:
         job, events = service.show_failed(queue, job_id, count)
+    if as_json:
+        meta = dict(job.meta)
+        click.echo(
+            orjson.dumps(
+                {
+                    **job.as_dict(),
+                    "requests": meta.pop("requests", None) or [],
+                    "meta": meta,
+                    "traceback": job.traceback,
+                    "first_events": events,
+                }
+            )
+        )
+        return
     for key, value in job.as_dict().items():
         click.echo(f"{key + ':':15} {_when(value)}")
     meta = dict(job.meta)
@@ -113,7 +128,11 @@ def show(job_id: str, count: int) -> None:
 @click.option("--all", "all_", is_flag=True, help="Every failed job (of --partner, if given).")
 @click.option("--partner", help="With --all: only this partner's jobs.")
 def requeue(job_id: str | None, all_: bool, partner: str | None) -> None:
-    """Put JOB_ID (or --all) back on the queue. Rows land once, whatever landed before."""
+    """Put a failed job (or --all) back on the queue.
+
+    JOB_ID may be the unambiguous start of the id. Rows land once, whatever
+    part of the batch landed before.
+    """
     if bool(job_id) == all_:
         raise click.UsageError("give either a JOB_ID or --all")
     if partner and not all_:
@@ -122,6 +141,7 @@ def requeue(job_id: str | None, all_: bool, partner: str | None) -> None:
     retries = len(settings.retry_delays)
     with queue_for(settings) as queue:
         if job_id:
+            job_id = service.resolve_prefix(queue, job_id)
             service.requeue(queue, job_id, retries)
             click.echo(f"Requeued {job_id}.")
         else:
@@ -132,7 +152,10 @@ def requeue(job_id: str | None, all_: bool, partner: str | None) -> None:
 @failed.command()
 @click.argument("job_id")
 def delete(job_id: str) -> None:
-    """Drop a failed job and its batch for good (export or replay first if unsure)."""
+    """Drop a failed job and its batch for good.
+
+    Export or replay first if unsure: it cannot be undone.
+    """
     settings = load_settings(database=False)
     with queue_for(settings) as queue:
         service.delete(queue, job_id)

@@ -52,6 +52,8 @@ def list_(partner: str, as_json: bool) -> None:
     settings = load_settings()
     with engine_for(settings) as engine, operator_errors():
         rows = service.list_api_keys(engine, partner)
+    if rows and not as_json:
+        click.echo("key_id\tlabel\tstatus\tcreated_at")
     for row in rows:
         status = "revoked" if row.revoked_at else "active"
         if as_json:
@@ -74,7 +76,10 @@ def list_(partner: str, as_json: bool) -> None:
 @keys.command()
 @click.argument("key_id")
 def revoke(key_id: str) -> None:
-    """Revoke the key KEY_ID (as `inlet keys list` shows it); it stops working within seconds."""
+    """Revoke an API key; it stops working within seconds.
+
+    KEY_ID as `inlet keys list` shows it.
+    """
     settings = load_settings()
     with engine_for(settings) as engine, operator_errors():
         service.revoke_api_key(engine, key_id)

@@ -22,7 +22,10 @@ def partners() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the credentials as one JSON object.")
 def create(name: str, rate_limit: str | None, as_json: bool) -> None:
-    """Create a partner and print its credentials (shown this once only)."""
+    """Create a partner and print its credentials.
+
+    They are shown this once only.
+    """
     settings = load_settings()
     with engine_for(settings) as engine, operator_errors():
         new = service.create_partner(engine, settings.secret_key, name, rate_limit)
@@ -53,6 +56,8 @@ def list_(as_json: bool) -> None:
     settings = load_settings()
     with engine_for(settings) as engine:
         rows = service.list_partners(engine)
+    if rows and not as_json:
+        click.echo("name\tusername\trate_limit\tstatus\tcreated_at")
     for row in rows:
         limit = row.rate_limit or f"{settings.rate_limit} (default)"
         status = "revoked" if row.revoked_at else "active"
@@ -79,7 +84,7 @@ def list_(as_json: bool) -> None:
 @partners.command()
 @click.argument("name")
 def revoke(name: str) -> None:
-    """Revoke a partner's credentials; requests fail within seconds."""
+    """Revoke a partner; its requests fail within seconds."""
     settings = load_settings()
     with engine_for(settings) as engine, operator_errors():
         service.revoke_partner(engine, name)
@@ -90,7 +95,10 @@ def revoke(name: str) -> None:
 @click.argument("name")
 @click.argument("limit")
 def set_rate_limit(name: str, limit: str) -> None:
-    """Set NAME's limit (e.g. 5/second); `default` goes back to INLET_RATE_LIMIT."""
+    """Set NAME's own request limit, like 5/second or 300/minute.
+
+    LIMIT `default` goes back to INLET_RATE_LIMIT.
+    """
     settings = load_settings()
     value = None if limit.strip().lower() == "default" else limit
     with engine_for(settings) as engine, operator_errors():

@@ -41,10 +41,13 @@ def print_summary(summary: ReplaySummary) -> None:
 @click.option("--partner", required=True, help="The partner the events belong to.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def replay(file: BinaryIO, partner: str, as_json: bool) -> None:
-    """Re-ingest events from FILE (JSON Lines; `-` is stdin) through validation and the queue.
+    """Re-ingest events from a JSON Lines FILE.
 
-    Safe to run twice: events already stored for the partner are counted as
-    duplicates and not queued again.
+    One event per line; FILE `-` is stdin.
+    Each line goes through the endpoint's own validation and the queue: an
+    Onside event, or a row of `inlet events export` (Onside or Thrad). Safe
+    to run twice: events already stored for the partner are counted as
+    duplicates and not queued again. Exits 1 when every line was rejected.
     """
     settings = load_settings()
     metrics.configure(settings.metrics_dir)
@@ -61,3 +64,6 @@ def replay(file: BinaryIO, partner: str, as_json: bool) -> None:
         click.echo(orjson.dumps(summary.as_dict()))
     else:
         print_summary(summary)
+    if summary.lines and summary.rejected == summary.lines:
+        # A script must not take "nothing was replayed" for success.
+        raise click.ClickException(f"every line ({summary.lines}) was rejected; nothing was queued")

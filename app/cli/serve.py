@@ -28,7 +28,10 @@ def migrate() -> None:
 
 @click.command()
 def web() -> None:
-    """Serve the HTTP API with uvicorn on HOST:PORT (WEB_CONCURRENCY processes)."""
+    """Serve the HTTP API with uvicorn on HOST:PORT.
+
+    WEB_CONCURRENCY processes.
+    """
     import uvicorn
 
     settings = load_settings(database=False)

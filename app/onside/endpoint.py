@@ -49,6 +49,7 @@ async def post_events(request: Request) -> Response:
     await state.enforce_rate_limit(partner)
     check_content_type(request)
     body = await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
+    context.body = body  # for the refusal log, should the batch be refused
     events = await validate_batch_off_loop(
         body, state.settings.max_batch_events, state.settings.max_json_containers
     )

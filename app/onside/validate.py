@@ -25,6 +25,8 @@ from app.request.jsonchecks import (
     check_containers,
     contains_nul,
     decode_json,
+    echo,
+    kind,
     nested_deeper_than,
     parse_datetime,
 )
@@ -238,11 +240,18 @@ def _accept_fast(raw_events: list[Any]) -> list[QueuedOnsideEvent] | None:
     return out
 
 
+def _uuid_version_note(value: Any) -> str:
+    """ " (a version 1 UUID)" for a UUID of another version: it reads like a good one."""
+    if isinstance(value, str) and _UUID_RE.fullmatch(value):
+        return f" (a version {value[14]} UUID)"
+    return ""
+
+
 def _validate_event(
     index: int, raw: Any, problems: _Problems, may_hold_nul: bool
 ) -> QueuedOnsideEvent | None:
     if not isinstance(raw, dict):
-        problems.add(index, None, "must be a JSON object")
+        problems.add(index, None, f"must be a JSON object, not {kind(raw)}")
         return None
     before = problems.count
     for field in FIELDS:
@@ -252,7 +261,7 @@ def _validate_event(
     name = raw.get("event_name")
     if name is not None:
         if not isinstance(name, str):
-            problems.add(index, "event_name", "must be a string")
+            problems.add(index, "event_name", f"must be a string, not {echo(name)}")
         elif "\x00" in name:
             problems.add(index, "event_name", NUL_MESSAGE)
         elif len(name) > MAX_EVENT_NAME_CHARS:
@@ -263,7 +272,8 @@ def _validate_event(
     payload = raw.get("payload")
     if payload is not None:
         if not isinstance(payload, dict):
-            problems.add(index, "payload", "must be a JSON object")
+            # Only the kind: a payload's content is never echoed.
+            problems.add(index, "payload", f"must be a JSON object, not {kind(payload)}")
         elif may_hold_nul and contains_nul(payload):
             problems.add(index, "payload", NUL_MESSAGE)
         elif nested_deeper_than(payload, MAX_PAYLOAD_DEPTH):
@@ -277,7 +287,7 @@ def _validate_event(
             problems.add(
                 index,
                 "event_datetime",
-                "must be an ISO 8601 date and time, e.g. 2026-05-05T12:00:00Z",
+                f"must be an ISO 8601 date and time, e.g. 2026-05-05T12:00:00Z, not {echo(when)}",
             )
 
     event_id = raw.get("event_id")
@@ -285,7 +295,8 @@ def _validate_event(
         problems.add(
             index,
             "event_id",
-            "must be a UUID version 4, e.g. 550e8400-e29b-41d4-a716-446655440000",
+            "must be a UUID version 4, e.g. 550e8400-e29b-41d4-a716-446655440000, "
+            f"not {echo(event_id)}{_uuid_version_note(event_id)}",
         )
 
     installation_id = raw.get("installation_id")
@@ -295,7 +306,8 @@ def _validate_event(
         problems.add(
             index,
             "installation_id",
-            "must be a UUID, e.g. 550e8400-e29b-41d4-a716-446655440000",
+            "must be a UUID, e.g. 550e8400-e29b-41d4-a716-446655440000, "
+            f"not {echo(installation_id)}",
         )
 
     if problems.count != before:

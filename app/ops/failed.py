@@ -111,6 +111,11 @@ def _describe(job: Job, with_traceback: bool = False) -> FailedJob:
     )
 
 
+def describe(job: Job) -> FailedJob:
+    """A failed job's summary (its error line, attempts, times), without the traceback."""
+    return _describe(job)
+
+
 def list_failed(
     queue: Queue, partner: str | None = None, limit: int | None = None
 ) -> list[FailedJob]:
@@ -140,9 +145,31 @@ def _fetch_failed(queue: Queue, job_id: str) -> Job:
     return job
 
 
+def resolve_prefix(queue: Queue, prefix: str) -> str:
+    """The failed job whose id is ``prefix`` or starts with it, if exactly one does.
+
+    Job ids are UUIDs: the first 8 characters, as a person copies them from
+    ``inlet failed list``, almost always name one job.
+    """
+    registry = FailedJobRegistry(queue=queue)
+    if prefix in registry:  # a whole id: no need to read the registry
+        return prefix
+    ids = registry.get_job_ids()
+    matches = [job_id for job_id in ids if job_id.startswith(prefix)] if prefix else []
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise FailedJobError(f"no failed job {prefix!r} (requeued or deleted already?)")
+    shown = ", ".join(sorted(matches)[:5]) + (", ..." if len(matches) > 5 else "")
+    raise FailedJobError(
+        f"{len(matches)} failed jobs start with {prefix!r} ({shown}): give more of the id"
+    )
+
+
 def show_failed(queue: Queue, job_id: str, first_events: int = 5) -> tuple[FailedJob, list[Any]]:
-    """The job with its full traceback, and the first events of its batch."""
-    job = _fetch_failed(queue, job_id)
+    """The job (``job_id`` may be an unambiguous prefix) with its full traceback, and
+    the first events of its batch."""
+    job = _fetch_failed(queue, resolve_prefix(queue, job_id))
     events = job.args[2] if len(job.args) > 2 and isinstance(job.args[2], list) else []
     return _describe(job, with_traceback=True), events[:first_events]
 
@@ -206,7 +233,8 @@ def queue_state(queue: Queue, now: datetime | None = None) -> QueueState:
     """What is waiting, since when, what failed, and who is working on it."""
     now = now or datetime.now(UTC)
     oldest_age = None
-    oldest = queue.get_job_ids(0, 0)
+    # (offset, length): the first job is (0, 1). RQ 3 answers [] to a length of 0.
+    oldest = queue.get_job_ids(0, 1)
     if oldest:
         job = queue.fetch_job(oldest[0])
         if job is not None and job.enqueued_at is not None:

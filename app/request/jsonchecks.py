@@ -30,6 +30,44 @@ DEPTH_MESSAGE = f"must not nest objects and arrays more than {MAX_PAYLOAD_DEPTH}
 NUL_MESSAGE = "must not contain the character \\u0000"
 
 
+# How much of a refused value an error message echoes.
+ECHO_CHARS = 40
+_UNPRINTABLE = {c: "?" for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]}
+
+
+def kind(value: Any) -> str:
+    """A JSON value's type, as an error message names it: "a string", "an array"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def echo(value: Any) -> str:
+    """A short, safe rendering of a refused value for an error message.
+
+    A string is shown quoted, cut to ``ECHO_CHARS`` characters, its control
+    characters (and line separators) as ``?``, so that a log line or a
+    terminal showing the message cannot be split or rewritten by it. A number
+    or literal is shown as JSON; an object or array only by its kind. Only
+    identifiers and dates are echoed (event ids, names, times), never a
+    payload, and never a credential (the validator sees none).
+    """
+    if isinstance(value, str):
+        text = value.translate(_UNPRINTABLE)
+        if len(text) > ECHO_CHARS:
+            text = text[: ECHO_CHARS - 1] + "…"
+        return f'"{text}"'
+    if value is None or isinstance(value, bool | int | float):
+        return orjson.dumps(value).decode()[:ECHO_CHARS]
+    return kind(value)
+
+
 # INLET_MAX_JSON_CONTAINERS's default, for callers that don't pass their own.
 DEFAULT_MAX_CONTAINERS = 10_000
 

@@ -67,6 +67,7 @@ async def collect(request: Request) -> Response:
     # with `curl -d` (form-urlencoded) or none at all works against Thrad's
     # endpoint today and must keep working here. The body must still be JSON.
     body = await read_body(request, MAX_BODY_BYTES, state.settings.body_timeout)
+    context.body = body  # for the refusal log, should the event be refused
     event = validate_event(body)
     context.events = 1
     peer = request.client.host if request.client else None

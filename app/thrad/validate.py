@@ -26,6 +26,7 @@ from app.request.jsonchecks import (
     check_containers,
     contains_nul,
     decode_json,
+    kind,
     nested_deeper_than,
 )
 from app.thrad.contract import (
@@ -71,7 +72,7 @@ def validate_event(body: bytes) -> dict[str, Any]:
     if name is None:
         problems.append(_problem("event_name", "is required"))
     elif not isinstance(name, str):
-        problems.append(_problem("event_name", "must be a string"))
+        problems.append(_problem("event_name", f"must be a string, not {kind(name)}"))
     elif not name.strip():
         problems.append(_problem("event_name", "must not be empty"))
     else:
@@ -82,7 +83,7 @@ def validate_event(body: bytes) -> dict[str, Any]:
         if value is None:
             continue
         if not isinstance(value, str):
-            problems.append(_problem(field, "must be a string"))
+            problems.append(_problem(field, f"must be a string, not {kind(value)}"))
         elif field in KEY_FIELDS and len(value) > MAX_KEY_CHARS:
             problems.append(
                 _problem(
@@ -100,7 +101,7 @@ def validate_event(body: bytes) -> dict[str, Any]:
             continue
         # bool is an int in Python, not a number in JSON.
         if isinstance(value, bool) or not isinstance(value, int | float):
-            problems.append(_problem(field, "must be a number"))
+            problems.append(_problem(field, f"must be a number, not {kind(value)}"))
         elif not math.isfinite(float(value)):
             problems.append(_problem(field, "must be a finite number"))
         else:
@@ -110,7 +111,7 @@ def validate_event(body: bytes) -> dict[str, Any]:
         if value is None:
             continue
         if not isinstance(value, dict):
-            problems.append(_problem(field, "must be a JSON object"))
+            problems.append(_problem(field, f"must be a JSON object, not {kind(value)}"))
         elif nested_deeper_than(value, MAX_PAYLOAD_DEPTH):
             problems.append(_problem(field, DEPTH_MESSAGE))
         else:

@@ -1,0 +1,198 @@
+"""The refusal log: every 4xx of an ingest endpoint is kept per partner, bounded,
+without credentials or payloads; 401s apart, by client address."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from redis import Redis
+from sqlalchemy.engine import Engine
+from starlette.testclient import TestClient
+
+from app.credentials.api_keys import create_api_key
+from app.credentials.partners import NewPartner
+from app.main import create_app
+from app.ops import refusals
+from app.settings import Settings
+from tests.api import JSON, assert_error, basic_auth
+from tests.events import ONSIDE_URL, THRAD_URL, onside_event
+
+# The log lives in Redis: one database is enough.
+SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+SECRET_VALUE = "very-private-payload-4471"
+
+
+def every_value(redis: Redis) -> bytes:
+    """Everything the refusal log holds in Redis, as one byte string."""
+    out = b""
+    for key in redis.scan_iter(f"{refusals.PREFIX}*"):
+        kind = redis.type(key)
+        if kind == b"stream":
+            for entry_id, fields in redis.xrange(key):
+                out += entry_id + b"".join(k + v for k, v in fields.items())
+        elif kind == b"hash":
+            out += b"".join(k + v for k, v in redis.hgetall(key).items())
+    return out
+
+
+@SQLITE
+def test_a_refused_batch_is_kept_with_its_event_ids_and_errors(
+    client: TestClient, auth: dict[str, str], partner: NewPartner, redis: Redis
+) -> None:
+    events = [
+        onside_event(0, payload={"card": SECRET_VALUE}),
+        onside_event(1),
+        onside_event(2, event_id="not-a-uuid"),
+    ]
+    response = client.post(
+        ONSIDE_URL, content=orjson.dumps({"events": events}), headers={**auth, **JSON}
+    )
+    assert_error(response, 400, "invalid_request")
+    [refusal] = refusals.list_refusals(redis, partner.name)
+    assert refusal.request_id == response.headers["x-request-id"]
+    assert (refusal.status, refusal.code, refusal.endpoint) == (400, "invalid_request", "onside")
+    assert refusal.errors == response.json()["errors"]
+    assert [e.event_id for e in refusal.events] == [e["event_id"] for e in events]
+    assert refusal.errors_for(2) and not refusal.errors_for(0)
+    assert refusal.client is None  # Starlette's test client's peer, "testclient", is no address
+    # The excerpt shows the shape, never a value.
+    assert refusal.excerpt.startswith('{"events":[{"event_name":"*","payload":{"card":"*"}')
+    stored = every_value(redis)
+    assert SECRET_VALUE.encode() not in stored
+    assert partner.password.encode() not in stored
+    assert b"purchase_completed" not in stored  # a value, even a harmless one
+    assert refusals.counts_by_code(redis) == {partner.name: {"invalid_request": 1}}
+
+
+@SQLITE
+def test_a_refused_thrad_event_keeps_its_tag_and_event_id(
+    client: TestClient, engine: Engine, settings: Settings, partner: NewPartner, redis: Redis
+) -> None:
+    key = create_api_key(engine, settings.secret_key, partner.name, "backend")
+    body = {"tag_id": "tag_1", "event_id": "evt_9", "event_name": 42, "user_id": SECRET_VALUE}
+    response = client.post(
+        THRAD_URL, content=orjson.dumps(body), headers={"Authorization": f"Bearer {key.api_key}"}
+    )
+    assert_error(response, 400, "invalid_request")
+    [refusal] = refusals.list_refusals(redis, partner.name)
+    assert (refusal.endpoint, refusal.code) == ("thrad", "invalid_request")
+    assert [(e.tag_id, e.event_id) for e in refusal.events] == [("tag_1", "evt_9")]
+    assert refusal.errors and refusal.errors[0]["field"] == "event_name"
+    stored = every_value(redis)
+    assert SECRET_VALUE.encode() not in stored and key.api_key.encode() not in stored
+
+
+@SQLITE
+def test_unparsable_and_oversized_bodies_are_kept_without_event_ids(
+    settings: Settings, auth: dict[str, str], partner: NewPartner, redis: Redis
+) -> None:
+    small = settings.replace(max_body_bytes=2048)
+    with TestClient(create_app(small)) as client:
+        assert_error(
+            client.post(ONSIDE_URL, content=b'{"events": [', headers={**auth, **JSON}),
+            400,
+            "invalid_request",
+        )
+        assert_error(
+            client.post(ONSIDE_URL, content=b"[" * 3000, headers={**auth, **JSON}),
+            413,
+            "payload_too_large",
+        )
+    too_large, not_json = refusals.list_refusals(redis, partner.name)
+    assert (too_large.status, not_json.status) == (413, 400)
+    assert too_large.events == [] and not_json.events == []
+    assert not_json.excerpt == '{"events": ['
+    assert too_large.excerpt == ""  # the body was never read
+
+
+@SQLITE
+def test_401s_are_kept_apart_by_client_address_without_any_body(
+    settings: Settings, partner: NewPartner, redis: Redis
+) -> None:
+    wrong = {**basic_auth(partner), **JSON}
+    wrong["Authorization"] = "Basic " + "QUJDOmRlZg=="  # ABC:def
+    with TestClient(create_app(settings), client=("203.0.113.7", 5000)) as client:
+        body = orjson.dumps({"events": [onside_event(0, payload={"x": SECRET_VALUE})]})
+        assert_error(client.post(ONSIDE_URL, content=body, headers=wrong), 401, "unauthorized")
+        assert_error(client.post(THRAD_URL, content=body), 401, "unauthorized")
+    assert refusals.list_refusals(redis, partner.name) == []
+    thrad, onside = refusals.list_unauthenticated(redis, client="203.0.113.7")
+    assert (onside.endpoint, thrad.endpoint) == ("onside", "thrad")
+    assert onside.partner is None and onside.events == [] and onside.excerpt == ""
+    assert thrad.message == "Missing bearer token"
+    assert refusals.list_unauthenticated(redis, client="198.51.100.1") == []
+    stored = every_value(redis)
+    assert SECRET_VALUE.encode() not in stored and b"QUJDOmRlZg" not in stored
+    assert refusals.counts_by_code(redis) == {refusals.UNAUTHENTICATED: {"unauthorized": 2}}
+
+
+@SQLITE
+def test_the_log_is_bounded_in_count_and_in_time(settings: Settings, redis: Redis) -> None:
+    bounded = settings.replace(refusals_per_partner=100, refusals_days=1)
+    fields = refusals.entry_for(
+        request_id="r", endpoint="onside", status=400, code="invalid_request",
+        message="m", errors=[], client="127.0.0.1",
+    )  # fmt: skip
+    pipe = redis.pipeline(transaction=False)
+    for _ in range(1000):
+        refusals.add(pipe, bounded, "acme", fields)
+    pipe.execute()
+    key = refusals.partner_key("acme")
+    # "MAXLEN ~" trims whole nodes of 100 entries: never far over the bound.
+    assert 100 <= redis.xlen(key) <= 200
+    assert 0 < redis.ttl(key) <= 86400
+    # A day later, what was written before is trimmed (all but the newest node's).
+    refusals.record(redis, bounded, "acme", fields | {"request_id": "later"})
+    pipe = redis.pipeline(transaction=False)
+    refusals.add(pipe, bounded, "acme", fields, now=time.time() + 86400 + 60)
+    pipe.execute()
+    assert redis.xlen(key) <= 101
+
+
+@SQLITE
+def test_a_refusal_is_still_answered_when_redis_is_gone(
+    settings: Settings, partner: NewPartner
+) -> None:
+    """Nobody listens on the Redis port: the 401 stays a 401 (the entry is lost)."""
+    gone = settings.replace(redis_url="redis://127.0.0.1:9/0", redis_timeout=0.5)
+    with TestClient(create_app(gone)) as client:
+        response = client.post(ONSIDE_URL, content=b"{}", headers={"Authorization": "Basic eDp5"})
+    assert response.status_code in (401, 503), response.text
+
+
+def test_redacted_excerpt_masks_every_value() -> None:
+    body = b'{"events": [{"event_id": "abc", "n": 12.5, "ok": true, "x\\u0000": null}], \x01}'
+    assert refusals.redacted_excerpt(body) == (
+        '{"events": [{"event_id": "*", "n": #, "ok": true, "*": null}], ?}'
+    )
+    assert refusals.redacted_excerpt(b"token=s3cr3t&x=1") == "???????#??#????#"
+    assert len(refusals.redacted_excerpt(b'{"a": "' + b"x" * 5000)) <= refusals.EXCERPT_CHARS
+
+
+@SQLITE
+def test_cli_lists_refusals_and_counts(
+    client: TestClient, auth: dict[str, str], partner: NewPartner, inlet: object
+) -> None:
+    events = [onside_event(0, event_id="not-a-uuid")]
+    client.post(ONSIDE_URL, content=orjson.dumps({"events": events}), headers={**auth, **JSON})
+    client.post(THRAD_URL, content=b"{}")
+    run = inlet  # the fixture: inlet(*args, expect=0)
+    text = run("refusals", "list", "--partner", partner.name).stdout  # type: ignore[operator]
+    header, row, error = text.splitlines()[:3]
+    assert header.split("\t")[:3] == ["when", "status", "code"]
+    assert row.split("\t")[1:3] == ["400", "invalid_request"]
+    assert "index 0, event_id" in error
+    lines = run("refusals", "list", "--partner", partner.name, "--json").stdout.splitlines()  # type: ignore[operator]
+    assert orjson.loads(lines[0])["events"] == [{"index": 0, "event_id": "not-a-uuid"}]
+    later = run("refusals", "list", "--partner", partner.name, "--since", "2999-01-01")  # type: ignore[operator]
+    assert later.stdout == "" and "No refusals" in later.stderr
+    unauth = run("refusals", "unauthenticated", "--json").stdout  # type: ignore[operator]
+    assert orjson.loads(unauth)["code"] == "unauthorized"
+    counted = orjson.loads(run("refusals", "counts", "--json").stdout)  # type: ignore[operator]
+    assert counted == {
+        partner.name: {"invalid_request": 1},
+        refusals.UNAUTHENTICATED: {"unauthorized": 1},
+    }
