@@ -80,6 +80,7 @@ async def dashboard(request: Request) -> Response:
             **lookup.dashboard_reads(state),
         },
     )
+    top, bottom = lookup.dashboard_sections(state, found)
     view = Dashboard(
         admin=admin,
         problems=health.problems,
@@ -87,7 +88,8 @@ async def dashboard(request: Request) -> Response:
         hours=found["hours"],
         failed=found["failed"],
         notice=_notice(request, admin),
-        sections=lookup.dashboard_sections(found),
+        top=top,
+        bottom=bottom,
     )
     return html(request, admin, lambda csrf: render(view, csrf))
 

@@ -53,7 +53,9 @@ class Dashboard:
     hours: dict[str, PartnerHour] | None = None
     failed: list[FailedJob] | None = None
     notice: str | None = None
-    sections: list[str] = field(default_factory=list)  # extra sections, already HTML
+    # Extra sections, already HTML: above the health panel, and below the partners.
+    top: list[str] = field(default_factory=list)
+    bottom: list[str] = field(default_factory=list)
 
 
 def failed_events_now(failed: list[FailedJob]) -> dict[str, int]:
@@ -155,10 +157,11 @@ def render(view: Dashboard, csrf: str) -> str:
     notice = f'<p class="notice" id="notice">{esc(view.notice)}</p>' if view.notice else ""
     body = (
         f"{header(view.admin, csrf)}{banners(view.problems)}{notice}"
-        f"{''.join(view.sections)}"
+        f"{''.join(view.top)}"
         f"<h2>Health</h2>{health_panel(view.problems)}"
         f"<h2>Queue</h2>{_tiles(view.queue)}"
         f"<h2>Partners, last hour</h2>{_partners(view.hours, view.failed)}"
+        f"{''.join(view.bottom)}"
         f"<h2>Failed jobs</h2>{_failed(view.failed, csrf)}"
     )
     return document("Inlet admin", body)
