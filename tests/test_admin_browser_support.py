@@ -11,6 +11,7 @@ import os
 import signal
 import tempfile
 import time
+import urllib.error
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -231,3 +232,40 @@ def test_a_hung_redis_shows_a_banner_in_time(
         assert elapsed < 3, f"the page took {elapsed:.1f} s with Redis hung"
     finally:
         own.stop()
+
+
+def test_where_is_my_event_from_the_page(
+    server: str,
+    page: Page,
+    viewport: dict[str, int],
+    partner: NewPartner,
+    drain: Callable[..., None],
+) -> None:
+    """Stored, refused and never seen, found from the dashboard's form; refusals counted."""
+    stored = onside_event(1)
+    assert post_batch(server, partner, [stored]) == 204
+    drain()
+    refused = onside_event(2, event_datetime="yesterday")
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        post_batch(server, partner, [refused])
+    assert answer.value.code == 400
+    page.goto(f"{server}/admin")
+    counts = page.locator('#refusals tr[data-partner="acme"]')
+    assert "invalid_request: 1" in counts.inner_text()
+    for event_id, where in [
+        (stored["event_id"], "stored"),
+        (refused["event_id"], "refused"),
+        ("550e8400-e29b-41d4-a716-000000000099", "not_found"),
+    ]:
+        page.goto(f"{server}/admin")
+        form = page.locator("#find")
+        form.get_by_label("Partner").fill("acme")
+        form.get_by_label("Event id").fill(event_id)
+        form.get_by_role("button", name="Find").click()
+        page.wait_for_url("**/admin/find?*")
+        found = page.locator("section.found")
+        assert found.count() == 1 and found.get_attribute("data-where") == where
+        assert page_width(page) <= viewport["width"], "the page scrolls sideways"
+    assert "event_datetime" in page.goto(f"{server}/admin/refusals?partner=acme").text()  # type: ignore[union-attr]
+    assert page.locator("tr.refusal").count() == 1
+    assert page_width(page) <= viewport["width"]

@@ -165,8 +165,8 @@ def _refusal_rows(found: list[refusals.Refusal]) -> str:
         rows.append(
             f'<tr class="refusal"><td>{when(r.when)}</td><td>{r.status}</td>'
             f"<td>{esc(r.code)}</td><td>{esc(r.message)}</td>"
-            f'<td class="err">{errors or "—"}</td><td class="err">{ids or "—"}</td>'
-            f'<td class="err">{esc(r.request_id)}{esc(" · " + r.client if r.client else "")}'
+            f'<td class="wrap">{errors or "—"}</td><td class="wrap">{ids or "—"}</td>'
+            f'<td class="wrap">{esc(r.request_id)}{esc(" · " + r.client if r.client else "")}'
             "</td></tr>"
         )
     head = "".join(f"<th>{c}</th>" for c in REFUSAL_COLUMNS)

@@ -26,6 +26,7 @@ padding:.4rem .8rem;min-width:8rem}.tile b{display:block;font-size:1.4rem}
 .banner{background:#fdecea;border:2px solid #c0392b;padding:.6rem .8rem;border-radius:4px;
 font-weight:600}.ok{color:#2e7d32}.bad{color:#c0392b;font-weight:600}
 .err{font-family:monospace;font-size:12px;min-width:16rem;overflow-wrap:break-word}
+.wrap{font-family:monospace;font-size:12px;min-width:7rem;overflow-wrap:anywhere}
 form{display:inline}button{cursor:pointer;font:inherit;padding:.3rem .7rem}
 input,select{font:inherit;padding:.25rem;max-width:100%}
 pre{background:#f7f7f7;padding:.6rem;font-size:12px;white-space:pre-wrap;
