@@ -1,7 +1,7 @@
 """``python -m bench``: every benchmark, several rounds, a markdown table and a JSON file.
 
 Usage: ``python -m bench [--rounds N] [--quick] [--out PATH]
-[--only validation,ingest,thrad,onside1,drain]``.
+[--only validation,ingest,thrad,onside1,refusals,drain]``.
 ``--quick`` shrinks every workload to a smoke test (what ``make test`` runs).
 """
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny workloads: a smoke test")
     parser.add_argument("--out", default="var/bench.json")
-    parser.add_argument("--only", default="validation,ingest,thrad,onside1,drain")
+    parser.add_argument("--only", default="validation,ingest,thrad,onside1,refusals,drain")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     if args.quick:
@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 round_["thrad"] = single.run(services, single_cfg)
             if "onside1" in parts:
                 round_["onside1"] = single.run_onside(services, single_cfg)
+            if "refusals" in parts:
+                round_["refusals"] = single.run_refusals(services, single_cfg)
             if "drain" in parts:
                 round_["drain"] = drain.run(services, drain_cfg, seed=100 + n)
             rounds.append(round_)

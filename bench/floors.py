@@ -67,3 +67,11 @@ def work_floor() -> Starlette:
         ],
         lifespan=lifespan,
     )
+
+
+def inlet_without_refusal_log() -> Starlette:
+    """Inlet itself with the refusal log turned off: what the log costs a 4xx."""
+    from app.main import create_app
+    from app.settings import Settings
+
+    return create_app(Settings.from_env().replace(refusal_log=False))

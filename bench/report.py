@@ -40,6 +40,7 @@ TARGETS: list[tuple[str, str, Any, str]] = [
     ("single Thrad p99 at half peak (ms)", "thrad_half_p99_ms", lambda v: v <= 25, "≤ 25"),
     ("one-event Onside/s ÷ work floor", "onside1_vs_work_floor", lambda v: v >= 0.5, "≥ 0.50"),
     ("one-event Onside p99 at half peak (ms)", "onside1_half_p99_ms", lambda v: v <= 25, "≤ 25"),
+    ("400s/s with the refusal log ÷ without", "refusals_vs_no_log", lambda v: v >= 0.8, "≥ 0.80"),
     ("validation ÷ orjson.loads", "validation_ratio", lambda v: v <= 3, "≤ 3.0"),
     ("drain, 1 worker ÷ COPY floor", "drain_1_vs_copy_floor", lambda v: v >= 0.4, "≥ 0.40"),
     ("single-event drain ÷ batch drain", "single_vs_batch_drain", lambda v: v >= 0.5, "≥ 0.50"),
@@ -69,6 +70,12 @@ def ratios(round_: dict[str, Any]) -> dict[str, float]:
             if "work_floor" in single:
                 out[f"{part}_vs_work_floor"] = inlet / single["work_floor"]["events_per_s"]
             out[f"{part}_half_p99_ms"] = single["inlet"]["half_p99_ms"]
+    refused = round_.get("refusals")
+    if refused:
+        out["refusals_vs_no_log"] = (
+            refused["inlet"]["requests_per_s"]
+            / refused["inlet_without_refusal_log"]["requests_per_s"]
+        )
     validation = round_.get("validation")
     if validation:
         out["validation_ratio"] = validation["ratio"]
@@ -122,6 +129,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
                 f"{part}_{server}_{key}",
                 lambda r, p=part, s=server, k=key: r[p][s][k],
             )
+    for server in ("inlet", "inlet_without_refusal_log"):
+        fig(f"refusals_{server}_per_s", lambda r, s=server: r["refusals"][s]["requests_per_s"])
+        fig(f"refusals_{server}_half_p99_ms", lambda r, s=server: r["refusals"][s]["half_p99_ms"])
     fig("validation_ms", lambda r: r["validation"]["validate_ms"])
     fig("orjson_loads_ms", lambda r: r["validation"]["orjson_loads_ms"])
     fig("drain_single_events_per_job", lambda r: r["drain"]["single_1"]["events_per_job"])
@@ -211,6 +221,19 @@ def markdown(summary: dict[str, Any], rounds: int) -> str:
             f"{label}, load generator's CPU share at peak",
             f"{f[f'{part}_inlet_loadgen_cpu_share']:.2f}",
             f"{f[f'{part}_http_floor_loadgen_cpu_share']:.2f}",
+            "",
+        )
+    if "refusals_inlet_per_s" in f:
+        row(
+            "refused one-event batches (400), requests/s: refusal log on vs off",
+            f"{f['refusals_inlet_per_s']:,.0f}",
+            f"{f['refusals_inlet_without_refusal_log_per_s']:,.0f}",
+            f"{r['refusals_vs_no_log']:.2f}",
+        )
+        row(
+            "refused one-event batches (400), p99 ms at half the peak rate: log on vs off",
+            f"{f['refusals_inlet_half_p99_ms']:.1f}",
+            f"{f['refusals_inlet_without_refusal_log_half_p99_ms']:.1f}",
             "",
         )
     if "validation_ms" in f:

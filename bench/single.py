@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from bench.ingest import (
     ONSIDE_PATH,
     IngestConfig,
@@ -58,3 +60,24 @@ def run_onside(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
         "headers": {"Content-Type": "application/json", **basic_auth(stack)},
     }
     return {name: measure_server(stack, name, cfg, target) for name in SERVERS}
+
+
+def run_refusals(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
+    """One round of refused one-event batches (every answer a 400, each kept in
+    the refusal log), against Inlet with the log turned off."""
+    pin_redis(stack)
+    refused = []
+    for body in make_batches(cfg.bodies, seed=4, size=1):
+        batch = orjson.loads(body)
+        batch["events"][0]["event_id"] = "not-a-uuid-" + batch["events"][0]["event_id"]
+        refused.append(orjson.dumps(batch))
+    target = {
+        "path": ONSIDE_PATH,
+        "body_files": write_bodies(stack, "refused", refused),
+        "headers": {"Content-Type": "application/json", **basic_auth(stack)},
+        "expect": 400,
+    }
+    return {
+        name: measure_server(stack, name, cfg, target)
+        for name in ("inlet_without_refusal_log", "inlet")
+    }

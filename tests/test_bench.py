@@ -32,6 +32,9 @@ def test_quick_bench_run_reports_every_figure(
         for server in ("http_floor", "work_floor", "inlet"):
             assert set(round_[part][server]["statuses"]) == {"204"}
             assert round_[part][server]["events_per_s"] > 0
+    for server in ("inlet", "inlet_without_refusal_log"):
+        assert set(round_["refusals"][server]["statuses"]) == {"400"}
+        assert round_["refusals"][server]["requests_per_s"] > 0
     assert result["config"]["thrad"]["events_per_batch"] == 1
     assert round_["drain"]["rows"] == 60
     assert round_["drain"]["single_1"]["jobs"] >= 1
@@ -42,3 +45,4 @@ def test_quick_bench_run_reports_every_figure(
     assert "single Thrad events, requests/s vs work floor" in printed
     assert "one-event Onside, requests/s vs work floor" in printed
     assert "drain of single events, rows/s" in printed
+    assert "refused one-event batches (400), requests/s: refusal log on vs off" in printed
