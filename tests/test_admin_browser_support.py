@@ -68,6 +68,8 @@ def keep_screenshot(page: Page, name: str, viewport: dict[str, int]) -> None:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=f"{folder}/{name}-{viewport['width']}px.png", full_page=True)
+        # And the first screen alone: what support sees on opening the page.
+        page.screenshot(path=f"{folder}/{name}-{viewport['width']}px-first-screen.png")
 
 
 def a_real_failure(
