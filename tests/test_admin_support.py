@@ -321,8 +321,13 @@ def test_a_hung_redis_gives_a_page_within_two_seconds_with_a_banner(
             started = time.monotonic()
             response = client.get("/admin", headers=basic_auth(admin))
             elapsed = time.monotonic() - started
+            started = time.monotonic()
+            job_page = client.get("/admin/failed/some-job", headers=basic_auth(admin))
+            job_elapsed = time.monotonic() - started
         finally:
             os.kill(own_redis.process.pid, signal.SIGCONT)
+    assert job_page.status_code == 503 and job_elapsed < 2.5, job_elapsed
+    assert 'id="banner-redis"' in job_page.text and job_page.headers["retry-after"] == "5"
     assert response.status_code == 200
     assert elapsed < 2.5, f"the page took {elapsed:.1f} s with Redis hung"
     assert 'id="banner-redis"' in response.text and "Redis is unavailable" in response.text

@@ -24,7 +24,7 @@ from app.admin import gather, jobpage, live, lookup, session
 from app.admin.dashboard import Dashboard, render
 from app.admin.responses import html, read_form, signed_in_pages
 from app.admin.security import require_admin
-from app.errors import NotFound, ServiceUnavailable
+from app.errors import NotFound
 from app.ops import failed as failed_jobs
 from app.ops import stats
 from app.state import AppState
@@ -94,15 +94,17 @@ async def dashboard(request: Request) -> Response:
     return html(request, admin, lambda csrf: render(view, csrf))
 
 
+class _Unreadable(Exception):
+    """Redis did not answer for a job's page: the page says so, with the health panel."""
+
+    def __init__(self, problems: dict[str, str | None]) -> None:
+        self.problems = problems
+
+
 async def _failed_job(request: Request, job_id: str) -> tuple[Any, list[Any]]:
     """The failed job and its first events, read within the page's time bound."""
     state: AppState = request.app.state.inlet
     health = await gather.health(state)
-    if not health.ok(gather.REDIS):
-        raise ServiceUnavailable(
-            f"Redis is unavailable ({health.problems['redis']}); the job can't be shown",
-            headers={"Retry-After": "5"},
-        )
 
     def show() -> Any:
         try:
@@ -112,24 +114,38 @@ async def _failed_job(request: Request, job_id: str) -> tuple[Any, list[Any]]:
 
     found = await gather.gather(state, health, {"job": gather.Read(gather.REDIS, show)})
     if found["job"] is None:
-        raise ServiceUnavailable("Redis did not answer in time", headers={"Retry-After": "5"})
+        problems = dict(health.problems)
+        problems["redis"] = problems.get("redis") or "did not answer in time"
+        raise _Unreadable(problems)
     if isinstance(found["job"], failed_jobs.FailedJobError):
         raise NotFound(str(found["job"]))
     job, events = found["job"]
     return job, events
 
 
+def _unreadable(request: Request, admin: str, problems: dict[str, str | None]) -> Response:
+    response = html(request, admin, lambda csrf: jobpage.unreadable(admin, problems, csrf), 503)
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 @signed_in_pages
 async def job_detail(request: Request) -> Response:
     admin = await require_admin(request)
-    job, events = await _failed_job(request, request.path_params["job_id"])
+    try:
+        job, events = await _failed_job(request, request.path_params["job_id"])
+    except _Unreadable as exc:
+        return _unreadable(request, admin, exc.problems)
     return html(request, admin, lambda csrf: jobpage.job_detail(admin, job, events, csrf))
 
 
 @signed_in_pages
 async def confirm_delete(request: Request) -> Response:
     admin = await require_admin(request)
-    job, _ = await _failed_job(request, request.path_params["job_id"])
+    try:
+        job, _ = await _failed_job(request, request.path_params["job_id"])
+    except _Unreadable as exc:
+        return _unreadable(request, admin, exc.problems)
     return html(request, admin, lambda csrf: jobpage.confirm_delete(admin, job, csrf))
 
 

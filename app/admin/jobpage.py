@@ -6,7 +6,17 @@ from typing import Any
 
 import orjson
 
-from app.admin.page import button, code_spans, document, esc, header, hidden, when
+from app.admin.page import (
+    banners,
+    button,
+    code_spans,
+    document,
+    esc,
+    header,
+    health_panel,
+    hidden,
+    when,
+)
 from app.ops.causes import TRANSIENT, verdict
 from app.ops.failed import FailedJob
 
@@ -78,3 +88,13 @@ def confirm_delete(admin: str, job: FailedJob, csrf: str) -> str:
         f'<p>{delete} <a href="/admin/failed/{esc(job.job_id)}">Cancel, keep the job</a></p>'
     )
     return document(f"Delete failed job {job.job_id}?", body)
+
+
+def unreadable(admin: str, problems: dict[str, str | None], csrf: str) -> str:
+    """A job's page while Redis does not answer: what is down, and nothing else."""
+    body = (
+        f'{header(admin, csrf)}<p><a href="/admin">← admin page</a></p>{banners(problems)}'
+        f"<h2>Health</h2>{health_panel(problems)}"
+        "<p>The failed job can't be read now; reload once Redis answers.</p>"
+    )
+    return document("Failed job: Redis unavailable", body)
