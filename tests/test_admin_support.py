@@ -445,3 +445,26 @@ def test_the_live_view_shows_both_formats_queued_then_stored(
 
 def test_live_view_needs_an_admin(client: TestClient, auth: dict[str, str]) -> None:
     assert client.get("/admin/live?partner=acme", headers=auth).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/admin/sign-in", b"\xff\xfe"),
+        ("POST", "/admin/sign-in", b"username=" + b"x" * 5000),
+        ("POST", "/admin/sign-in", b"&".join(b"k%d=v" % i for i in range(20))),
+        ("GET", "/admin/sign-in?next=%22%3E%3Cscript%3Ealert(1)%3C/script%3E", b""),
+        ("GET", "/admin/live?partner=%3Cscript%3E&n=-5", b""),
+        ("GET", "/admin/find?partner=acme&event_id=%3Cscript%3E&since=not-a-time", b""),
+        ("POST", "/admin/sign-out", b""),
+    ],
+)
+def test_odd_sign_in_and_support_requests_never_get_a_500(
+    client: TestClient, admin_auth: dict[str, str], method: str, path: str, body: bytes
+) -> None:
+    client.get("/admin/sign-in", headers=HTML)  # a CSRF cookie, as a browser has
+    response = client.request(
+        method, path, content=body, headers={**admin_auth, "Content-Type": "x"}
+    )
+    assert response.status_code < 500, response.text
+    assert "<script>" not in response.text
