@@ -201,6 +201,9 @@ def redis_contents(redis: Redis) -> bytes:
             values = list(redis.smembers(key))
         elif kind == b"zset":
             values = [member for member, _ in redis.zrange(key, 0, -1, withscores=True)]
+        elif kind == b"stream":  # the refusal log
+            for _, fields in redis.xrange(key):
+                values += [*fields.keys(), *fields.values()]
         for value in values:
             parts.append(value)
             with contextlib.suppress(zlib.error):
@@ -251,6 +254,8 @@ def test_secrets_never_reach_logs_error_bodies_exports_or_redis(
     seen.append(inlet("partners", "list", "--json").stdout.encode())
     seen.append("\n".join(r.getMessage() for r in caplog.records).encode())
     assert any(b"550e8400" in s for s in seen)  # the captures did capture something
+    # The refused requests were kept in the refusal log, which was searched too.
+    assert b"inlet:refusals:partner:" in seen[-5] and b"inlet:refusals:unauthenticated" in seen[-5]
     for name, secret in secrets.items():
         for capture in seen:
             assert secret not in capture, f"the {name} leaked: {capture[:300]!r}"

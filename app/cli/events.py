@@ -196,7 +196,7 @@ def describe_found(item: Found) -> str:
         for key in ("event_id", "tag_id", "installation_id")
         if data[key] is not None
     )
-    lines = [f"{item.where.upper()}  {item.source or ''} {ident}".rstrip()]
+    lines = ["  ".join(part for part in (item.where.upper(), item.source or "", ident) if part)]
     if item.where == "stored":
         lines.append(f"  received_at: {data['received_at']}  (stored by job {item.job_id or '-'})")
         lines.append(f"  row: {orjson.dumps(item.row).decode()}")
