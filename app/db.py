@@ -133,6 +133,24 @@ thrad_events = sa.Table(
     sa.Index(None, "partner_id", "received_at", "id"),
 )
 
+# One row per `inlet events delete` (app/ops/deletion.py): who asked, when,
+# for which kind of identifier and how much went. The identifier itself is
+# never stored, only its keyed hash; nor is any of the deleted data.
+deletion_audit = sa.Table(
+    "deletion_audit",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("deleted_at", Timestamp, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("partner_id", sa.Integer, sa.ForeignKey("partners.id"), nullable=False),
+    sa.Column("identifier_kind", sa.Text, nullable=False),
+    sa.Column("identifier_hash", sa.Text, nullable=False),
+    sa.Column("onside_rows", sa.Integer, nullable=False),
+    sa.Column("thrad_rows", sa.Integer, nullable=False),
+    sa.Column("failed_events", sa.Integer, nullable=False),
+    sa.Index(None, "partner_id", "identifier_hash"),
+)
+
 
 def make_engine(url: str, **kwargs: object) -> Engine:
     """One engine per process, made by whoever needs it (never at import time)."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.errors import ConfigError
+from app.privacy import parse_ip_mode
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -149,6 +150,19 @@ SETTINGS: tuple[Setting, ...] = (
         "the direct peer is the client.",
     ),
     Setting(
+        "INLET_IP_MODE",
+        "full",
+        "Default for partners that set none (`inlet partners set --ip-mode`): the Thrad "
+        "client address is stored `full`, cut to its network (`truncate`: IPv4 /24, "
+        "IPv6 /48) or not at all (`drop`); geo comes from the full address either way.",
+    ),
+    Setting(
+        "INLET_TOMBSTONE_HOURS",
+        "168",
+        "Hours a deleted identifier (`inlet events delete`) is remembered, so that its "
+        "events still queued, or waiting for a retry, are dropped when they land.",
+    ),
+    Setting(
         "INLET_GEOIP_DATABASE",
         "",
         "Path of a MaxMind-format City database (GeoLite2, DB-IP City Lite) for the "
@@ -238,6 +252,8 @@ class Settings:
     max_json_containers: int = 10_000
     trusted_proxies: tuple[IPNetwork, ...] = ()
     auth_failure_limit: RateLimit = RateLimit(20, 60.0)
+    ip_mode: str = "full"
+    tombstone_hours: float = 168.0
     body_timeout: float = 30.0
     keep_alive_timeout: int = 5
     max_head_bytes: int = 32768
@@ -284,6 +300,8 @@ class Settings:
                 log_level=parse_log_level(get("INLET_LOG_LEVEL")),
                 trusted_proxies=parse_networks(get("INLET_TRUSTED_PROXIES")),
                 auth_failure_limit=RateLimit.parse(get("INLET_AUTH_FAILURE_LIMIT")),
+                ip_mode=_ip_mode(get("INLET_IP_MODE")),
+                tombstone_hours=_positive(get("INLET_TOMBSTONE_HOURS"), "INLET_TOMBSTONE_HOURS"),
                 body_timeout=_positive(get("INLET_BODY_TIMEOUT"), "INLET_BODY_TIMEOUT"),
                 keep_alive_timeout=int(get("INLET_KEEP_ALIVE_TIMEOUT")),
                 max_head_bytes=_at_least(get("INLET_MAX_HEAD_BYTES"), 1024, "INLET_MAX_HEAD_BYTES"),
@@ -350,6 +368,8 @@ class Settings:
             "INLET_HEAD_TIMEOUT": str(self.head_timeout),
             "INLET_LOG_LEVEL": self.log_level,
             "INLET_AUTH_FAILURE_LIMIT": str(self.auth_failure_limit),
+            "INLET_IP_MODE": self.ip_mode,
+            "INLET_TOMBSTONE_HOURS": str(self.tombstone_hours),
             "INLET_BODY_TIMEOUT": str(self.body_timeout),
             "INLET_KEEP_ALIVE_TIMEOUT": str(self.keep_alive_timeout),
             "INLET_TRUSTED_PROXIES": ",".join(map(str, self.trusted_proxies)),
@@ -416,6 +436,13 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
         )
     except ValueError as exc:
         raise ValueError(f"INLET_TRUSTED_PROXIES: {exc}") from None
+
+
+def _ip_mode(text: str) -> str:
+    try:
+        return parse_ip_mode(text)
+    except ValueError as exc:
+        raise ValueError(f"INLET_IP_MODE {exc}") from None
 
 
 def _geoip_path(text: str) -> Path | None:

@@ -78,7 +78,11 @@ def base_type(hint: Any) -> Any:
 def thrad_stored_fields() -> dict[str, Any]:
     """Column name -> declared type, for every field of a stored Thrad event."""
     fields = get_type_hints(thrad.QueuedThradEvent)
-    stored = {thrad.COLUMN_NAMES.get(name, name): hint for name, hint in fields.items()}
+    stored = {
+        thrad.COLUMN_NAMES.get(name, name): hint
+        for name, hint in fields.items()
+        if name not in thrad.UNSTORED_FIELDS
+    }
     stored.update(get_type_hints(thrad.GeoFields))
     stored.update(get_type_hints(thrad.UserAgentFields))
     return stored
@@ -131,7 +135,8 @@ def test_every_sent_thrad_field_is_checked_and_kept() -> None:
     assert sorted(groups) == sorted(thrad.SENT_FIELDS)
     assert tuple(validate_event(orjson.dumps(THRAD_BODY))) == thrad.SENT_FIELDS
     queued = queued_thrad_event()
-    assert set(queued) == set(get_type_hints(thrad.QueuedThradEvent))
+    # ``geo`` is queued only under an ip_mode other than full (test_privacy_api.py).
+    assert set(queued) == set(get_type_hints(thrad.QueuedThradEvent)) - {"geo"}
 
 
 @pytest.mark.parametrize("extra", [{}, {"extra": "ignored"}])
@@ -141,6 +146,17 @@ def test_a_queued_onside_event_has_exactly_the_contract_fields(extra: dict[str, 
     [fast] = validate_batch(orjson.dumps({"events": [{**ONSIDE_EVENT, **extra}]}), 1)
     [slow] = validate_events([{**ONSIDE_EVENT, **extra}])
     assert set(fast) == set(slow) == set(onside.FIELDS)
+
+
+def test_geo_looked_up_by_the_web_tier_fills_the_geo_columns() -> None:
+    """Under ip_mode truncate the worker stores the queued geo, not the truncated address's."""
+    event = {**queued_thrad_event(), "ip_address": "81.2.69.0"}
+    # Not what any database says of 81.2.69.0: only the queued geo can give it.
+    event["geo"] = {**geo_fields(None, None), "geo_country": "ZZ", "geo_lat": 1.5}
+    row = thrad_row(event, partner_id=1, received_at=RECEIVED, job_id="j", geoip_database=None)
+    assert set(row) == set(thrad_events.columns.keys()) - {"id"}
+    assert row["ip_address"] == "81.2.69.0"
+    assert (row["geo_country"], row["geo_lat"], row["geo_city"]) == ("ZZ", 1.5, None)
 
 
 def test_enrichment_gives_the_contract_fields() -> None:
@@ -175,7 +191,8 @@ def test_the_thrad_export_shows_every_stored_field() -> None:
     exported = thrad_export_row(_row(thrad_query(1)), _iso)
     stored = {*thrad.SENT_FIELDS, *thrad.SERVER_FIELDS, *thrad.ENRICHED_FIELDS}
     bookkeeping = {"ingest_id", "api_key_id"}
-    assert set(exported) == (stored - bookkeeping) | {"source", "received_at"}
+    unstored = set(thrad.UNSTORED_FIELDS)  # exported as the geo fields
+    assert set(exported) == (stored - bookkeeping - unstored) | {"source", "received_at"}
 
 
 def test_openapi_documents_the_contract_fields() -> None:

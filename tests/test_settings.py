@@ -120,6 +120,8 @@ def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
         "INLET_HEAD_TIMEOUT": "2.5",
         "INLET_LOG_LEVEL": "debug",
         "INLET_AUTH_FAILURE_LIMIT": "3/hour",
+        "INLET_IP_MODE": "Truncate",
+        "INLET_TOMBSTONE_HOURS": "0.5",
         "INLET_BODY_TIMEOUT": "1.5",
         "INLET_KEEP_ALIVE_TIMEOUT": "9",
         "INLET_TRUSTED_PROXIES": "10.0.0.1, 2001:db8::/32",
@@ -135,3 +137,9 @@ def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
         written = settings.to_environ()
         assert set(written) == {s.env for s in SETTINGS}
         assert Settings.from_env(written) == settings
+
+
+@pytest.mark.parametrize("env", [{"INLET_IP_MODE": "anonymize"}, {"INLET_TOMBSTONE_HOURS": "0"}])
+def test_invalid_privacy_settings_fail_loudly(env: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=next(iter(env))):
+        Settings.from_env({"INLET_DATA_DIR": str(tmp_path), **env})

@@ -20,6 +20,17 @@ from typing import Any, NotRequired, TypedDict, get_type_hints
 JsonObject = dict[str, Any]
 
 
+class GeoFields(TypedDict):
+    """Looked up from ``ip_address`` (``worker/enrich.py``): by the worker, or by
+    the web tier when the address is not queued in full (``app/privacy.py``)."""
+
+    geo_country: str | None
+    geo_region: str | None
+    geo_city: str | None
+    geo_lat: float | None
+    geo_lon: float | None
+
+
 class QueuedThradEvent(TypedDict):
     """One event as the endpoint queues it and the worker inserts it.
 
@@ -54,16 +65,10 @@ class QueuedThradEvent(TypedDict):
     # Given to each accepted request: a job run twice lands once.
     ingest_id: str
     api_key_id: int
-
-
-class GeoFields(TypedDict):
-    """Added by the worker from ``ip_address`` (``worker/enrich.py``)."""
-
-    geo_country: str | None
-    geo_region: str | None
-    geo_city: str | None
-    geo_lat: float | None
-    geo_lon: float | None
+    # Only when the partner's ip_mode keeps less than the full address, or its
+    # consent flags refuse: geo looked up from the full address before it was
+    # cut (app/privacy.py). Stored in the geo columns, not a column of its own.
+    geo: NotRequired[GeoFields]
 
 
 class UserAgentFields(TypedDict):
@@ -77,7 +82,7 @@ class UserAgentFields(TypedDict):
 
 
 # Set by the server whatever the partner sends (a sent ``channel`` is ignored).
-SERVER_FIELDS = ("channel", "ip_address", "ingest_id", "api_key_id")
+SERVER_FIELDS = ("channel", "ip_address", "ingest_id", "api_key_id", "geo")
 
 _TYPES = get_type_hints(QueuedThradEvent)
 # What a partner may send, grouped by JSON type: the validator checks each
@@ -87,6 +92,9 @@ SENT_FIELDS: tuple[str, ...] = tuple(f for f in _TYPES if f not in SERVER_FIELDS
 STRING_FIELDS = tuple(f for f in SENT_FIELDS if _TYPES[f] is str and f != "event_name")
 NUMBER_FIELDS = tuple(f for f in SENT_FIELDS if _TYPES[f] is float)
 OBJECT_FIELDS = tuple(f for f in SENT_FIELDS if _TYPES[f] == JsonObject)
+
+# Queued fields with no column of their own: ``geo`` lands in the geo columns.
+UNSTORED_FIELDS = ("geo",)
 
 # tag_id and event_id together are the dedup key, held in a unique index.
 KEY_FIELDS = ("tag_id", "event_id")
