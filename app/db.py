@@ -50,6 +50,8 @@ partners = sa.Table(
     sa.Column("rate_limit", sa.Text, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
     sa.Column("revoked_at", Timestamp, nullable=True),
+    # The policies an operator set for this partner (app/policy.py); NULL: all defaults.
+    sa.Column("policy", OptionalJson, nullable=True),
 )
 
 # Support staff for the admin page: separate from partners, so a partner's

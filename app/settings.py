@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.errors import ConfigError
+from app.policy import CLOCK_ACTIONS, UNKNOWN_EVENTS
 from app.privacy import parse_ip_mode
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -171,6 +172,38 @@ SETTINGS: tuple[Setting, ...] = (
         "the process at start-up.",
     ),
     Setting(
+        "INLET_UNKNOWN_EVENTS",
+        "accept",
+        "Default for partners that set none (`inlet partners set --unknown-events`): an "
+        "event whose name has no schema is `accept`ed, accepted flagged (`warn`) or "
+        "refused (`reject`).",
+    ),
+    Setting(
+        "INLET_FUTURE_EVENTS",
+        "clamp",
+        "Default for partners that set none (`inlet partners set --future`): an event "
+        "dated more than INLET_MAX_FUTURE_SECONDS after its receipt is `accept`ed as "
+        "sent, `clamp`ed to the receive time (the original is kept), or refused (`reject`).",
+    ),
+    Setting(
+        "INLET_MAX_FUTURE_SECONDS",
+        "86400",
+        "How far ahead of its receipt an event's time may be before the future-events "
+        "policy applies (per partner: `inlet partners set --max-future-seconds`).",
+    ),
+    Setting(
+        "INLET_TOO_OLD_EVENTS",
+        "clamp",
+        "Default for partners that set none (`inlet partners set --too-old`): what "
+        "happens to an event older than INLET_MAX_AGE_DAYS (`accept`, `clamp`, `reject`).",
+    ),
+    Setting(
+        "INLET_MAX_AGE_DAYS",
+        "",
+        "How many days old an event may be before the too-old policy applies; empty: "
+        "no limit (per partner: `inlet partners set --max-age-days`).",
+    ),
+    Setting(
         "PROMETHEUS_MULTIPROC_DIR",
         "",
         "Directory where every web and worker process writes its metrics, so that "
@@ -261,6 +294,12 @@ class Settings:
     head_timeout: float = 10.0
     geoip_database: Path | None = None
     metrics_dir: Path = Path("var/metrics")
+    # Defaults of the per-partner policies (app/policy.py).
+    unknown_events: str = "accept"
+    future_events: str = "clamp"
+    max_future_seconds: int = 86400
+    too_old_events: str = "clamp"
+    max_age_days: int | None = None
     queue_name: str = "inlet"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -309,6 +348,23 @@ class Settings:
                 head_timeout=_positive(get("INLET_HEAD_TIMEOUT"), "INLET_HEAD_TIMEOUT"),
                 geoip_database=_geoip_path(get("INLET_GEOIP_DATABASE")),
                 metrics_dir=Path(get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve(),
+                unknown_events=_choice(
+                    get("INLET_UNKNOWN_EVENTS"), UNKNOWN_EVENTS, "INLET_UNKNOWN_EVENTS"
+                ),
+                future_events=_choice(
+                    get("INLET_FUTURE_EVENTS"), CLOCK_ACTIONS, "INLET_FUTURE_EVENTS"
+                ),
+                max_future_seconds=_at_least(
+                    get("INLET_MAX_FUTURE_SECONDS"), 0, "INLET_MAX_FUTURE_SECONDS"
+                ),
+                too_old_events=_choice(
+                    get("INLET_TOO_OLD_EVENTS"), CLOCK_ACTIONS, "INLET_TOO_OLD_EVENTS"
+                ),
+                max_age_days=(
+                    _positive_int(get("INLET_MAX_AGE_DAYS"), "INLET_MAX_AGE_DAYS")
+                    if get("INLET_MAX_AGE_DAYS")
+                    else None
+                ),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from None
@@ -375,6 +431,11 @@ class Settings:
             "INLET_TRUSTED_PROXIES": ",".join(map(str, self.trusted_proxies)),
             "INLET_GEOIP_DATABASE": str(self.geoip_database or ""),
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            "INLET_UNKNOWN_EVENTS": self.unknown_events,
+            "INLET_FUTURE_EVENTS": self.future_events,
+            "INLET_MAX_FUTURE_SECONDS": str(self.max_future_seconds),
+            "INLET_TOO_OLD_EVENTS": self.too_old_events,
+            "INLET_MAX_AGE_DAYS": "" if self.max_age_days is None else str(self.max_age_days),
         }
 
 
@@ -396,6 +457,13 @@ def parse_log_level(text: str) -> str:
     if level not in LOG_LEVELS:
         raise ValueError(f"INLET_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
     return level
+
+
+def _choice(text: str, choices: tuple[str, ...], name: str) -> str:
+    value = text.strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {text!r}")
+    return value
 
 
 def _positive(text: str, name: str) -> float:

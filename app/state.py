@@ -27,6 +27,7 @@ from app.credentials.throttle import (
 from app.db import make_engine
 from app.errors import RateLimited, ServiceUnavailable, Unauthorized
 from app.groupcommit import Coalescer
+from app.policy import PartnerPolicy
 from app.queue import Submission, enqueue_group
 from app.request.ratelimit import RateLimiter, retry_after
 from app.settings import RateLimit, Settings
@@ -66,14 +67,17 @@ class AppState:
         queue = q.make_queue(settings, redis)
         limiter = RateLimiter(redis)
         wait = settings.group_wait_ms / 1000
+        policy_defaults = PartnerPolicy.defaults(settings)
         return cls(
             settings=settings,
             engine=engine,
             redis=redis,
             queue=queue,
-            credentials=CredentialStore(engine, settings.secret_key),
+            credentials=CredentialStore(
+                engine, settings.secret_key, policy_defaults=policy_defaults
+            ),
             limiter=limiter,
-            api_keys=ApiKeyStore(engine, settings.secret_key),
+            api_keys=ApiKeyStore(engine, settings.secret_key, policy_defaults=policy_defaults),
             auth_throttle=AuthFailureThrottle(redis, settings.auth_failure_limit),
             group_commit=Coalescer(
                 functools.partial(enqueue_group, queue, settings),
