@@ -57,10 +57,13 @@ pass the value through.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from app.privacy import IP_MODES, PrivacyPolicy, parse_consent_map, parse_paths
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -95,6 +98,16 @@ class PartnerPolicy:
     max_future_seconds: int = 86400
     # None: no event is too old.
     max_age_days: int | None = None
+    # Privacy (app/privacy.py, docs/privacy.md).
+    ip_mode: str = "full"
+    consent_map: tuple[tuple[str, str], ...] = ()
+    pii_hash: tuple[str, ...] = ()
+    pii_drop: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def privacy(self) -> PrivacyPolicy:
+        """The privacy part, as the transforms of app/privacy.py take it (made once)."""
+        return PrivacyPolicy(self.ip_mode, self.consent_map, self.pii_hash, self.pii_drop)
 
     @classmethod
     def defaults(cls, settings: Settings) -> PartnerPolicy:
@@ -199,6 +212,18 @@ def _int_or_none(value: Any) -> int | None:
     return value
 
 
+def _consent_map_from_json(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{value!r} is not an object of PURPOSE: FLAG")
+    return parse_consent_map(f"{purpose}={flag}" for purpose, flag in value.items())
+
+
+def _paths_from_json(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"{value!r} is not a list of paths")
+    return parse_paths(value)
+
+
 def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{value!r} is not a whole number")
@@ -246,6 +271,44 @@ POLICY_FIELDS: tuple[PolicyField, ...] = (
         parse=_days_or_none,
         setting="max_age_days",
         from_json=_int_or_none,
+    ),
+    PolicyField(
+        "ip_mode",
+        "--ip-mode",
+        "The Thrad client address: stored in full, truncated to its network (IPv4 /24, "
+        "IPv6 /48) or dropped, before it is queued; geo comes from the full address.",
+        choices=IP_MODES,
+        setting="ip_mode",
+    ),
+    PolicyField(
+        "consent_map",
+        "--consent-map",
+        "PURPOSE=FLAG (repeatable): read the analytics or advertising consent from this "
+        "flag of the event's consent object (a dotted path allowed) instead of the "
+        "purpose's own name.",
+        parse=parse_consent_map,
+        multiple=True,
+        from_json=_consent_map_from_json,
+        to_json=dict,
+    ),
+    PolicyField(
+        "pii_hash",
+        "--pii-hash",
+        "PATH (repeatable): replace the value at payload.KEY... (Onside) or params.KEY... "
+        "(Thrad) with its keyed HMAC-SHA256 before queueing.",
+        parse=parse_paths,
+        multiple=True,
+        from_json=_paths_from_json,
+        to_json=list,
+    ),
+    PolicyField(
+        "pii_drop",
+        "--pii-drop",
+        "PATH (repeatable): remove the value at payload.KEY... or params.KEY... before queueing.",
+        parse=parse_paths,
+        multiple=True,
+        from_json=_paths_from_json,
+        to_json=list,
     ),
 )
 
