@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 import sqlalchemy as sa
 from redis import Redis
-from rq.registry import FailedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 from sqlalchemy.engine import Engine
 
 from app import queue as q
@@ -21,6 +24,7 @@ from app.ops import deletion
 from app.settings import Settings
 from tests.events import onside_event, thrad_event
 from tests.queued import enqueue, onside_rows, thrad_rows, unreachable
+from worker.onside import insert_onside_events
 
 ALICE = "0b8a3f0e-1111-4c4c-8d8d-000000000001"
 BOB = "0b8a3f0e-2222-4c4c-8d8d-000000000002"
@@ -347,3 +351,39 @@ def test_a_failed_thrad_job_is_scrubbed_too(
     delete(inlet, "--session-id", "session-one")
     job = queue.fetch_job(job_id)
     assert job is not None and [e["session_id"] for e in job.args[2]] == ["session-two"]
+
+
+def test_a_job_running_when_the_tombstone_is_written_is_waited_for(
+    inlet: Callable[..., Any],
+    settings: Settings,
+    redis: Redis,
+    engine: Engine,
+    partner: NewPartner,
+) -> None:
+    """A job that read the tombstones just before the deletion wrote its own: its
+    rows land after the deletion began, and must be deleted all the same."""
+    queue = q.make_queue(settings, redis)
+    job_id = enqueue(settings, redis, partner, [onside(1, ALICE)])
+    entry = f"{job_id}:execution-1"
+    redis.zadd(StartedJobRegistry(queue=queue).key, {entry: time.time() + 60})
+
+    def finish_the_job() -> None:
+        time.sleep(0.5)  # the job's own duration, past the tombstone's write
+        with engine.begin() as conn:
+            insert_onside_events(
+                conn,
+                partner_id=partner.id,
+                received_at=datetime.now(UTC),
+                events=[onside(1, ALICE)],
+                job_id=job_id,
+            )
+        redis.zrem(StartedJobRegistry(queue=queue).key, entry)
+
+    worker = threading.Thread(target=finish_the_job)
+    worker.start()
+    try:
+        result = orjson.loads(delete(inlet, "--installation-id", ALICE, "--json").stdout)
+    finally:
+        worker.join()
+    assert result["onside_rows"] == 1
+    assert onside_rows(engine) == []

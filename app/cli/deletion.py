@@ -95,6 +95,8 @@ def delete(
                 value=value,
                 actor=who,
                 dry_run=dry_run,
+                # A job runs at most this long before RQ stops it.
+                wait_seconds=settings.job_timeout + 5,
             )
     except RedisError as exc:
         raise click.ClickException(

@@ -23,10 +23,11 @@ Which rows carry an identifier: Onside's ``installation_id`` (a UUID) is a
 column of ``events``; Thrad's ``client_id`` and ``session_id`` are columns of
 ``thrad_events``. Identifiers inside a payload or params are not searched.
 
-A dry run counts the same rows and events and changes nothing (no tombstone,
-no audit row). Known gap: an event in a job that a worker is inserting at
-the very moment the tombstone is written can still land after the delete;
-running the same deletion again a minute later removes it (it is idempotent).
+A job of the partner that a worker was already running when the tombstone
+was written may have read the tombstones before it: the deletion waits for
+such jobs to end (at most ``wait_seconds``, the job timeout) before it
+deletes rows and scrubs failed jobs. A dry run counts the same rows and
+events and changes nothing (no tombstone, no audit row, no wait).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from redis import Redis
 from redis.exceptions import WatchError
 from rq import Queue
 from rq.job import Job
-from rq.registry import FailedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.results import Result
 from sqlalchemy.engine import Engine
 
@@ -233,6 +234,41 @@ def _scrub_one(
             return None
 
 
+# --- Jobs running at the time of the tombstone ------------------------------------
+
+
+def _running_jobs(queue: Queue, partner_name: str) -> set[str]:
+    """The started-registry entries (``job_id:execution_id``) of the partner's jobs.
+
+    Read raw: the registry's own ``get_job_ids`` first runs its cleanup,
+    which moves abandoned jobs about, and that is a worker's business.
+    """
+    registry = StartedJobRegistry(queue=queue)
+    running: set[str] = set()
+    for raw in queue.connection.zrange(registry.key, 0, -1):
+        entry = raw.decode() if isinstance(raw, bytes) else str(raw)
+        job_id = entry.split(":", 1)[0]
+        job = queue.fetch_job(job_id)
+        # A job of unknown owner is waited for too: waiting is the safe side.
+        if job is None or (job.meta or {}).get("partner") in (partner_name, None):
+            running.add(entry)
+    return running
+
+
+def _wait_for(queue: Queue, entries: set[str], timeout: float) -> bool:
+    """Wait until none of the entries is in the started registry; False on timeout."""
+    key = StartedJobRegistry(queue=queue).key
+    deadline = time.monotonic() + timeout
+    while entries:
+        entries = {e for e in entries if queue.connection.zscore(key, e) is not None}
+        if not entries:
+            break
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 # --- The deletion ---------------------------------------------------------------
 
 
@@ -273,6 +309,7 @@ def delete_identifier(
     value: str,
     actor: str,
     dry_run: bool = False,
+    wait_seconds: float = 30.0,
 ) -> Deletion:
     """Delete (or, with ``dry_run``, count) everything the partner holds of one identifier."""
     value = normalize_identifier(kind, value)
@@ -284,6 +321,13 @@ def delete_identifier(
         # First, so that nothing of this identifier lands from the queue while
         # the rest runs, nor for INLET_TOMBSTONE_HOURS after.
         expires = add_tombstone(queue.connection, partner_id, digest, tombstone_hours)
+        # A job that was already running may have read the tombstones before
+        # this one was written: its rows are deleted below once it is done
+        # (or has failed, and is scrubbed below). A job started from now on
+        # reads the new tombstone. Bounded by the job timeout: past it RQ
+        # stops the job, and its retry reads the tombstone.
+        if not _wait_for(queue, _running_jobs(queue, partner_name), wait_seconds):
+            log.warning("deletion: a job of %s still running; deleting anyway", partner_name)
     failed_events, failed_jobs = _scrub_failed(queue, partner_id, kind, value, dry_run)
     with engine.begin() as conn:
         if dry_run:
