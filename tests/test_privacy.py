@@ -12,6 +12,7 @@ from app.privacy import (
     HASH_PREFIX,
     PrivacyPolicy,
     hash_value,
+    hmac_sha256_hex,
     parse_consent_map,
     parse_ip_mode,
     parse_path,
@@ -185,6 +186,12 @@ def test_hash_is_keyed_hmac_sha256_in_hex_with_its_algorithm_named() -> None:
     assert hash_value(KEY, 42) == HASH_PREFIX + hmac.new(KEY, b"42", hashlib.sha256).hexdigest()
     assert hash_value(KEY, {"b": 1, "a": 2}) == hash_value(KEY, {"a": 2, "b": 1})
     assert hash_value(KEY, None) is None
+
+
+@pytest.mark.parametrize("key", [b"", b"k" * 32, b"x" * 64, b"long" * 40])
+@pytest.mark.parametrize("data", [b"", b"a@example.com", "é".encode() * 1000])
+def test_the_prepared_hmac_is_the_standard_one(key: bytes, data: bytes) -> None:
+    assert hmac_sha256_hex(key, data) == hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
 def test_each_partner_has_its_own_key() -> None:
