@@ -76,6 +76,10 @@ events = sa.Table(
     sa.Column("event_datetime", Timestamp, nullable=False),
     sa.Column("installation_id", sa.Uuid(as_uuid=False), nullable=False),
     sa.Column("payload", Json, nullable=False),
+    # The time as sent, when a clock guard clamped event_datetime (app/quality/clock.py).
+    sa.Column("original_event_datetime", Timestamp, nullable=True),
+    # Schema violations let through in warn mode (app/quality/schemas.py); NULL: none.
+    sa.Column("violations", OptionalJson, nullable=True),
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Column("job_id", sa.Text, nullable=True),
     # The idempotency key: an event id counts once per partner, never across partners.
@@ -127,6 +131,9 @@ thrad_events = sa.Table(
     sa.Column("geo_lat", sa.Double, nullable=True),
     sa.Column("geo_lon", sa.Double, nullable=True),
     *(sa.Column(name, sa.Text, nullable=True) for name in UA_FIELDS),
+    # As for events: the timestamp as sent when clamped, and warn-mode violations.
+    sa.Column("original_timestamp", sa.Double, nullable=True),
+    sa.Column("violations", OptionalJson, nullable=True),
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Column("job_id", sa.Text, nullable=True),
     # Thrad's dedup key. NULLs are distinct in a unique key (PostgreSQL and

@@ -36,12 +36,18 @@ def thrad_row(
         params=event["params"],
         channel=event["channel"],
         ip_address=event.get("ip_address"),
+        original_timestamp=_optional_float(event.get("original_timestamp")),
+        violations=event.get("violations"),
         received_at=received_at,
         job_id=job_id,
         **geo_fields(event.get("ip_address"), geoip_database),
         **ua_fields(event.get("user_agent")),
     )
     return row
+
+
+def _optional_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def insert_thrad_events(

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from app.credentials.auth import Partner, parse_basic
 from app.errors import Unauthorized
 from app.onside.validate import validate_batch_off_loop
+from app.quality.clock import ClockGuard
 from app.queue import Submission
 from app.request.body import check_content_type, read_body
 from app.request.context import request_context
@@ -50,7 +51,10 @@ async def post_events(request: Request) -> Response:
     check_content_type(request)
     body = await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
     events = await validate_batch_off_loop(
-        body, state.settings.max_batch_events, state.settings.max_json_containers
+        body,
+        state.settings.max_batch_events,
+        state.settings.max_json_containers,
+        clock=ClockGuard.for_request(partner.policy, received_at),
     )
     context.events = len(events)
     await state.commit(

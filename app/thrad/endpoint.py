@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from app.credentials.api_keys import KeyOwner
 from app.errors import Unauthorized
+from app.quality.clock import ClockGuard
 from app.queue import Submission
 from app.request.body import read_body
 from app.request.client import client_address, forwarded_for
@@ -67,7 +68,7 @@ async def collect(request: Request) -> Response:
     # with `curl -d` (form-urlencoded) or none at all works against Thrad's
     # endpoint today and must keep working here. The body must still be JSON.
     body = await read_body(request, MAX_BODY_BYTES, state.settings.body_timeout)
-    event = validate_event(body)
+    event = validate_event(body, ClockGuard.for_request(partner.policy, received_at))
     context.events = 1
     peer = request.client.host if request.client else None
     queued = server_fields(

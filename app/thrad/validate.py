@@ -19,6 +19,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from app.errors import InvalidRequest
+from app.quality.clock import ClockGuard
 from app.request.jsonchecks import (
     DEPTH_MESSAGE,
     MAX_PAYLOAD_DEPTH,
@@ -52,8 +53,13 @@ def _problem(field: str | None, message: str) -> dict[str, Any]:
     return {"index": None, "field": field, "message": message}
 
 
-def validate_event(body: bytes) -> dict[str, Any]:
-    """The known fields of the event, type-checked; a 400 naming each bad field."""
+def validate_event(body: bytes, clock: ClockGuard | None = None) -> dict[str, Any]:
+    """The known fields of the event, type-checked; a 400 naming each bad field.
+
+    With a ``clock``, a ``timestamp`` outside its bounds is accepted, clamped
+    (the original kept in ``original_timestamp``) or refused, as the
+    partner's policy says.
+    """
     # Bounded before parsing: with at most this many containers in 64 KiB,
     # checking an event stays well under a millisecond, on the event loop.
     check_containers(body, MAX_EVENT_CONTAINERS)
@@ -115,6 +121,15 @@ def validate_event(body: bytes) -> dict[str, Any]:
             problems.append(_problem(field, DEPTH_MESSAGE))
         else:
             event[field] = value
+
+    timestamp = event.get("timestamp")
+    off = clock.off_ts(float(timestamp)) if clock is not None and timestamp is not None else None
+    if off is not None and off[0] == "reject":
+        problems.append(_problem("timestamp", off[1]))
+    elif off is not None and off[0] == "clamp":
+        assert clock is not None
+        event["original_timestamp"] = timestamp
+        event["timestamp"] = clock.received_at.timestamp()
 
     if may_hold_nul:
         for field, value in event.items():
