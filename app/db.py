@@ -143,6 +143,22 @@ thrad_events = sa.Table(
 )
 
 
+# A partner's JSON Schema for the payload (Onside) or params (Thrad) of one
+# event name, normalized (app/quality/schemas.py).
+event_schemas = sa.Table(
+    "event_schemas",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("partner_id", sa.Integer, sa.ForeignKey("partners.id"), nullable=False),
+    sa.Column("event_name", sa.Text, nullable=False),
+    sa.Column("schema", Json, nullable=False),
+    # "warn" or "enforce".
+    sa.Column("mode", sa.Text, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("partner_id", "event_name"),
+)
+
+
 def make_engine(url: str, **kwargs: object) -> Engine:
     """One engine per process, made by whoever needs it (never at import time)."""
     options: dict[str, object] = {

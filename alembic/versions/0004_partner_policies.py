@@ -21,6 +21,7 @@ depends_on = None
 OptionalJson = sa.JSON(none_as_null=True).with_variant(
     postgresql.JSONB(none_as_null=True), "postgresql"
 )
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def upgrade() -> None:
@@ -33,9 +34,26 @@ def upgrade() -> None:
     with op.batch_alter_table("thrad_events") as batch:
         batch.add_column(sa.Column("original_timestamp", sa.Double, nullable=True))
         batch.add_column(sa.Column("violations", OptionalJson, nullable=True))
+    op.create_table(
+        "event_schemas",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("partner_id", sa.Integer, nullable=False),
+        sa.Column("event_name", sa.Text, nullable=False),
+        sa.Column("schema", Json, nullable=False),
+        sa.Column("mode", sa.Text, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_event_schemas"),
+        sa.ForeignKeyConstraint(
+            ["partner_id"], ["partners.id"], name="fk_event_schemas_partner_id_partners"
+        ),
+        sa.UniqueConstraint(
+            "partner_id", "event_name", name="uq_event_schemas_partner_id_event_name"
+        ),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("event_schemas")
     with op.batch_alter_table("thrad_events") as batch:
         batch.drop_column("violations")
         batch.drop_column("original_timestamp")

@@ -55,6 +55,7 @@ async def post_events(request: Request) -> Response:
         state.settings.max_batch_events,
         state.settings.max_json_containers,
         clock=ClockGuard.for_request(partner.policy, received_at),
+        schemas=await state.schema_check(partner),
     )
     context.events = len(events)
     await state.commit(

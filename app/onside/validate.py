@@ -18,6 +18,7 @@ from app.errors import InvalidRequest, PayloadTooLarge
 from app.onside.contract import FIELDS, QueuedOnsideEvent
 from app.onside.names import normalize_event_name
 from app.quality.clock import ClockGuard
+from app.quality.schemas import SchemaCheck
 from app.request.jsonchecks import (
     DEFAULT_MAX_CONTAINERS,
     DEPTH_MESSAGE,
@@ -63,6 +64,7 @@ async def validate_batch_off_loop(
     max_events: int,
     max_containers: int = DEFAULT_MAX_CONTAINERS,
     clock: ClockGuard | None = None,
+    schemas: SchemaCheck | None = None,
 ) -> list[QueuedOnsideEvent]:
     """``validate_batch``, in a worker thread unless the body is small and simple.
 
@@ -72,8 +74,8 @@ async def validate_batch_off_loop(
     """
     containers = check_containers(body, max_containers, "INLET_MAX_JSON_CONTAINERS")
     if len(body) <= INLINE_MAX_BYTES and containers <= INLINE_MAX_CONTAINERS:
-        return _validate_counted(body, max_events, clock)
-    return await run_in_threadpool(_validate_counted, body, max_events, clock)
+        return _validate_counted(body, max_events, clock, schemas)
+    return await run_in_threadpool(_validate_counted, body, max_events, clock, schemas)
 
 
 def validate_batch(
@@ -81,20 +83,34 @@ def validate_batch(
     max_events: int,
     max_containers: int = DEFAULT_MAX_CONTAINERS,
     clock: ClockGuard | None = None,
+    schemas: SchemaCheck | None = None,
 ) -> list[QueuedOnsideEvent]:
     """Return the batch's events, ready for the job; raise a 400 or 413 otherwise.
 
     With a ``clock``, event times outside its bounds are accepted, clamped
     (the original kept in ``original_event_datetime``) or refused, as the
-    partner's policy says.
+    partner's policy says. With ``schemas``, each payload is checked against
+    its event's schema (app/quality/schemas.py) once the batch's shape is right.
     """
     # Before any parsing: the work per body is bounded by its containers.
     check_containers(body, max_containers, "INLET_MAX_JSON_CONTAINERS")
-    return _validate_counted(body, max_events, clock)
+    return _validate_counted(body, max_events, clock, schemas)
 
 
 def _validate_counted(
-    body: bytes, max_events: int, clock: ClockGuard | None = None
+    body: bytes,
+    max_events: int,
+    clock: ClockGuard | None = None,
+    schemas: SchemaCheck | None = None,
+) -> list[QueuedOnsideEvent]:
+    events = _validate_shape(body, max_events, clock)
+    if schemas is not None:
+        check_schemas(events, schemas)
+    return events
+
+
+def _validate_shape(
+    body: bytes, max_events: int, clock: ClockGuard | None
 ) -> list[QueuedOnsideEvent]:
     """``validate_batch`` for a body whose containers were already checked."""
     document = decode_json(body)
@@ -150,6 +166,30 @@ def validate_events(
             errors=problems.items,
         )
     return events
+
+
+def check_schemas(events: list[QueuedOnsideEvent], schemas: SchemaCheck) -> None:
+    """Check each payload against its event's schema; raise the 400 of an enforced
+    violation (all of them, by index and JSON path), else flag the warned ones
+    (``violations``, stored with the event)."""
+    problems = _Problems()
+    for index, event in enumerate(events):
+        mode, found = schemas.check(event["event_name"], event["payload"], "payload")
+        if not found:
+            continue
+        if mode == "enforce":
+            for violation in found:
+                problems.add(index, violation["field"], violation["message"])
+        else:
+            event["violations"] = found[:MAX_LISTED_ERRORS]
+    if problems.count:
+        listed = len(problems.items)
+        more = f" (the first {listed} are listed)" if listed < problems.count else ""
+        noun = "violation" if problems.count == 1 else "violations"
+        raise InvalidRequest(
+            f"The batch has {problems.count} schema {noun}{more}; nothing was accepted",
+            errors=problems.items,
+        )
 
 
 @functools.lru_cache(maxsize=4096)

@@ -68,7 +68,11 @@ async def collect(request: Request) -> Response:
     # with `curl -d` (form-urlencoded) or none at all works against Thrad's
     # endpoint today and must keep working here. The body must still be JSON.
     body = await read_body(request, MAX_BODY_BYTES, state.settings.body_timeout)
-    event = validate_event(body, ClockGuard.for_request(partner.policy, received_at))
+    event = validate_event(
+        body,
+        ClockGuard.for_request(partner.policy, received_at),
+        await state.schema_check(partner),
+    )
     context.events = 1
     peer = request.client.host if request.client else None
     queued = server_fields(

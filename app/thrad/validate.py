@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from app.errors import InvalidRequest
 from app.quality.clock import ClockGuard
+from app.quality.schemas import SchemaCheck
 from app.request.jsonchecks import (
     DEPTH_MESSAGE,
     MAX_PAYLOAD_DEPTH,
@@ -38,6 +39,8 @@ from app.thrad.contract import (
 )
 
 INTEGRATION = "partner_s2s"
+# Most schema violations stored with one warned event.
+MAX_LISTED_VIOLATIONS = 100
 # The dedup key's parts (KEY_FIELDS) are held in a unique index:
 # PostgreSQL's btree entries stop at ~2.7 KB, so each is kept to 256
 # characters (1 KB of UTF-8 at most) and a longer one is refused, not lost.
@@ -53,12 +56,16 @@ def _problem(field: str | None, message: str) -> dict[str, Any]:
     return {"index": None, "field": field, "message": message}
 
 
-def validate_event(body: bytes, clock: ClockGuard | None = None) -> dict[str, Any]:
+def validate_event(
+    body: bytes, clock: ClockGuard | None = None, schemas: SchemaCheck | None = None
+) -> dict[str, Any]:
     """The known fields of the event, type-checked; a 400 naming each bad field.
 
     With a ``clock``, a ``timestamp`` outside its bounds is accepted, clamped
     (the original kept in ``original_timestamp``) or refused, as the
-    partner's policy says.
+    partner's policy says. With ``schemas``, the params are checked against
+    the event's schema (app/quality/schemas.py): an enforced violation is a
+    problem, a warned one goes into ``violations``.
     """
     # Bounded before parsing: with at most this many containers in 64 KiB,
     # checking an event stays well under a millisecond, on the event loop.
@@ -135,6 +142,12 @@ def validate_event(body: bytes, clock: ClockGuard | None = None) -> dict[str, An
         for field, value in event.items():
             if contains_nul(value):
                 problems.append(_problem(field, NUL_MESSAGE))
+    if schemas is not None and not problems:
+        mode, found = schemas.check(event["event_name"], event.get("params") or {}, "params")
+        if mode == "enforce":
+            problems.extend(_problem(v["field"], v["message"]) for v in found)
+        elif found:
+            event["violations"] = found[:MAX_LISTED_VIOLATIONS]
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
         raise InvalidRequest(
