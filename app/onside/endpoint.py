@@ -17,6 +17,7 @@ from app.credentials.auth import Partner, parse_basic
 from app.errors import Unauthorized
 from app.onside.validate import validate_batch_off_loop
 from app.quality.clock import ClockGuard
+from app.quality.dryrun import dry_run_response, wants_dry_run, warnings
 from app.queue import Submission
 from app.request.body import check_content_type, read_body
 from app.request.context import request_context
@@ -24,6 +25,7 @@ from app.state import AppState
 
 log = logging.getLogger("inlet.onside")
 
+ORIGINAL = "original_event_datetime"
 _BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="inlet", charset="UTF-8"'}
 
 
@@ -48,6 +50,7 @@ async def post_events(request: Request) -> Response:
     partner = await authenticate_basic(state, request)
     context.partner = partner.name
     await state.enforce_rate_limit(partner)
+    dry_run = wants_dry_run(request)
     check_content_type(request)
     body = await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
     events = await validate_batch_off_loop(
@@ -58,6 +61,10 @@ async def post_events(request: Request) -> Response:
         schemas=await state.schema_check(partner),
     )
     context.events = len(events)
+    if dry_run:
+        context.dry_run = True
+        found = warnings(events, time_field="event_datetime", original_field=ORIGINAL)
+        return dry_run_response(len(events), found)
     await state.commit(
         Submission(
             endpoint="onside",
