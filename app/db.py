@@ -87,6 +87,18 @@ events = sa.Table(
     # "The latest events of a partner" and the export's oldest-first scan.
     sa.Index(None, "partner_id", "received_at", "id"),
 )
+# The admin page's count of flagged events (app/admin/quality.py): a partial
+# index holds the flagged rows only, so it costs nothing for the others.
+sa.Index(
+    "ix_events_flagged",
+    events.c.received_at,
+    postgresql_where=sa.or_(
+        events.c.violations.is_not(None), events.c.original_event_datetime.is_not(None)
+    ),
+    sqlite_where=sa.or_(
+        events.c.violations.is_not(None), events.c.original_event_datetime.is_not(None)
+    ),
+)
 
 # Thrad's Events API: Bearer API keys, several per partner, each with a label.
 api_keys = sa.Table(
@@ -140,6 +152,16 @@ thrad_events = sa.Table(
     # SQLite alike), so an event without event_id is always stored.
     sa.UniqueConstraint("partner_id", "tag_id", "event_id"),
     sa.Index(None, "partner_id", "received_at", "id"),
+)
+sa.Index(
+    "ix_thrad_events_flagged",
+    thrad_events.c.received_at,
+    postgresql_where=sa.or_(
+        thrad_events.c.violations.is_not(None), thrad_events.c.original_timestamp.is_not(None)
+    ),
+    sqlite_where=sa.or_(
+        thrad_events.c.violations.is_not(None), thrad_events.c.original_timestamp.is_not(None)
+    ),
 )
 
 

@@ -34,6 +34,18 @@ def upgrade() -> None:
     with op.batch_alter_table("thrad_events") as batch:
         batch.add_column(sa.Column("original_timestamp", sa.Double, nullable=True))
         batch.add_column(sa.Column("violations", OptionalJson, nullable=True))
+    for table, clamped in (
+        ("events", "original_event_datetime"),
+        ("thrad_events", "original_timestamp"),
+    ):
+        flagged = sa.text(f"violations IS NOT NULL OR {clamped} IS NOT NULL")
+        op.create_index(
+            f"ix_{table}_flagged",
+            table,
+            ["received_at"],
+            postgresql_where=flagged,
+            sqlite_where=flagged,
+        )
     op.create_table(
         "event_schemas",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -54,6 +66,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("event_schemas")
+    op.drop_index("ix_thrad_events_flagged", "thrad_events")
+    op.drop_index("ix_events_flagged", "events")
     with op.batch_alter_table("thrad_events") as batch:
         batch.drop_column("violations")
         batch.drop_column("original_timestamp")
