@@ -28,6 +28,7 @@ from app.db import make_engine
 from app.errors import RateLimited, ServiceUnavailable, Unauthorized
 from app.groupcommit import Coalescer
 from app.policy import PartnerPolicy
+from app.quality.schemas import SchemaCheck, SchemaStore
 from app.queue import Submission, enqueue_group
 from app.request.ratelimit import RateLimiter, retry_after
 from app.settings import RateLimit, Settings
@@ -59,6 +60,7 @@ class AppState:
     auth_throttle: AuthFailureThrottle
     group_commit: Coalescer[Submission, str]
     rate_limits: Coalescer[tuple[str, RateLimit], float]
+    schemas: SchemaStore
 
     @classmethod
     def open(cls, settings: Settings) -> AppState:
@@ -89,6 +91,7 @@ class AppState:
             rate_limits=Coalescer(
                 limiter.hit_many, max_size=1000, wait_seconds=wait, name="rate-limit batch"
             ),
+            schemas=SchemaStore(engine),
         )
 
     def close(self) -> None:
@@ -151,6 +154,28 @@ class AppState:
             await count_failed_login(self.auth_throttle, request, self.settings.trusted_proxies)
             raise refusal
         return found
+
+    async def schema_check(self, partner: Partner) -> SchemaCheck | None:
+        """What the partner's events are checked against beyond their shape: its
+        schemas and its unknown-events policy; None when that checks nothing.
+
+        From the cache on the event loop when it can answer, else in a thread.
+        """
+        found = self.schemas.cached(partner.id)
+        if found is MISS:
+            try:
+                found = await run_in_threadpool(self.schemas.get, partner.id)
+            except SQLAlchemyError as exc:
+                log.warning("schema lookup failed: %s", type(exc).__name__)
+                raise ServiceUnavailable(
+                    "Event schemas cannot be read right now; nothing was accepted. Retry later.",
+                    headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
+                ) from None
+        assert not isinstance(found, Miss)
+        unknown = partner.policy.unknown_events
+        if not found and unknown == "accept":
+            return None
+        return SchemaCheck(found, unknown)
 
     async def enforce_rate_limit(self, partner: Partner) -> None:
         limit = partner.rate_limit or self.settings.rate_limit

@@ -96,16 +96,24 @@ def test_thrad_columns_are_the_contract_fields_with_their_types() -> None:
     for name, hint in fields.items():
         column = columns[name]
         assert column.nullable == (name in optional_keys or optional(hint)), name
-        # JSON columns hand back any JSON value; the contract's objects are dicts.
-        expected = object if base_type(hint) is dict else base_type(hint)
+        # JSON columns hand back any JSON value; the contract's objects are
+        # dicts, and its lists (violations) lists.
+        expected = object if base_type(hint) in (dict, list) else base_type(hint)
         assert column.type.python_type is expected, name
 
 
 def test_onside_columns_are_the_contract_fields() -> None:
     """The sent name is stored beside its normalized form (event_name)."""
     columns = {c.name: c for c in events.columns}
-    assert set(columns) == {*onside.FIELDS, "sent_event_name"} | STORAGE_COLUMNS
+    assert (
+        set(columns)
+        == {*onside.FIELDS, *onside.OPTIONAL_FIELDS, "sent_event_name"} | STORAGE_COLUMNS
+    )
     assert not any(columns[name].nullable for name in onside.FIELDS)
+    assert all(columns[name].nullable for name in onside.OPTIONAL_FIELDS)
+    hints = get_type_hints(onside.QueuedOnsideEvent)
+    assert set(hints) == {*onside.FIELDS, *onside.OPTIONAL_FIELDS}
+    assert onside.QueuedOnsideEvent.__optional_keys__ == set(onside.OPTIONAL_FIELDS)
 
 
 def test_onside_postgresql_insert_names_every_column() -> None:
@@ -114,7 +122,7 @@ def test_onside_postgresql_insert_names_every_column() -> None:
     moved = re.search(r"INSERT INTO events \(([^)]*)\)", onside_store._PG_MOVE)
     assert staged and moved
     names = lambda match: {n.strip() for n in match.group(1).split(",")}  # noqa: E731
-    assert names(staged) == {*onside.FIELDS, "sent_event_name"}
+    assert names(staged) == {*onside.FIELDS, *onside.OPTIONAL_FIELDS, "sent_event_name"}
     assert names(moved) == set(events.columns.keys()) - {"id"}
 
 
@@ -135,14 +143,16 @@ def test_every_sent_thrad_field_is_checked_and_kept() -> None:
     assert sorted(groups) == sorted(thrad.SENT_FIELDS)
     assert tuple(validate_event(orjson.dumps(THRAD_BODY))) == thrad.SENT_FIELDS
     queued = queued_thrad_event()
-    # ``geo`` is queued only under an ip_mode other than full (test_privacy_api.py).
-    assert set(queued) == set(get_type_hints(thrad.QueuedThradEvent)) - {"geo"}
+    # ``geo`` among them: queued only under an ip_mode other than full (test_privacy_api.py).
+    conditional = set(thrad.CONDITIONAL_FIELDS)
+    assert set(queued) == set(get_type_hints(thrad.QueuedThradEvent)) - conditional
+    assert conditional <= thrad.QueuedThradEvent.__optional_keys__
 
 
 @pytest.mark.parametrize("extra", [{}, {"extra": "ignored"}])
 def test_a_queued_onside_event_has_exactly_the_contract_fields(extra: dict[str, str]) -> None:
     """On the fast path (the event kept, or copied) and on the slow one."""
-    assert set(onside.FIELDS) == set(get_type_hints(onside.QueuedOnsideEvent))
+    assert set(onside.FIELDS) == set(get_type_hints(onside.SentOnsideEvent))
     [fast] = validate_batch(orjson.dumps({"events": [{**ONSIDE_EVENT, **extra}]}), 1)
     [slow] = validate_events([{**ONSIDE_EVENT, **extra}])
     assert set(fast) == set(slow) == set(onside.FIELDS)
@@ -183,7 +193,13 @@ def _iso(value: datetime) -> str:
 
 def test_the_onside_export_shows_every_stored_field() -> None:
     exported = onside_export_row(_row(onside_query(1)), _iso)
-    assert set(exported) == {"source", *onside.FIELDS, "sent_event_name", "received_at"}
+    assert set(exported) == {
+        "source",
+        *onside.FIELDS,
+        *onside.OPTIONAL_FIELDS,
+        "sent_event_name",
+        "received_at",
+    }
 
 
 def test_the_thrad_export_shows_every_stored_field() -> None:

@@ -36,6 +36,8 @@ def thrad_row(
         params=event["params"],
         channel=event["channel"],
         ip_address=event.get("ip_address"),
+        original_timestamp=_optional_float(event.get("original_timestamp")),
+        violations=event.get("violations"),
         received_at=received_at,
         job_id=job_id,
         # Looked up by the web tier when the address was not queued in full
@@ -51,6 +53,10 @@ def _geo(event: QueuedThradEvent, geoip_database: Path | None) -> GeoFields:
     if looked_up is not None:
         return cast(GeoFields, {field: looked_up.get(field) for field in GEO_FIELDS})
     return geo_fields(event.get("ip_address"), geoip_database)
+
+
+def _optional_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def insert_thrad_events(

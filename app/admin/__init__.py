@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from app.admin import page
+from app.admin import page, quality
 from app.admin.security import (
     CSRF_COOKIE,
     check_csrf,
@@ -121,20 +121,27 @@ async def dashboard(request: Request) -> Response:
     admin = await require_admin(request)
     state: AppState = request.app.state.inlet
 
-    def gather() -> tuple[Any, Any, Any]:
+    def gather() -> tuple[Any, Any, Any, Any]:
         return (
             _try(failed_jobs.queue_state, state.queue),
             _try(stats.last_hour, state.redis),
             _try(failed_jobs.list_failed, state.queue, None, PAGE_FAILED_JOBS),
+            quality.try_flagged_counts(state.engine),
         )
 
-    queue, hours, failed = await run_in_threadpool(gather)
+    queue, hours, failed, flagged = await run_in_threadpool(gather)
     notice = _notice(request, admin)
     return _html(
         request,
         admin,
         lambda csrf: page.dashboard(
-            admin=admin, queue=queue, hours=hours, failed=failed, csrf=csrf, notice=notice
+            admin=admin,
+            queue=queue,
+            hours=hours,
+            failed=failed,
+            csrf=csrf,
+            notice=notice,
+            extra=quality.section(flagged),
         ),
     )
 

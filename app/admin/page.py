@@ -151,7 +151,9 @@ def dashboard(
     failed: list[FailedJob] | None,
     csrf: str,
     notice: str | None,
+    extra: str = "",
 ) -> str:
+    """The page; ``extra`` (HTML sections, already escaped) goes at the end."""
     if queue is None:
         tiles = '<p class="muted">Queue state unavailable (Redis does not answer).</p>'
     else:
@@ -171,7 +173,7 @@ def dashboard(
         f'<h1>Inlet</h1><p class="muted">Signed in as {esc(admin)} · '
         f'{when(datetime.now(UTC))} · <a href="/admin">refresh</a></p>{notice_html}'
         f"<h2>Queue</h2>{tiles}<h2>Partners, last hour</h2>{_partners_section(hours)}"
-        f"<h2>Failed jobs</h2>{_failed_section(failed, csrf)}"
+        f"<h2>Failed jobs</h2>{_failed_section(failed, csrf)}{extra}"
     )
     return document("Inlet admin", body)
 

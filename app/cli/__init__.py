@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.cli import admin, dev, events, failed, keys, partners, replay, serve
+from app.cli import admin, dev, events, failed, keys, partners, replay, schemas, serve
 from app.cli.common import setup_logging
 
 
@@ -20,5 +20,6 @@ main.add_command(keys.keys)
 main.add_command(failed.failed)
 main.add_command(admin.admin)
 main.add_command(replay.replay)
+main.add_command(schemas.schemas)
 for command in (serve.migrate, serve.web, serve.worker, dev.dev):
     main.add_command(command)

@@ -21,6 +21,8 @@ from app.errors import Unauthorized
 from app.onside.contract import QueuedOnsideEvent
 from app.onside.validate import validate_batch_off_loop
 from app.privacy import pii_key, protect_onside_events
+from app.quality.clock import ClockGuard
+from app.quality.dryrun import dry_run_response, wants_dry_run, warnings
 from app.queue import Submission
 from app.request.body import check_content_type, read_body
 from app.request.context import request_context
@@ -28,6 +30,7 @@ from app.state import AppState
 
 log = logging.getLogger("inlet.onside")
 
+ORIGINAL = "original_event_datetime"
 _BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="inlet", charset="UTF-8"'}
 
 
@@ -72,12 +75,21 @@ async def post_events(request: Request) -> Response:
     partner = await authenticate_basic(state, request)
     context.partner = partner.name
     await state.enforce_rate_limit(partner)
+    dry_run = wants_dry_run(request)
     check_content_type(request)
     body = await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
     events = await validate_batch_off_loop(
-        body, state.settings.max_batch_events, state.settings.max_json_containers
+        body,
+        state.settings.max_batch_events,
+        state.settings.max_json_containers,
+        clock=ClockGuard.for_request(partner.policy, received_at),
+        schemas=await state.schema_check(partner),
     )
     context.events = len(events)
+    if dry_run:
+        context.dry_run = True
+        found = warnings(events, time_field="event_datetime", original_field=ORIGINAL)
+        return dry_run_response(len(events), found)
     events = await protect_events(state, partner, events)
     await state.commit(
         Submission(

@@ -79,6 +79,7 @@ ONSIDE_EVENTS: JsonSchema = {
             "refused whole. Resending a batch is always safe: an `event_id` lands once per partner."
         ),
         "security": [{"basicAuth": []}],
+        "parameters": [{"$ref": "#/components/parameters/DryRun"}],
         "requestBody": {
             "required": True,
             "content": {
@@ -86,6 +87,7 @@ ONSIDE_EVENTS: JsonSchema = {
             },
         },
         "responses": {
+            "200": _ref("DryRun"),
             "204": {"description": "The whole batch is durably queued and will land."},
             "400": _ref("BadRequest"),
             "401": _ref("Unauthorized"),

@@ -24,6 +24,7 @@ class RequestContext:
     events: int | None = None  # events in a body that passed validation
     error_code: str | None = None  # the ApiError code the request was refused with
     admin: str | None = None  # the authenticated admin's username
+    dry_run: bool = False  # ?dry_run=true: validated, nothing queued or counted as accepted
 
 
 def request_context(request: Request) -> RequestContext:

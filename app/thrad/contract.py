@@ -65,6 +65,12 @@ class QueuedThradEvent(TypedDict):
     # Given to each accepted request: a job run twice lands once.
     ingest_id: str
     api_key_id: int
+    # The timestamp as sent when a clock guard clamped ``timestamp`` to the
+    # receive time (app/quality/clock.py); anything keyed on event time
+    # (deduplication) must use this where present.
+    original_timestamp: NotRequired[float]
+    # Schema violations let through in warn mode, or the unknown-events flag.
+    violations: NotRequired[list[JsonObject]]
     # Only when the partner's ip_mode keeps less than the full address, or its
     # consent flags refuse: geo looked up from the full address before it was
     # cut (app/privacy.py). Stored in the geo columns, not a column of its own.
@@ -82,7 +88,18 @@ class UserAgentFields(TypedDict):
 
 
 # Set by the server whatever the partner sends (a sent ``channel`` is ignored).
-SERVER_FIELDS = ("channel", "ip_address", "ingest_id", "api_key_id", "geo")
+SERVER_FIELDS = (
+    "channel",
+    "ip_address",
+    "ingest_id",
+    "api_key_id",
+    "original_timestamp",
+    "violations",
+    "geo",
+)
+
+# Server fields there only when they apply (a clamped timestamp, a violation).
+CONDITIONAL_FIELDS = ("original_timestamp", "violations", "geo")
 
 _TYPES = get_type_hints(QueuedThradEvent)
 # What a partner may send, grouped by JSON type: the validator checks each

@@ -21,6 +21,8 @@ from app.credentials.api_keys import KeyOwner
 from app.credentials.auth import Partner
 from app.errors import Unauthorized
 from app.privacy import PrivacyPolicy, pii_key, protect_thrad_event
+from app.quality.clock import ClockGuard
+from app.quality.dryrun import dry_run_response, wants_dry_run, warnings
 from app.queue import Submission
 from app.request.body import read_body
 from app.request.client import client_address, forwarded_for
@@ -83,12 +85,23 @@ async def collect(request: Request) -> Response:
     partner = owner.partner
     context.partner = partner.name
     await state.enforce_rate_limit(partner)
+    dry_run = wants_dry_run(request)
     # No Content-Type check, unlike the batch endpoint: a backend that posts
     # with `curl -d` (form-urlencoded) or none at all works against Thrad's
     # endpoint today and must keep working here. The body must still be JSON.
     body = await read_body(request, MAX_BODY_BYTES, state.settings.body_timeout)
-    event = validate_event(body)
+    event = validate_event(
+        body,
+        ClockGuard.for_request(partner.policy, received_at),
+        await state.schema_check(partner),
+    )
     context.events = 1
+    if dry_run:
+        context.dry_run = True
+        found = warnings(
+            [event], time_field="timestamp", original_field="original_timestamp", indexed=False
+        )
+        return dry_run_response(1, found)
     peer = request.client.host if request.client else None
     queued = server_fields(
         event,

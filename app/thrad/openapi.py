@@ -148,6 +148,7 @@ def collect(operation_id: str, summary: str) -> JsonSchema:
                 "event is durably queued and will land."
             ),
             "security": [{"bearerAuth": []}],
+            "parameters": [{"$ref": "#/components/parameters/DryRun"}],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -155,6 +156,7 @@ def collect(operation_id: str, summary: str) -> JsonSchema:
                 },
             },
             "responses": {
+                "200": _ref("DryRun"),
                 "204": {"description": "The event is durably queued and will land."},
                 "400": _ref("BadRequest"),
                 "401": _ref("BearerUnauthorized"),
