@@ -34,6 +34,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -299,6 +300,55 @@ def protect_object(
     return obj
 
 
+# --- Schema violations ----------------------------------------------------------
+
+# One step of a violation's JSON path (app/quality/schemas.py json_path):
+# ``.key``, ``[3]`` or ``["quoted key"]``.
+_STEP = re.compile(r'\.([^.\[]+)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
+WITHHELD = "(message withheld: the value is in a PII field of this partner)"
+
+
+def _steps(field: str) -> tuple[str, ...] | None:
+    """``payload.items[0]["a b"]`` -> ("payload", "items", "a b"): array indices
+    dropped (a PII path walks into every element). None if it can't be read."""
+    head = re.match(r"[^.\[]+", field)
+    if head is None:
+        return None
+    steps = [head.group(0)]
+    position = head.end()
+    while position < len(field):
+        match = _STEP.match(field, position)
+        if match is None:
+            return None
+        key, _index, quoted = match.groups()
+        if key is not None:
+            steps.append(key)
+        elif quoted is not None:
+            steps.append(str(orjson.loads(quoted)))
+        position = match.end()
+    return tuple(steps)
+
+
+def redact_violations(
+    violations: list[dict[str, Any]], paths: Iterable[tuple[Path, str]], root: str
+) -> list[dict[str, Any]]:
+    """Schema violations (stored in warn mode) whose message might quote a PII
+    value: the validator's message names the offending value, so a violation
+    at a PII path, inside it, or at an object that holds it, keeps its field
+    and loses its message. Others are kept as they are."""
+    pii = [(root, *path) for path, _ in paths]
+    if not pii:
+        return violations
+    out = []
+    for violation in violations:
+        steps = _steps(str(violation.get("field") or ""))
+        touches = steps is None or any(
+            steps[: len(path)] == path or path[: len(steps)] == steps for path in pii
+        )
+        out.append({**violation, "message": WITHHELD} if touches else violation)
+    return out
+
+
 # --- Whole events -------------------------------------------------------------
 
 
@@ -309,7 +359,16 @@ def protect_onside_events(
     paths = policy.paths("payload")
     if not paths:
         return events
-    return [{**event, "payload": protect_object(event["payload"], paths, key)} for event in events]
+    return [_protect_onside(event, paths, key) for event in events]
+
+
+def _protect_onside(
+    event: dict[str, Any], paths: tuple[tuple[Path, str], ...], key: bytes
+) -> dict[str, Any]:
+    out = {**event, "payload": protect_object(event["payload"], paths, key)}
+    if out.get("violations"):
+        out["violations"] = redact_violations(out["violations"], paths, "payload")
+    return out
 
 
 def protect_thrad_event(
@@ -333,4 +392,6 @@ def protect_thrad_event(
     paths = policy.paths("params")
     if paths:
         out["params"] = protect_object(out["params"], paths, key)
+        if out.get("violations"):
+            out["violations"] = redact_violations(out["violations"], paths, "params")
     return out

@@ -10,6 +10,7 @@ import pytest
 
 from app.privacy import (
     HASH_PREFIX,
+    WITHHELD,
     PrivacyPolicy,
     hash_value,
     hmac_sha256_hex,
@@ -235,3 +236,28 @@ def test_thrad_paths_apply_to_params_only_and_onside_paths_to_payload_only() -> 
     assert out["params"]["email"] == hash_value(KEY, "a@example.com")
     [onside] = protect_onside_events([{"payload": {"params": 1, "email": "x"}}], policy, KEY)
     assert onside["payload"] == {"params": 1}
+
+
+def test_violation_messages_that_may_quote_a_pii_value_are_withheld() -> None:
+    """A schema's message names the offending value: stored in warn mode, it would keep
+    the value that the partner asked to hash."""
+    policy = PrivacyPolicy(pii_hash=("payload.email", "payload.items.sku"))
+    violations = [
+        {"index": 0, "field": "payload.email", "message": '"a@example.com" is not "email"'},
+        {"index": 0, "field": "payload", "message": '{"email": "a@example.com"} is bad'},
+        {"index": 0, "field": "payload.items[2].sku", "message": '"s" is too short'},
+        {"index": 0, "field": "payload.amount", "message": '"x" is not of type "number"'},
+        {"index": 0, "field": "event_name", "message": "has no schema for this partner"},
+    ]
+    event = {"payload": {"email": "a@example.com"}, "violations": violations}
+    [out] = protect_onside_events([event], policy, KEY)
+    assert [v["message"] == WITHHELD for v in out["violations"]] == [True, True, True, False, False]
+    assert [v["field"] for v in out["violations"]] == [v["field"] for v in violations]
+    assert "a@example.com" not in str(out)
+
+
+def test_a_violation_path_that_cannot_be_read_is_withheld() -> None:
+    policy = PrivacyPolicy(pii_drop=("params.email",))
+    event = thrad_event(violations=[{"field": "params[", "message": "secret"}])
+    out = protect_thrad_event(event, policy, KEY, lookup)
+    assert out["violations"] == [{"field": "params[", "message": WITHHELD}]

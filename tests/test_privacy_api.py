@@ -303,3 +303,40 @@ def test_the_ip_mode_default_comes_from_the_settings(
 
     shown = run_cli(settings.replace(ip_mode="drop"), "partners", "show", "acme", "--json")
     assert orjson.loads(shown.stdout)["policy"]["ip_mode"] == "drop"
+
+
+def test_a_warned_violation_keeps_no_pii_value(
+    inlet: Callable[..., Result],
+    client: TestClient,
+    partner: NewPartner,
+    drain: Callable[..., None],
+    engine: Engine,
+    tmp_path: Path,
+) -> None:
+    """Warn mode stores the validator's message, which quotes the value: not for a PII path."""
+    schema = tmp_path / "purchase.json"
+    schema.write_bytes(
+        orjson.dumps(
+            {
+                "type": "object",
+                "properties": {"email": {"type": "integer"}, "amount": {"type": "number"}},
+            }
+        )
+    )
+    inlet(
+        "schemas", "set", "--partner", "acme", "purchase_completed", str(schema), "--mode", "warn"
+    )
+    set_policy(inlet, "--pii-hash", "payload.email")
+    event = onside_event(1, payload={"email": "secret@example.com", "amount": "nine"})
+    response = client.post(
+        ONSIDE_URL,
+        content=orjson.dumps({"events": [event]}),
+        headers={**basic_auth(partner), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 204, response.text
+    drain()
+    [row] = onside_rows(engine)
+    by_field = {v["field"]: v["message"] for v in row.violations}
+    assert set(by_field) == {"payload.email", "payload.amount"}, "no violations: proves nothing"
+    assert "nine" in by_field["payload.amount"]
+    assert "secret@example.com" not in str(row.violations) + str(row.payload)
