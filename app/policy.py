@@ -284,8 +284,8 @@ POLICY_FIELDS: tuple[PolicyField, ...] = (
         "consent_map",
         "--consent-map",
         "PURPOSE=FLAG (repeatable): read the analytics or advertising consent from this "
-        "flag of the event's consent object (a dotted path allowed) instead of the "
-        "purpose's own name.",
+        "flag of the event's consent object (a dotted path allowed; !FLAG for an "
+        "opt-out flag, where yes refuses) instead of the purpose's own name.",
         parse=parse_consent_map,
         multiple=True,
         from_json=_consent_map_from_json,

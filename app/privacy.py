@@ -14,7 +14,8 @@ endpoints only call ``protect_thrad_event`` / ``protect_onside_events``.
 - **Consent** (Thrad): two purposes, ``analytics`` and ``advertising``, each
   read from a flag of the event's ``consent`` object (by default a key of the
   purpose's own name; ``consent_map`` names the partner's flag, a dotted
-  path inside ``consent`` allowed). A flag that says no (``false``, ``0``,
+  path inside ``consent`` allowed; ``!FLAG`` for an opt-out flag, where a
+  yes refuses). A flag that says no (``false``, ``0``,
   ``"false"``, ``"no"``, ``"off"``, ``"denied"``) for either purpose drops
   the address, geo, ``user_agent`` (so no ua fields) and the ad ids
   (``click_id``, ``impression_id``, ``bid_id``). An absent flag, or any
@@ -52,6 +53,9 @@ IPV6_PREFIX = 48
 CONSENT_DROPPED_FIELDS = ("user_agent", "click_id", "impression_id", "bid_id")
 # What a flag may say to refuse (strings compared trimmed and lowercased).
 REFUSALS = frozenset({"false", "no", "off", "denied", "0"})
+# What an opt-out flag (mapped as ``!FLAG``) may say to refuse.
+ASSERTIONS = frozenset({"true", "yes", "on", "1"})
+NEGATED = "!"
 # How a hashed value starts: the algorithm, so that a reader knows what it holds.
 HASH_PREFIX = "hmac-sha256:"
 MAX_PATH_CHARS = 256
@@ -143,7 +147,8 @@ def parse_consent_map(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
             raise ValueError(
                 f"the purpose must be one of {', '.join(CONSENT_PURPOSES)}, not {purpose!r}"
             )
-        if len(flag) > MAX_PATH_CHARS or any(not s for s in flag.split(".")):
+        name = flag[1:] if flag.startswith(NEGATED) else flag
+        if len(name) > MAX_PATH_CHARS or any(not s for s in name.split(".")):
             raise ValueError(f"not a flag name (a key, or a dotted path in consent): {flag!r}")
         mapping[purpose] = flag
     return tuple(sorted(mapping.items()))
@@ -192,6 +197,24 @@ def says_no(value: Any) -> bool:
     return False
 
 
+def says_yes(value: Any) -> bool:
+    """True if a flag's value asserts: true, a non-zero number, or true/yes/on/1 as text."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        return value.strip().lower() in ASSERTIONS
+    return False
+
+
+def _refuses(consent: Mapping[str, Any], flag: str) -> bool:
+    if flag.startswith(NEGATED):
+        # A flag that says "opt out" (CCPA's do-not-sell): a yes refuses.
+        return says_yes(_flag(consent, flag[1:]))
+    return says_no(_flag(consent, flag))
+
+
 def _flag(consent: Mapping[str, Any], name: str) -> Any:
     if name in consent:
         return consent[name]
@@ -207,7 +230,7 @@ def refused_purposes(consent: Any, policy: PrivacyPolicy) -> list[str]:
     """The purposes the event's ``consent`` object refuses, in CONSENT_PURPOSES order."""
     if not isinstance(consent, Mapping):
         return []
-    return [p for p in CONSENT_PURPOSES if says_no(_flag(consent, policy.flag_for(p)))]
+    return [p for p in CONSENT_PURPOSES if _refuses(consent, policy.flag_for(p))]
 
 
 # --- PII fields ---------------------------------------------------------------

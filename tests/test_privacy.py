@@ -109,6 +109,17 @@ def test_consent_flags_default_to_the_purpose_names_and_can_be_mapped() -> None:
     assert refused_purposes({"gdpr": False}, PrivacyPolicy()) == []
 
 
+def test_an_opt_out_flag_refuses_when_it_says_yes() -> None:
+    """CCPA's "do not sell": mapped as ``!FLAG``, a true value is the refusal."""
+    policy = PrivacyPolicy(consent_map=parse_consent_map(["advertising=!ccpa.do_not_sell"]))
+    assert policy.consent_map == (("advertising", "!ccpa.do_not_sell"),)
+    for value in (True, 1, "yes", " TRUE ", "on"):
+        assert refused_purposes({"ccpa": {"do_not_sell": value}}, policy) == ["advertising"]
+    for value in (False, 0, "no", None, "maybe"):
+        assert refused_purposes({"ccpa": {"do_not_sell": value}}, policy) == []
+    assert refused_purposes({}, policy) == []
+
+
 @pytest.mark.parametrize(
     ("pair", "message"),
     [
@@ -116,6 +127,7 @@ def test_consent_flags_default_to_the_purpose_names_and_can_be_mapped() -> None:
         ("advertising=", "expected PURPOSE=FLAG"),
         ("marketing=ads", "must be one of analytics, advertising"),
         ("analytics=a..b", "not a flag name"),
+        ("analytics=!", "not a flag name"),
     ],
 )
 def test_a_malformed_consent_mapping_is_refused(pair: str, message: str) -> None:
