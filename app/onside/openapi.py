@@ -32,7 +32,13 @@ ONSIDE_EVENT: JsonSchema = {
             "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
             "description": "Case-insensitive: stored trimmed, NFKC-normalized and casefolded.",
         },
-        "payload": {"$ref": "#/components/schemas/JsonObject"},
+        "payload": {
+            "$ref": "#/components/schemas/JsonObject",
+            "description": (
+                "Free-form. Keys the partner declared as PII are stored as "
+                "`hmac-sha256:<hex>` or not at all."
+            ),
+        },
         "event_datetime": {
             "type": "string",
             "format": "date-time",
