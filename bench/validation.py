@@ -18,7 +18,7 @@ import orjson
 from app.onside.validate import validate_batch
 from app.policy import PartnerPolicy
 from app.quality.clock import ClockGuard
-from app.quality.schemas import EventSchema, SchemaCheck, check_schema, compiled
+from app.quality.schemas import EventSchema, SchemaCheck, check_schema
 from bench.workload import NAMES, make_batches
 
 # What a partner would write for the benchmark's payloads: every field typed,
@@ -42,7 +42,7 @@ TYPICAL_SCHEMA: dict[str, Any] = {
 
 def typical_schemas() -> SchemaCheck:
     check_schema(TYPICAL_SCHEMA)
-    schema = EventSchema("enforce", compiled(TYPICAL_SCHEMA))
+    schema = EventSchema.of("enforce", TYPICAL_SCHEMA)
     return SchemaCheck({name.lower(): schema for name in NAMES}, "reject")
 
 

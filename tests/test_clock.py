@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from starlette.testclient import TestClient
 
 from app.credentials.api_keys import create_api_key
-from app.credentials.partners import NewPartner, set_policy
+from app.credentials.partners import NewPartner, create_partner, set_policy
 from app.errors import InvalidRequest
 from app.main import create_app
 from app.onside.validate import _accept_fast, validate_batch, validate_events
@@ -188,3 +188,37 @@ def test_a_clamped_thrad_event_lands_with_its_original_timestamp(
         )
     error = assert_error(refused, 400, "invalid_request")
     assert error["errors"][0]["field"] == "timestamp"
+
+
+def test_limits_beyond_what_a_datetime_holds_are_no_limits() -> None:
+    clock = guard(future="reject", too_old="reject", max_future_seconds=10**15, max_age_days=10**9)
+    body = batch(
+        onside_event(1, event_datetime="9999-12-31T23:59:59Z"),
+        onside_event(2, event_datetime="0001-01-01T00:00:00Z"),
+    )
+    assert len(validate_batch(body, 1000, clock=clock)) == 2
+    event = validate_event(orjson.dumps({"event_name": "x", "timestamp": 1e300}), clock)
+    assert event["timestamp"] == 1e300
+
+
+def test_export_then_replay_keeps_the_original_time(
+    client: TestClient,
+    auth: dict[str, str],
+    drain: Callable[[], None],
+    engine: Engine,
+    settings: Any,
+    tmp_path: Any,
+    inlet: Callable[..., Result],
+) -> None:
+    sent = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+    body = {"events": [onside_event(1, event_datetime=sent.isoformat())]}
+    assert client.post(ONSIDE_URL, json=body, headers=auth).status_code == 204
+    drain()
+    export = tmp_path / "export.jsonl"
+    export.write_text(inlet("events", "export", "--partner", "acme").stdout)
+    create_partner(engine, settings.secret_key, "copy")
+    inlet("replay", "--partner", "copy", str(export))
+    drain()
+    original, copy = onside_rows(engine)
+    assert copy.original_event_datetime == original.original_event_datetime
+    assert copy.event_datetime == original.event_datetime

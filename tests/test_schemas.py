@@ -48,7 +48,7 @@ PURCHASE = {
 
 
 def check(mode: str = "enforce", unknown: str = "accept") -> SchemaCheck:
-    return SchemaCheck({"purchase_completed": EventSchema(mode, compiled(PURCHASE))}, unknown)
+    return SchemaCheck({"purchase_completed": EventSchema.of(mode, PURCHASE)}, unknown)
 
 
 def batch(*events: dict[str, Any]) -> bytes:
@@ -297,3 +297,20 @@ def test_over_http_thrad_enforce_and_unknown_reject(
     drain()
     [row] = thrad_rows(engine)
     assert row.violations is None and row.params["currency"] == "EUR"
+
+
+def test_a_schema_with_internal_refs_checks_a_whole_batch_alike() -> None:
+    """A batch's payloads of one name go through one call, with the schema embedded
+    in an array wrapper: its own "#/..." references must still resolve against it."""
+    document = {
+        "$defs": {"money": {"type": "string", "pattern": "^[0-9]+\\.[0-9]{2}$"}},
+        "properties": {"amount": {"$ref": "#/$defs/money"}},
+    }
+    check_schema(document)
+    schemas = SchemaCheck({"purchase_completed": EventSchema.of("enforce", document)}, "accept")
+    good = [onside_event(n, payload={"amount": f"{n}.00"}) for n in range(5)]
+    assert len(validate_batch(batch(*good), 1000, schemas=schemas)) == 5
+    bad = [*good, onside_event(9, payload={"amount": "9"})]
+    with pytest.raises(InvalidRequest) as caught:
+        validate_batch(batch(*bad), 1000, schemas=schemas)
+    assert [(e["index"], e["field"]) for e in caught.value.errors or []] == [(5, "payload.amount")]

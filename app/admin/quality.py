@@ -52,7 +52,9 @@ def flagged_counts(engine: Engine, now: datetime | None = None) -> list[Flagged]
     since = (now or datetime.now(UTC)) - WINDOW
     totals: dict[int, list[int]] = {}
     with engine.connect() as conn:
-        names = dict(conn.execute(sa.select(partners.c.id, partners.c.name)).tuples())
+        names = {
+            row.id: row.name for row in conn.execute(sa.select(partners.c.id, partners.c.name))
+        }
         for query in (
             _counts(events, events.c.original_event_datetime, since),
             _counts(thrad_events, thrad_events.c.original_timestamp, since),

@@ -173,10 +173,9 @@ def check_schemas(events: list[QueuedOnsideEvent], schemas: SchemaCheck) -> None
     violation (all of them, by index and JSON path), else flag the warned ones
     (``violations``, stored with the event)."""
     problems = _Problems()
-    for index, event in enumerate(events):
-        mode, found = schemas.check(event["event_name"], event["payload"], "payload")
-        if not found:
-            continue
+    items = [(event["event_name"], event["payload"]) for event in events]
+    for index, mode, found in schemas.check_many(items, "payload"):
+        event = events[index]
         if mode == "enforce":
             for violation in found:
                 problems.add(index, violation["field"], violation["message"])
@@ -277,8 +276,9 @@ def _accept_fast(
             moment = parsed
             utc = parsed.isoformat()
         original = None
-        if latest is not None and (moment > latest or (earliest is not None and moment < earliest)):
-            assert clock is not None
+        if clock is not None and (
+            (latest is not None and moment > latest) or (earliest is not None and moment < earliest)
+        ):
             off = clock.off(moment)
             if off is not None and off[0] == "reject":
                 return None  # the slow path lists it

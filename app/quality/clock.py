@@ -15,6 +15,7 @@ such as deduplication, must read the original where there is one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,7 +27,8 @@ class ClockGuard:
     """One request's bounds: events after ``latest`` or before ``earliest`` are off."""
 
     received_at: datetime
-    latest: datetime
+    # None: no limit.
+    latest: datetime | None
     earliest: datetime | None
     future: str
     too_old: str
@@ -35,14 +37,22 @@ class ClockGuard:
 
     @classmethod
     def for_request(cls, policy: PartnerPolicy, received_at: datetime) -> ClockGuard:
-        earliest = (
-            received_at - timedelta(days=policy.max_age_days)
-            if policy.max_age_days is not None
-            else None
-        )
+        # A limit past what datetime can hold (a million years) is no limit.
+        try:
+            latest = received_at + timedelta(seconds=policy.max_future_seconds)
+        except OverflowError:
+            latest = None
+        try:
+            earliest = (
+                received_at - timedelta(days=policy.max_age_days)
+                if policy.max_age_days is not None
+                else None
+            )
+        except OverflowError:
+            earliest = None
         return cls(
             received_at=received_at,
-            latest=received_at + timedelta(seconds=policy.max_future_seconds),
+            latest=latest,
             earliest=earliest,
             future=policy.future,
             too_old=policy.too_old,
@@ -56,7 +66,7 @@ class ClockGuard:
 
     @property
     def latest_ts(self) -> float:
-        return self.latest.timestamp()
+        return math.inf if self.latest is None else self.latest.timestamp()
 
     @property
     def earliest_ts(self) -> float | None:
@@ -64,7 +74,7 @@ class ClockGuard:
 
     def off(self, moment: datetime) -> tuple[str, str] | None:
         """(action, why) for an aware datetime outside the bounds; None inside them."""
-        if moment > self.latest:
+        if self.latest is not None and moment > self.latest:
             return self.future, self._ahead(moment.timestamp())
         if self.earliest is not None and moment < self.earliest:
             return self.too_old, self._behind()
