@@ -50,6 +50,8 @@ partners = sa.Table(
     sa.Column("rate_limit", sa.Text, nullable=True),
     sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
     sa.Column("revoked_at", Timestamp, nullable=True),
+    # The policies an operator set for this partner (app/policy.py); NULL: all defaults.
+    sa.Column("policy", OptionalJson, nullable=True),
 )
 
 # Support staff for the admin page: separate from partners, so a partner's
@@ -74,12 +76,28 @@ events = sa.Table(
     sa.Column("event_datetime", Timestamp, nullable=False),
     sa.Column("installation_id", sa.Uuid(as_uuid=False), nullable=False),
     sa.Column("payload", Json, nullable=False),
+    # The time as sent, when a clock guard clamped event_datetime (app/quality/clock.py).
+    sa.Column("original_event_datetime", Timestamp, nullable=True),
+    # Schema violations let through in warn mode (app/quality/schemas.py); NULL: none.
+    sa.Column("violations", OptionalJson, nullable=True),
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Column("job_id", sa.Text, nullable=True),
     # The idempotency key: an event id counts once per partner, never across partners.
     sa.UniqueConstraint("partner_id", "event_id"),
     # "The latest events of a partner" and the export's oldest-first scan.
     sa.Index(None, "partner_id", "received_at", "id"),
+)
+# The admin page's count of flagged events (app/admin/quality.py): a partial
+# index holds the flagged rows only, so it costs nothing for the others.
+sa.Index(
+    "ix_events_flagged",
+    events.c.received_at,
+    postgresql_where=sa.or_(
+        events.c.violations.is_not(None), events.c.original_event_datetime.is_not(None)
+    ),
+    sqlite_where=sa.or_(
+        events.c.violations.is_not(None), events.c.original_event_datetime.is_not(None)
+    ),
 )
 
 # Thrad's Events API: Bearer API keys, several per partner, each with a label.
@@ -125,12 +143,59 @@ thrad_events = sa.Table(
     sa.Column("geo_lat", sa.Double, nullable=True),
     sa.Column("geo_lon", sa.Double, nullable=True),
     *(sa.Column(name, sa.Text, nullable=True) for name in UA_FIELDS),
+    # As for events: the timestamp as sent when clamped, and warn-mode violations.
+    sa.Column("original_timestamp", sa.Double, nullable=True),
+    sa.Column("violations", OptionalJson, nullable=True),
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Column("job_id", sa.Text, nullable=True),
     # Thrad's dedup key. NULLs are distinct in a unique key (PostgreSQL and
     # SQLite alike), so an event without event_id is always stored.
     sa.UniqueConstraint("partner_id", "tag_id", "event_id"),
     sa.Index(None, "partner_id", "received_at", "id"),
+)
+sa.Index(
+    "ix_thrad_events_flagged",
+    thrad_events.c.received_at,
+    postgresql_where=sa.or_(
+        thrad_events.c.violations.is_not(None), thrad_events.c.original_timestamp.is_not(None)
+    ),
+    sqlite_where=sa.or_(
+        thrad_events.c.violations.is_not(None), thrad_events.c.original_timestamp.is_not(None)
+    ),
+)
+
+
+# A partner's JSON Schema for the payload (Onside) or params (Thrad) of one
+# event name, normalized (app/quality/schemas.py).
+event_schemas = sa.Table(
+    "event_schemas",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("partner_id", sa.Integer, sa.ForeignKey("partners.id"), nullable=False),
+    sa.Column("event_name", sa.Text, nullable=False),
+    sa.Column("schema", Json, nullable=False),
+    # "warn" or "enforce".
+    sa.Column("mode", sa.Text, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("partner_id", "event_name"),
+)
+
+# One row per `inlet events delete` (app/ops/deletion.py): who asked, when,
+# for which kind of identifier and how much went. The identifier itself is
+# never stored, only its keyed hash; nor is any of the deleted data.
+deletion_audit = sa.Table(
+    "deletion_audit",
+    metadata,
+    sa.Column("id", BigId, primary_key=True),
+    sa.Column("deleted_at", Timestamp, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("partner_id", sa.Integer, sa.ForeignKey("partners.id"), nullable=False),
+    sa.Column("identifier_kind", sa.Text, nullable=False),
+    sa.Column("identifier_hash", sa.Text, nullable=False),
+    sa.Column("onside_rows", sa.Integer, nullable=False),
+    sa.Column("thrad_rows", sa.Integer, nullable=False),
+    sa.Column("failed_events", sa.Integer, nullable=False),
+    sa.Index(None, "partner_id", "identifier_hash"),
 )
 
 

@@ -19,6 +19,7 @@ from app.request.slashes import relative_slash_redirects
 from app.settings import Settings
 from app.state import AppState
 from app.thrad import endpoint as thrad
+from worker.enrich import open_geo_database
 
 
 async def healthz(request: Request) -> Response:
@@ -32,6 +33,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # The web tier looks geo up itself when a partner's ip_mode keeps less
+        # than the full address (app/privacy.py): a database it can't read
+        # stops it here, as it stops the worker, not at a partner's request.
+        open_geo_database(settings.geoip_database)
         state = AppState.open(settings)
         app.state.inlet = state
         try:

@@ -99,6 +99,8 @@ class ObserveRequests:
                 }
                 if context.admin is not None:
                     line["admin"] = context.admin
+                if context.dry_run:
+                    line["dry_run"] = True
                 access_log.info(orjson.dumps(line).decode())
             await self._record(scope, context, status, seconds)
 
@@ -116,6 +118,8 @@ class ObserveRequests:
             return
         partner = context.partner
         if 200 <= status < 300:
+            if context.dry_run:
+                return  # validated only: nothing was accepted
             # The endpoint added the per-partner count in the transaction that
             # queued the job (app/queue.py): only Prometheus is left to count.
             m.events_accepted.labels(partner or "(unknown)", route.counts_as).inc(

@@ -105,8 +105,37 @@ SCHEMAS: dict[str, JsonSchema] = {
         "propertyNames": {"pattern": NO_NUL_PATTERN},
         "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
     },
+    "DryRunResult": {
+        "type": "object",
+        "description": "The answer to `?dry_run=true`: the request would have been accepted.",
+        "required": ["valid", "events", "warnings"],
+        "properties": {
+            "valid": {"const": True},
+            "events": {"type": "integer", "minimum": 1, "description": "Events checked."},
+            "warnings": {
+                "type": "array",
+                "description": "What a real request would store flagged: schema violations "
+                "in warn mode, unknown event names under `warn`, clamped event times.",
+                "items": {"$ref": "#/components/schemas/Problem"},
+            },
+        },
+        "additionalProperties": False,
+    },
     **ONSIDE_SCHEMAS,
     **THRAD_SCHEMAS,
+}
+
+# Shared by both formats' operations (``#/components/parameters/DryRun``).
+PARAMETERS: dict[str, JsonSchema] = {
+    "DryRun": {
+        "name": "dry_run",
+        "in": "query",
+        "required": False,
+        "description": "`true`: authenticate, rate-limit and validate exactly as for real "
+        "(schemas and clock guards included), then answer 200 with what was found; nothing "
+        "is queued or stored. `false` or absent: a real request. Any other value: 400.",
+        "schema": {"type": "boolean", "default": False},
+    }
 }
 
 
@@ -130,6 +159,10 @@ def _error(description: str, codes: list[str], headers: dict[str, Any] | None = 
 
 
 RESPONSES: dict[str, JsonSchema] = {
+    "DryRun": {
+        "description": "Dry run (`?dry_run=true`) only: the request is valid; nothing was queued.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DryRunResult"}}},
+    },
     "BadRequest": _error(
         "Malformed JSON or invalid events; nothing was queued. `errors` lists each problem.",
         ["invalid_request", "client_disconnected"],
@@ -188,6 +221,7 @@ def document() -> JsonSchema:
         "components": {
             "securitySchemes": SECURITY_SCHEMES,
             "schemas": SCHEMAS,
+            "parameters": PARAMETERS,
             "responses": RESPONSES,
         },
     }

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.errors import ConfigError
+from app.policy import CLOCK_ACTIONS, UNKNOWN_EVENTS
+from app.privacy import parse_ip_mode
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -162,6 +164,19 @@ SETTINGS: tuple[Setting, ...] = (
         "the direct peer is the client.",
     ),
     Setting(
+        "INLET_IP_MODE",
+        "full",
+        "Default for partners that set none (`inlet partners set --ip-mode`): the Thrad "
+        "client address is stored `full`, cut to its network (`truncate`: IPv4 /24, "
+        "IPv6 /48) or not at all (`drop`); geo comes from the full address either way.",
+    ),
+    Setting(
+        "INLET_TOMBSTONE_HOURS",
+        "168",
+        "Hours a deleted identifier (`inlet events delete`) is remembered, so that its "
+        "events still queued, or waiting for a retry, are dropped when they land.",
+    ),
+    Setting(
         "INLET_GEOIP_DATABASE",
         "",
         "Path of a MaxMind-format City database (GeoLite2, DB-IP City Lite) for the "
@@ -174,6 +189,38 @@ SETTINGS: tuple[Setting, ...] = (
         "12",
         "Hours an admin stays signed in to `/admin` after signing in with the form; "
         "then the page asks again (Basic credentials are checked on every request).",
+    ),
+    Setting(
+        "INLET_UNKNOWN_EVENTS",
+        "accept",
+        "Default for partners that set none (`inlet partners set --unknown-events`): an "
+        "event whose name has no schema is `accept`ed, accepted flagged (`warn`) or "
+        "refused (`reject`).",
+    ),
+    Setting(
+        "INLET_FUTURE_EVENTS",
+        "clamp",
+        "Default for partners that set none (`inlet partners set --future`): an event "
+        "dated more than INLET_MAX_FUTURE_SECONDS after its receipt is `accept`ed as "
+        "sent, `clamp`ed to the receive time (the original is kept), or refused (`reject`).",
+    ),
+    Setting(
+        "INLET_MAX_FUTURE_SECONDS",
+        "86400",
+        "How far ahead of its receipt an event's time may be before the future-events "
+        "policy applies (per partner: `inlet partners set --max-future-seconds`).",
+    ),
+    Setting(
+        "INLET_TOO_OLD_EVENTS",
+        "clamp",
+        "Default for partners that set none (`inlet partners set --too-old`): what "
+        "happens to an event older than INLET_MAX_AGE_DAYS (`accept`, `clamp`, `reject`).",
+    ),
+    Setting(
+        "INLET_MAX_AGE_DAYS",
+        "",
+        "How many days old an event may be before the too-old policy applies; empty: "
+        "no limit (per partner: `inlet partners set --max-age-days`).",
     ),
     Setting(
         "PROMETHEUS_MULTIPROC_DIR",
@@ -257,6 +304,8 @@ class Settings:
     max_json_containers: int = 10_000
     trusted_proxies: tuple[IPNetwork, ...] = ()
     auth_failure_limit: RateLimit = RateLimit(20, 60.0)
+    ip_mode: str = "full"
+    tombstone_hours: float = 168.0
     body_timeout: float = 30.0
     keep_alive_timeout: int = 5
     max_head_bytes: int = 32768
@@ -267,6 +316,12 @@ class Settings:
     geoip_database: Path | None = None
     metrics_dir: Path = Path("var/metrics")
     admin_session_hours: float = 12.0
+    # Defaults of the per-partner policies (app/policy.py).
+    unknown_events: str = "accept"
+    future_events: str = "clamp"
+    max_future_seconds: int = 86400
+    too_old_events: str = "clamp"
+    max_age_days: int | None = None
     queue_name: str = "inlet"
     # Not an environment setting: the bench turns the refusal log off to
     # measure what it costs.
@@ -309,6 +364,8 @@ class Settings:
                 log_level=parse_log_level(get("INLET_LOG_LEVEL")),
                 trusted_proxies=parse_networks(get("INLET_TRUSTED_PROXIES")),
                 auth_failure_limit=RateLimit.parse(get("INLET_AUTH_FAILURE_LIMIT")),
+                ip_mode=_ip_mode(get("INLET_IP_MODE")),
+                tombstone_hours=_positive(get("INLET_TOMBSTONE_HOURS"), "INLET_TOMBSTONE_HOURS"),
                 body_timeout=_positive(get("INLET_BODY_TIMEOUT"), "INLET_BODY_TIMEOUT"),
                 keep_alive_timeout=int(get("INLET_KEEP_ALIVE_TIMEOUT")),
                 max_head_bytes=_at_least(get("INLET_MAX_HEAD_BYTES"), 1024, "INLET_MAX_HEAD_BYTES"),
@@ -322,6 +379,23 @@ class Settings:
                 metrics_dir=Path(get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve(),
                 admin_session_hours=_positive(
                     get("INLET_ADMIN_SESSION_HOURS"), "INLET_ADMIN_SESSION_HOURS"
+                ),
+                unknown_events=_choice(
+                    get("INLET_UNKNOWN_EVENTS"), UNKNOWN_EVENTS, "INLET_UNKNOWN_EVENTS"
+                ),
+                future_events=_choice(
+                    get("INLET_FUTURE_EVENTS"), CLOCK_ACTIONS, "INLET_FUTURE_EVENTS"
+                ),
+                max_future_seconds=_at_least(
+                    get("INLET_MAX_FUTURE_SECONDS"), 0, "INLET_MAX_FUTURE_SECONDS"
+                ),
+                too_old_events=_choice(
+                    get("INLET_TOO_OLD_EVENTS"), CLOCK_ACTIONS, "INLET_TOO_OLD_EVENTS"
+                ),
+                max_age_days=(
+                    _positive_int(get("INLET_MAX_AGE_DAYS"), "INLET_MAX_AGE_DAYS")
+                    if get("INLET_MAX_AGE_DAYS")
+                    else None
                 ),
             )
         except ValueError as exc:
@@ -384,12 +458,19 @@ class Settings:
             "INLET_REFUSALS_PER_PARTNER": str(self.refusals_per_partner),
             "INLET_LOG_LEVEL": self.log_level,
             "INLET_AUTH_FAILURE_LIMIT": str(self.auth_failure_limit),
+            "INLET_IP_MODE": self.ip_mode,
+            "INLET_TOMBSTONE_HOURS": str(self.tombstone_hours),
             "INLET_BODY_TIMEOUT": str(self.body_timeout),
             "INLET_KEEP_ALIVE_TIMEOUT": str(self.keep_alive_timeout),
             "INLET_TRUSTED_PROXIES": ",".join(map(str, self.trusted_proxies)),
             "INLET_GEOIP_DATABASE": str(self.geoip_database or ""),
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
             "INLET_ADMIN_SESSION_HOURS": str(self.admin_session_hours),
+            "INLET_UNKNOWN_EVENTS": self.unknown_events,
+            "INLET_FUTURE_EVENTS": self.future_events,
+            "INLET_MAX_FUTURE_SECONDS": str(self.max_future_seconds),
+            "INLET_TOO_OLD_EVENTS": self.too_old_events,
+            "INLET_MAX_AGE_DAYS": "" if self.max_age_days is None else str(self.max_age_days),
         }
 
 
@@ -411,6 +492,13 @@ def parse_log_level(text: str) -> str:
     if level not in LOG_LEVELS:
         raise ValueError(f"INLET_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
     return level
+
+
+def _choice(text: str, choices: tuple[str, ...], name: str) -> str:
+    value = text.strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {text!r}")
+    return value
 
 
 def _positive(text: str, name: str) -> float:
@@ -451,6 +539,13 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
         )
     except ValueError as exc:
         raise ValueError(f"INLET_TRUSTED_PROXIES: {exc}") from None
+
+
+def _ip_mode(text: str) -> str:
+    try:
+        return parse_ip_mode(text)
+    except ValueError as exc:
+        raise ValueError(f"INLET_IP_MODE {exc}") from None
 
 
 def _geoip_path(text: str) -> Path | None:

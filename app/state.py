@@ -27,6 +27,8 @@ from app.credentials.throttle import (
 from app.db import make_engine
 from app.errors import RateLimited, ServiceUnavailable, Unauthorized
 from app.groupcommit import Coalescer
+from app.policy import PartnerPolicy
+from app.quality.schemas import SchemaCheck, SchemaStore
 from app.queue import Submission, enqueue_group
 from app.request.ratelimit import RateLimiter, retry_after
 from app.settings import RateLimit, Settings
@@ -58,6 +60,7 @@ class AppState:
     auth_throttle: AuthFailureThrottle
     group_commit: Coalescer[Submission, str]
     rate_limits: Coalescer[tuple[str, RateLimit], float]
+    schemas: SchemaStore
 
     @classmethod
     def open(cls, settings: Settings) -> AppState:
@@ -66,14 +69,17 @@ class AppState:
         queue = q.make_queue(settings, redis)
         limiter = RateLimiter(redis)
         wait = settings.group_wait_ms / 1000
+        policy_defaults = PartnerPolicy.defaults(settings)
         return cls(
             settings=settings,
             engine=engine,
             redis=redis,
             queue=queue,
-            credentials=CredentialStore(engine, settings.secret_key),
+            credentials=CredentialStore(
+                engine, settings.secret_key, policy_defaults=policy_defaults
+            ),
             limiter=limiter,
-            api_keys=ApiKeyStore(engine, settings.secret_key),
+            api_keys=ApiKeyStore(engine, settings.secret_key, policy_defaults=policy_defaults),
             auth_throttle=AuthFailureThrottle(redis, settings.auth_failure_limit),
             group_commit=Coalescer(
                 functools.partial(enqueue_group, queue, settings),
@@ -85,6 +91,7 @@ class AppState:
             rate_limits=Coalescer(
                 limiter.hit_many, max_size=1000, wait_seconds=wait, name="rate-limit batch"
             ),
+            schemas=SchemaStore(engine),
         )
 
     def close(self) -> None:
@@ -147,6 +154,28 @@ class AppState:
             await count_failed_login(self.auth_throttle, request, self.settings.trusted_proxies)
             raise refusal
         return found
+
+    async def schema_check(self, partner: Partner) -> SchemaCheck | None:
+        """What the partner's events are checked against beyond their shape: its
+        schemas and its unknown-events policy; None when that checks nothing.
+
+        From the cache on the event loop when it can answer, else in a thread.
+        """
+        found = self.schemas.cached(partner.id)
+        if found is MISS:
+            try:
+                found = await run_in_threadpool(self.schemas.get, partner.id)
+            except SQLAlchemyError as exc:
+                log.warning("schema lookup failed: %s", type(exc).__name__)
+                raise ServiceUnavailable(
+                    "Event schemas cannot be read right now; nothing was accepted. Retry later.",
+                    headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
+                ) from None
+        assert not isinstance(found, Miss)
+        unknown = partner.policy.unknown_events
+        if not found and unknown == "accept":
+            return None
+        return SchemaCheck(found, unknown)
 
     async def enforce_rate_limit(self, partner: Partner) -> None:
         limit = partner.rate_limit or self.settings.rate_limit

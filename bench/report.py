@@ -42,6 +42,12 @@ TARGETS: list[tuple[str, str, Any, str]] = [
     ("one-event Onside p99 at half peak (ms)", "onside1_half_p99_ms", lambda v: v <= 25, "≤ 25"),
     ("400s/s with the refusal log ÷ without", "refusals_vs_no_log", lambda v: v >= 0.8, "≥ 0.80"),
     ("validation ÷ orjson.loads", "validation_ratio", lambda v: v <= 3, "≤ 3.0"),
+    (
+        "validation with a typical schema ÷ orjson.loads",
+        "validation_schema_ratio",
+        lambda v: v <= 3,
+        "≤ 3.0",
+    ),
     ("drain, 1 worker ÷ COPY floor", "drain_1_vs_copy_floor", lambda v: v >= 0.4, "≥ 0.40"),
     ("single-event drain ÷ batch drain", "single_vs_batch_drain", lambda v: v >= 0.5, "≥ 0.50"),
     ("drain, 2 workers ÷ COPY floor", "drain_2_vs_copy_floor", lambda v: v >= 0.5, "≥ 0.50"),
@@ -79,6 +85,8 @@ def ratios(round_: dict[str, Any]) -> dict[str, float]:
     validation = round_.get("validation")
     if validation:
         out["validation_ratio"] = validation["ratio"]
+        if "schema_ratio" in validation:
+            out["validation_schema_ratio"] = validation["schema_ratio"]
     drain = round_.get("drain")
     if drain:
         floor = drain["copy_floor"]["rows_per_s"]
@@ -134,6 +142,7 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         fig(f"refusals_{server}_half_p99_ms", lambda r, s=server: r["refusals"][s]["half_p99_ms"])
     fig("validation_ms", lambda r: r["validation"]["validate_ms"])
     fig("orjson_loads_ms", lambda r: r["validation"]["orjson_loads_ms"])
+    fig("validation_schema_ms", lambda r: r["validation"]["validate_schema_ms"])
     fig("drain_single_events_per_job", lambda r: r["drain"]["single_1"]["events_per_job"])
     for name in ("fresh_1", "single_1", "replay_1", "fresh_2", "copy_floor"):
         fig(f"drain_{name}_rows_per_s", lambda r, n=name: r["drain"][n]["rows_per_s"])
@@ -242,6 +251,13 @@ def markdown(summary: dict[str, Any], rounds: int) -> str:
             f"{f['validation_ms']:.2f}",
             f"{f['orjson_loads_ms']:.2f}",
             f"{r['validation_ratio']:.2f}",
+        )
+    if "validation_schema_ms" in f:
+        row(
+            "validate it with a typical schema per event name, ms (floor: orjson.loads)",
+            f"{f['validation_schema_ms']:.2f}",
+            f"{f['orjson_loads_ms']:.2f}",
+            f"{r['validation_schema_ratio']:.2f}",
         )
     if "drain_fresh_1_rows_per_s" in f:
         floor = f"{f['drain_copy_floor_rows_per_s']:,.0f}"

@@ -46,3 +46,5 @@ def test_quick_bench_run_reports_every_figure(
     assert "one-event Onside, requests/s vs work floor" in printed
     assert "drain of single events, rows/s" in printed
     assert "refused one-event batches (400), requests/s: refusal log on vs off" in printed
+    assert "validate it with a typical schema per event name" in printed
+    assert round_["validation"]["schema_ratio"] > 0

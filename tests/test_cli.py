@@ -108,8 +108,17 @@ def test_export_writes_json_lines_oldest_first(
     ]
     assert [line["payload"]["n"] for line in lines] == [1, 2]
     first = lines[0]
-    # The five fields as sent, and what the server adds.
-    assert set(first) == {*ONSIDE_EVENT, "source", "sent_event_name", "received_at"}
+    # The five fields as sent, and what the server adds (the clock guard's
+    # original time and the schema violations: null when they don't apply).
+    assert set(first) == {
+        *ONSIDE_EVENT,
+        "source",
+        "sent_event_name",
+        "received_at",
+        "original_event_datetime",
+        "violations",
+    }
+    assert first["original_event_datetime"] is None and first["violations"] is None
     assert first["source"] == "onside"
     assert first["event_name"] == "sign_up" and first["sent_event_name"] == "Sign_Up"
     assert first["event_datetime"] == "2026-05-05T12:00:00Z"

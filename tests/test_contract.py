@@ -78,7 +78,11 @@ def base_type(hint: Any) -> Any:
 def thrad_stored_fields() -> dict[str, Any]:
     """Column name -> declared type, for every field of a stored Thrad event."""
     fields = get_type_hints(thrad.QueuedThradEvent)
-    stored = {thrad.COLUMN_NAMES.get(name, name): hint for name, hint in fields.items()}
+    stored = {
+        thrad.COLUMN_NAMES.get(name, name): hint
+        for name, hint in fields.items()
+        if name not in thrad.UNSTORED_FIELDS
+    }
     stored.update(get_type_hints(thrad.GeoFields))
     stored.update(get_type_hints(thrad.UserAgentFields))
     return stored
@@ -92,16 +96,24 @@ def test_thrad_columns_are_the_contract_fields_with_their_types() -> None:
     for name, hint in fields.items():
         column = columns[name]
         assert column.nullable == (name in optional_keys or optional(hint)), name
-        # JSON columns hand back any JSON value; the contract's objects are dicts.
-        expected = object if base_type(hint) is dict else base_type(hint)
+        # JSON columns hand back any JSON value; the contract's objects are
+        # dicts, and its lists (violations) lists.
+        expected = object if base_type(hint) in (dict, list) else base_type(hint)
         assert column.type.python_type is expected, name
 
 
 def test_onside_columns_are_the_contract_fields() -> None:
     """The sent name is stored beside its normalized form (event_name)."""
     columns = {c.name: c for c in events.columns}
-    assert set(columns) == {*onside.FIELDS, "sent_event_name"} | STORAGE_COLUMNS
+    assert (
+        set(columns)
+        == {*onside.FIELDS, *onside.OPTIONAL_FIELDS, "sent_event_name"} | STORAGE_COLUMNS
+    )
     assert not any(columns[name].nullable for name in onside.FIELDS)
+    assert all(columns[name].nullable for name in onside.OPTIONAL_FIELDS)
+    hints = get_type_hints(onside.QueuedOnsideEvent)
+    assert set(hints) == {*onside.FIELDS, *onside.OPTIONAL_FIELDS}
+    assert onside.QueuedOnsideEvent.__optional_keys__ == set(onside.OPTIONAL_FIELDS)
 
 
 def test_onside_postgresql_insert_names_every_column() -> None:
@@ -110,7 +122,7 @@ def test_onside_postgresql_insert_names_every_column() -> None:
     moved = re.search(r"INSERT INTO events \(([^)]*)\)", onside_store._PG_MOVE)
     assert staged and moved
     names = lambda match: {n.strip() for n in match.group(1).split(",")}  # noqa: E731
-    assert names(staged) == {*onside.FIELDS, "sent_event_name"}
+    assert names(staged) == {*onside.FIELDS, *onside.OPTIONAL_FIELDS, "sent_event_name"}
     assert names(moved) == set(events.columns.keys()) - {"id"}
 
 
@@ -131,16 +143,30 @@ def test_every_sent_thrad_field_is_checked_and_kept() -> None:
     assert sorted(groups) == sorted(thrad.SENT_FIELDS)
     assert tuple(validate_event(orjson.dumps(THRAD_BODY))) == thrad.SENT_FIELDS
     queued = queued_thrad_event()
-    assert set(queued) == set(get_type_hints(thrad.QueuedThradEvent))
+    # ``geo`` among them: queued only under an ip_mode other than full (test_privacy_api.py).
+    conditional = set(thrad.CONDITIONAL_FIELDS)
+    assert set(queued) == set(get_type_hints(thrad.QueuedThradEvent)) - conditional
+    assert conditional <= thrad.QueuedThradEvent.__optional_keys__
 
 
 @pytest.mark.parametrize("extra", [{}, {"extra": "ignored"}])
 def test_a_queued_onside_event_has_exactly_the_contract_fields(extra: dict[str, str]) -> None:
     """On the fast path (the event kept, or copied) and on the slow one."""
-    assert set(onside.FIELDS) == set(get_type_hints(onside.QueuedOnsideEvent))
+    assert set(onside.FIELDS) == set(get_type_hints(onside.SentOnsideEvent))
     [fast] = validate_batch(orjson.dumps({"events": [{**ONSIDE_EVENT, **extra}]}), 1)
     [slow] = validate_events([{**ONSIDE_EVENT, **extra}])
     assert set(fast) == set(slow) == set(onside.FIELDS)
+
+
+def test_geo_looked_up_by_the_web_tier_fills_the_geo_columns() -> None:
+    """Under ip_mode truncate the worker stores the queued geo, not the truncated address's."""
+    event = {**queued_thrad_event(), "ip_address": "81.2.69.0"}
+    # Not what any database says of 81.2.69.0: only the queued geo can give it.
+    event["geo"] = {**geo_fields(None, None), "geo_country": "ZZ", "geo_lat": 1.5}
+    row = thrad_row(event, partner_id=1, received_at=RECEIVED, job_id="j", geoip_database=None)
+    assert set(row) == set(thrad_events.columns.keys()) - {"id"}
+    assert row["ip_address"] == "81.2.69.0"
+    assert (row["geo_country"], row["geo_lat"], row["geo_city"]) == ("ZZ", 1.5, None)
 
 
 def test_enrichment_gives_the_contract_fields() -> None:
@@ -167,7 +193,13 @@ def _iso(value: datetime) -> str:
 
 def test_the_onside_export_shows_every_stored_field() -> None:
     exported = onside_export_row(_row(onside_query(1)), _iso)
-    assert set(exported) == {"source", *onside.FIELDS, "sent_event_name", "received_at"}
+    assert set(exported) == {
+        "source",
+        *onside.FIELDS,
+        *onside.OPTIONAL_FIELDS,
+        "sent_event_name",
+        "received_at",
+    }
 
 
 def test_the_thrad_export_shows_every_stored_field() -> None:
@@ -175,7 +207,8 @@ def test_the_thrad_export_shows_every_stored_field() -> None:
     exported = thrad_export_row(_row(thrad_query(1)), _iso)
     stored = {*thrad.SENT_FIELDS, *thrad.SERVER_FIELDS, *thrad.ENRICHED_FIELDS}
     bookkeeping = {"ingest_id", "api_key_id"}
-    assert set(exported) == (stored - bookkeeping) | {"source", "received_at"}
+    unstored = set(thrad.UNSTORED_FIELDS)  # exported as the geo fields
+    assert set(exported) == (stored - bookkeeping - unstored) | {"source", "received_at"}
 
 
 def test_openapi_documents_the_contract_fields() -> None:

@@ -51,7 +51,17 @@ def test_defaults_are_embedded(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "env", [{"INLET_RATE_LIMIT": "lots"}, {"PORT": "eighty"}, {"INLET_RETRY_DELAYS": "1,x"}]
+    "env",
+    [
+        {"INLET_RATE_LIMIT": "lots"},
+        {"PORT": "eighty"},
+        {"INLET_RETRY_DELAYS": "1,x"},
+        {"INLET_UNKNOWN_EVENTS": "maybe"},
+        {"INLET_FUTURE_EVENTS": "warn"},
+        {"INLET_TOO_OLD_EVENTS": "drop"},
+        {"INLET_MAX_FUTURE_SECONDS": "-1"},
+        {"INLET_MAX_AGE_DAYS": "0"},
+    ],
 )
 def test_invalid_settings_fail_loudly(env: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
@@ -122,19 +132,33 @@ def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
         "INLET_REFUSALS_PER_PARTNER": "250",
         "INLET_LOG_LEVEL": "debug",
         "INLET_AUTH_FAILURE_LIMIT": "3/hour",
+        "INLET_IP_MODE": "Truncate",
+        "INLET_TOMBSTONE_HOURS": "0.5",
         "INLET_BODY_TIMEOUT": "1.5",
         "INLET_KEEP_ALIVE_TIMEOUT": "9",
         "INLET_TRUSTED_PROXIES": "10.0.0.1, 2001:db8::/32",
         "INLET_GEOIP_DATABASE": str(geoip),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
         "INLET_ADMIN_SESSION_HOURS": "0.5",
+        "INLET_UNKNOWN_EVENTS": "warn",
+        "INLET_FUTURE_EVENTS": "Reject",
+        "INLET_MAX_FUTURE_SECONDS": "0",
+        "INLET_TOO_OLD_EVENTS": "accept",
+        "INLET_MAX_AGE_DAYS": "30",
     }
     assert set(environ) == {s.env for s in SETTINGS}  # the case above sets every setting
     for settings in (
         Settings.from_env(environ),
         Settings.from_env({"INLET_DATA_DIR": str(tmp_path)}),
         Settings.from_env(environ).replace(retry_delays=(), trusted_proxies=()),
+        Settings.from_env(environ).replace(max_age_days=None),
     ):
         written = settings.to_environ()
         assert set(written) == {s.env for s in SETTINGS}
         assert Settings.from_env(written) == settings
+
+
+@pytest.mark.parametrize("env", [{"INLET_IP_MODE": "anonymize"}, {"INLET_TOMBSTONE_HOURS": "0"}])
+def test_invalid_privacy_settings_fail_loudly(env: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=next(iter(env))):
+        Settings.from_env({"INLET_DATA_DIR": str(tmp_path), **env})

@@ -24,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from app.onside.contract import QueuedOnsideEvent
-from app.ops import metrics, stats
+from app.ops import deletion, metrics, stats
 from app.thrad.contract import QueuedThradEvent
 from worker import context
 from worker import onside as store
@@ -163,6 +163,30 @@ def batch_job(body: BatchBody) -> Callable[[int, str, list[Any]], dict[str, int]
     return run
 
 
+class TombstonesUnavailable(ConnectionError):
+    """Redis did not answer for the deleted identifiers: retried, as a lost database is."""
+
+
+def not_deleted(partner_id: int, events: list[Any], endpoint: str) -> list[Any]:
+    """The events that carry no identifier deleted on request (app/ops/deletion.py)."""
+    job = get_current_job()
+    if job is None or not events:
+        return events
+    try:
+        tombstones = deletion.live_tombstones(job.connection, partner_id)
+    except RedisError as exc:
+        raise TombstonesUnavailable(f"tombstones not read: {type(exc).__name__}") from None
+    kept = deletion.drop_tombstoned(
+        events, endpoint, tombstones, context.current().settings.secret_key, partner_id
+    )
+    if len(kept) < len(events):
+        # They count as duplicates in the job's result: they were never to land.
+        log.info(
+            "job %s: %d events of deleted identifiers dropped", job.id, len(events) - len(kept)
+        )
+    return kept
+
+
 # The job functions. app/queue.py's JOB_FUNCTIONS names them, and so does every
 # job stored in Redis (queued, scheduled for a retry, failed): they must stay
 # importable as worker.jobs.ingest_onside and worker.jobs.ingest_thrad.
@@ -176,8 +200,11 @@ def ingest_onside(
     events: list[QueuedOnsideEvent],
     job_id: str | None,
 ) -> int:
+    kept = not_deleted(partner_id, events, "onside")
+    if not kept:
+        return 0
     return store.insert_onside_events(
-        conn, partner_id=partner_id, received_at=received_at, events=events, job_id=job_id
+        conn, partner_id=partner_id, received_at=received_at, events=kept, job_id=job_id
     )
 
 
@@ -193,7 +220,7 @@ def ingest_thrad(
         conn,
         partner_id=partner_id,
         received_at=received_at,
-        events=events,
+        events=not_deleted(partner_id, events, "thrad"),
         job_id=job_id,
         geoip_database=context.current().settings.geoip_database,
     )

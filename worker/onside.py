@@ -38,20 +38,24 @@ CREATE TEMPORARY TABLE IF NOT EXISTS inlet_staging (
     sent_event_name text NOT NULL,
     event_datetime timestamptz NOT NULL,
     installation_id uuid NOT NULL,
-    payload jsonb NOT NULL
+    payload jsonb NOT NULL,
+    original_event_datetime timestamptz,
+    violations jsonb
 ) ON COMMIT DELETE ROWS
 """
 _PG_COPY = (
     "COPY inlet_staging (event_id, event_name, sent_event_name, event_datetime,"
-    " installation_id, payload) FROM STDIN"
+    " installation_id, payload, original_event_datetime, violations) FROM STDIN"
 )
 # A conflict on the idempotency key skips the row, whether it collides with
 # an earlier batch or with an earlier event of this one.
 _PG_MOVE = """
 INSERT INTO events (partner_id, event_id, event_name, sent_event_name, event_datetime,
-                    installation_id, payload, received_at, job_id)
+                    installation_id, payload, original_event_datetime, violations,
+                    received_at, job_id)
 SELECT %(partner_id)s, event_id, event_name, sent_event_name, event_datetime,
-       installation_id, payload, %(received_at)s, %(job_id)s
+       installation_id, payload, original_event_datetime, violations,
+       %(received_at)s, %(job_id)s
 FROM inlet_staging
 ON CONFLICT (partner_id, event_id) DO NOTHING
 """
@@ -111,6 +115,7 @@ def _copy_to_staging(conn: Connection, events: list[QueuedOnsideEvent]) -> None:
             write = copy.write_row
             for event in events:
                 name = event["event_name"]
+                violations = event.get("violations")
                 write(
                     (
                         event["event_id"],
@@ -119,6 +124,8 @@ def _copy_to_staging(conn: Connection, events: list[QueuedOnsideEvent]) -> None:
                         event["event_datetime"],
                         event["installation_id"],
                         orjson.dumps(event["payload"]).decode(),
+                        event.get("original_event_datetime"),
+                        None if violations is None else orjson.dumps(violations).decode(),
                     )
                 )
     except psycopg.Error as exc:
@@ -154,6 +161,8 @@ def _insert_sqlite(
             "event_datetime": datetime.fromisoformat(event["event_datetime"]),
             "installation_id": event["installation_id"],
             "payload": event["payload"],
+            "original_event_datetime": _optional_datetime(event.get("original_event_datetime")),
+            "violations": event.get("violations"),
             "received_at": received_at,
             "job_id": job_id,
         }
@@ -165,3 +174,7 @@ def _insert_sqlite(
         .returning(events_table.c.event_id)
     )
     return len(conn.execute(stmt, rows).all())
+
+
+def _optional_datetime(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Connection
 
 from app.db import thrad_events
-from app.thrad.contract import STRING_FIELDS, QueuedThradEvent
+from app.thrad.contract import GEO_FIELDS, STRING_FIELDS, GeoFields, QueuedThradEvent
 from worker.enrich import geo_fields, ua_fields
 from worker.sql import dialect_insert
 
@@ -36,12 +36,27 @@ def thrad_row(
         params=event["params"],
         channel=event["channel"],
         ip_address=event.get("ip_address"),
+        original_timestamp=_optional_float(event.get("original_timestamp")),
+        violations=event.get("violations"),
         received_at=received_at,
         job_id=job_id,
-        **geo_fields(event.get("ip_address"), geoip_database),
+        # Looked up by the web tier when the address was not queued in full
+        # (app/privacy.py); else from the queued address.
+        **_geo(event, geoip_database),
         **ua_fields(event.get("user_agent")),
     )
     return row
+
+
+def _geo(event: QueuedThradEvent, geoip_database: Path | None) -> GeoFields:
+    looked_up = event.get("geo")
+    if looked_up is not None:
+        return cast(GeoFields, {field: looked_up.get(field) for field in GEO_FIELDS})
+    return geo_fields(event.get("ip_address"), geoip_database)
+
+
+def _optional_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def insert_thrad_events(

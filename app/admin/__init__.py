@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from app.admin import gather, jobpage, live, lookup, session
+from app.admin import gather, jobpage, live, lookup, quality, session
 from app.admin.dashboard import Dashboard, render
 from app.admin.responses import html, read_form, signed_in_pages
 from app.admin.security import require_admin
@@ -78,9 +78,13 @@ async def dashboard(request: Request) -> Response:
             "hours": read(gather.REDIS, functools.partial(stats.last_hour, state.redis)),
             "failed": read(gather.REDIS, functools.partial(failed_jobs.list_failed, state.queue)),
             **lookup.dashboard_reads(state),
+            "flagged": read(
+                gather.DATABASE, functools.partial(quality.flagged_counts, state.engine)
+            ),
         },
     )
     top, bottom = lookup.dashboard_sections(state, found)
+    bottom.append(quality.section(found["flagged"]))
     view = Dashboard(
         admin=admin,
         problems=health.problems,

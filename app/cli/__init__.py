@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.cli import admin, dev, events, failed, keys, partners, refusals, replay, serve
+from app.cli import admin, dev, events, failed, keys, partners, refusals, replay, schemas, serve
 from app.cli.common import setup_logging
 
 
@@ -22,5 +22,6 @@ main.add_command(failed.failed)
 main.add_command(admin.admin)
 main.add_command(replay.replay)
 main.add_command(refusals.refusals)
+main.add_command(schemas.schemas)
 for command in (serve.migrate, serve.web, serve.worker, dev.dev):
     main.add_command(command)

@@ -1,4 +1,5 @@
-"""``inlet events export``: stored events as JSON Lines."""
+"""``inlet events export``: stored events as JSON Lines (``delete`` and
+``deletions`` are in app/cli/deletion.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Result
 
+from app.cli import deletion
 from app.cli.common import engine_for, load_settings, operator_errors, redis_for
 from app.credentials import partners as service
 from app.onside.export import onside_export_row, onside_query
@@ -32,7 +34,11 @@ def iso_utc(value: datetime) -> str:
 
 @click.group()
 def events() -> None:
-    """Read stored events; find where an event is."""
+    """Read stored events; find where an event is; delete one identifier's on request."""
+
+
+events.add_command(deletion.delete)
+events.add_command(deletion.deletions)
 
 
 def parse_when(value: str | None, option: str) -> datetime | None:

@@ -1,6 +1,9 @@
-"""``inlet partners``: create, list, revoke, set-rate-limit."""
+"""``inlet partners``: create, list, show, set (policies), revoke, set-rate-limit."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import click
 import orjson
@@ -8,6 +11,8 @@ import orjson
 from app.cli.common import engine_for, load_settings, operator_errors
 from app.credentials import partners as service
 from app.credentials.api_keys import DEFAULT_LABEL, create_api_key
+from app.policy import DEFAULT, POLICY_FIELDS, PartnerPolicy, parse_changes
+from app.settings import Settings
 
 
 @click.group()
@@ -104,3 +109,88 @@ def set_rate_limit(name: str, limit: str) -> None:
     with engine_for(settings) as engine, operator_errors():
         stored = service.set_rate_limit(engine, name, value)
     click.echo(f"Partner {name!r}: rate limit {stored or f'{settings.rate_limit} (default)'}.")
+
+
+def _policy_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per policy of ``POLICY_FIELDS``: a new policy needs no CLI code.
+
+    Plain text options, checked by the policy's own parser, so that a wrong
+    value gets the same message here as anywhere else.
+    """
+    for spec in reversed(POLICY_FIELDS):
+        metavar = "|".join((*spec.choices, DEFAULT)) if spec.choices else "VALUE"
+        command = click.option(
+            spec.option,
+            spec.name,
+            help=f"{spec.help} `{DEFAULT}`: back to the setting's default.",
+            metavar=metavar,
+            multiple=spec.multiple,
+            default=() if spec.multiple else None,
+        )(command)
+    return command
+
+
+@partners.command("set")
+@click.argument("name")
+@_policy_options
+def set_(name: str, **given: Any) -> None:
+    """Set NAME's policies; the others keep their value. Takes effect within seconds."""
+    settings = load_settings()
+    with engine_for(settings) as engine, operator_errors():
+        changes = parse_changes(given)
+        if not changes:
+            options = ", ".join(spec.option for spec in POLICY_FIELDS)
+            raise click.UsageError(f"nothing to set: give at least one of {options}")
+        service.set_policy(engine, name, changes)
+        row = service.get_partner(engine, name)
+    _echo_partner(row, settings, as_json=False)
+
+
+@partners.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def show(name: str, as_json: bool) -> None:
+    """Show NAME: its status, rate limit and policies (never its secrets)."""
+    settings = load_settings()
+    with engine_for(settings) as engine, operator_errors():
+        row = service.get_partner(engine, name)
+    _echo_partner(row, settings, as_json=as_json)
+
+
+def _echo_partner(row: Any, settings: Settings, *, as_json: bool) -> None:
+    stored = dict(row.policy or {})
+    policy = PartnerPolicy.defaults(settings).overlay(stored).as_json()
+    status = "revoked" if row.revoked_at else "active"
+    limit = row.rate_limit or f"{settings.rate_limit} (default)"
+    if as_json:
+        document = {
+            "name": row.name,
+            "username": row.username,
+            "status": status,
+            "rate_limit": limit,
+            "created_at": row.created_at.isoformat(),
+            # What applies now, and which of it was set for this partner.
+            "policy": policy,
+            "overrides": stored,
+        }
+        click.echo(orjson.dumps(document))
+        return
+    click.echo(f"name:       {row.name}")
+    click.echo(f"username:   {row.username}")
+    click.echo(f"status:     {status}")
+    click.echo(f"rate limit: {limit}")
+    click.echo("policy:")
+    width = max(len(spec.option) for spec in POLICY_FIELDS)
+    for spec in POLICY_FIELDS:
+        source = "set" if spec.name in stored else "default"
+        click.echo(f"  {spec.option:<{width}}  {_text(policy[spec.name])}  ({source})")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value)) or "(none)"
+    if isinstance(value, dict):
+        return orjson.dumps(value).decode()
+    return str(value)

@@ -21,16 +21,18 @@ from sqlalchemy.engine import Engine
 from app.credentials.auth import (
     CREDENTIAL_CACHE_SECONDS,
     MISS,
+    PARTNER_COLUMNS,
     CachedLookup,
     Miss,
     Partner,
     SecretHashes,
     hash_secret,
     new_secret,
+    partner_from_row,
 )
 from app.credentials.partners import PartnerError, get_partner_id
 from app.db import api_keys, partners
-from app.settings import RateLimit
+from app.policy import DEFAULT_POLICY, PartnerPolicy
 
 KEY_PREFIX = "ik_"
 _KEY_RE = re.compile(r"(ik_[0-9a-f]{16})_([A-Za-z0-9_-]{16,128})")
@@ -119,10 +121,17 @@ class ApiKeyStore:
     call it from a thread.
     """
 
-    def __init__(self, engine: Engine, secret_key: bytes, ttl: float = CREDENTIAL_CACHE_SECONDS):
+    def __init__(
+        self,
+        engine: Engine,
+        secret_key: bytes,
+        ttl: float = CREDENTIAL_CACHE_SECONDS,
+        policy_defaults: PartnerPolicy = DEFAULT_POLICY,
+    ):
         self._engine = engine
         self._hashes = SecretHashes(secret_key)
         self._keys = CachedLookup(self._load, ttl)
+        self._policy_defaults = policy_defaults
 
     def check_cached(self, api_key: str) -> KeyOwner | None | Miss:
         """``check`` from the cache alone (no I/O: call it on the event loop and
@@ -153,14 +162,7 @@ class ApiKeyStore:
 
     def _load(self, key_id: str) -> _StoredKey | None:
         query = (
-            sa.select(
-                api_keys.c.id,
-                api_keys.c.label,
-                api_keys.c.key_hash,
-                partners.c.id.label("partner_id"),
-                partners.c.name,
-                partners.c.rate_limit,
-            )
+            sa.select(api_keys.c.id, api_keys.c.label, api_keys.c.key_hash, *PARTNER_COLUMNS)
             .join(partners, partners.c.id == api_keys.c.partner_id)
             .where(
                 api_keys.c.key_id == key_id,
@@ -172,6 +174,5 @@ class ApiKeyStore:
             row = conn.execute(query).first()
         if row is None:
             return None
-        limit = RateLimit.parse(row.rate_limit) if row.rate_limit else None
-        partner = Partner(row.partner_id, row.name, limit)
+        partner = partner_from_row(row, self._policy_defaults)
         return _StoredKey(KeyOwner(partner, row.id, row.label), bytes(row.key_hash))

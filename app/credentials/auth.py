@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.db import partners
+from app.policy import DEFAULT_POLICY, PartnerPolicy
 from app.settings import RateLimit
 
 # How long the web tier trusts what it read about a credential: a revoked
@@ -58,9 +59,32 @@ def hash_secret(key: bytes, secret: str) -> bytes:
 
 @dataclass(frozen=True)
 class Partner:
+    """An authenticated partner, as the credential caches hold it.
+
+    ``policy`` is resolved (its stored overrides on the defaults) when the
+    credential is read from SQL, so it changes within CREDENTIAL_CACHE_SECONDS
+    of ``inlet partners set``.
+    """
+
     id: int
     name: str
     rate_limit: RateLimit | None
+    policy: PartnerPolicy = DEFAULT_POLICY
+
+
+def partner_from_row(row: sa.Row, policy_defaults: PartnerPolicy) -> Partner:
+    """A ``Partner`` from a row with ``partner_id``, ``name``, ``rate_limit``, ``policy``."""
+    limit = RateLimit.parse(row.rate_limit) if row.rate_limit else None
+    return Partner(row.partner_id, row.name, limit, policy_defaults.overlay(row.policy))
+
+
+# The partner's columns a credential lookup reads, for ``partner_from_row``.
+PARTNER_COLUMNS = (
+    partners.c.id.label("partner_id"),
+    partners.c.name,
+    partners.c.rate_limit,
+    partners.c.policy,
+)
 
 
 @dataclass(frozen=True)
@@ -194,10 +218,17 @@ class CredentialStore:
     ``check_basic`` does blocking I/O on a cache miss: call it from a thread.
     """
 
-    def __init__(self, engine: Engine, secret_key: bytes, ttl: float = CREDENTIAL_CACHE_SECONDS):
+    def __init__(
+        self,
+        engine: Engine,
+        secret_key: bytes,
+        ttl: float = CREDENTIAL_CACHE_SECONDS,
+        policy_defaults: PartnerPolicy = DEFAULT_POLICY,
+    ):
         self._engine = engine
         self._hashes = SecretHashes(secret_key)
         self._credentials = CachedLookup(self._load, ttl)
+        self._policy_defaults = policy_defaults
 
     def check_basic_cached(self, username: str, password: str) -> Partner | None | Miss:
         """``check_basic`` from the cache alone (no I/O: call it on the event
@@ -220,12 +251,12 @@ class CredentialStore:
         return credential.partner if (credential and matches) else None
 
     def _load(self, username: str) -> _Credential | None:
-        query = sa.select(
-            partners.c.id, partners.c.name, partners.c.rate_limit, partners.c.password_hash
-        ).where(partners.c.username == username, partners.c.revoked_at.is_(None))
+        query = sa.select(*PARTNER_COLUMNS, partners.c.password_hash).where(
+            partners.c.username == username, partners.c.revoked_at.is_(None)
+        )
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
         if row is None:
             return None
-        limit = RateLimit.parse(row.rate_limit) if row.rate_limit else None
-        return _Credential(Partner(row.id, row.name, limit), bytes(row.password_hash))
+        partner = partner_from_row(row, self._policy_defaults)
+        return _Credential(partner, bytes(row.password_hash))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from app.credentials.auth import hash_secret, new_secret, new_username
 from app.db import partners
+from app.policy import UNSET
 from app.settings import RateLimit
 
 
@@ -92,3 +95,45 @@ def set_rate_limit(engine: Engine, name: str, rate_limit: str | None) -> str | N
     if result.rowcount == 0:
         raise PartnerError(f"no partner named {name!r}")
     return limit
+
+
+def get_partner(engine: Engine, name: str) -> sa.Row:
+    """NAME's row (never its secrets), with its stored ``policy`` overrides."""
+    query = sa.select(
+        partners.c.id,
+        partners.c.name,
+        partners.c.username,
+        partners.c.rate_limit,
+        partners.c.created_at,
+        partners.c.revoked_at,
+        partners.c.policy,
+    ).where(partners.c.name == name)
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    if row is None:
+        raise PartnerError(f"no partner named {name!r}")
+    return row
+
+
+def set_policy(engine: Engine, name: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply ``changes`` (from ``app.policy.parse_changes``; UNSET unsets) to NAME's
+    stored policy; return what is stored now.
+
+    Web processes see the change within CREDENTIAL_CACHE_SECONDS.
+    """
+    with engine.begin() as conn:
+        row = conn.execute(
+            sa.select(partners.c.id, partners.c.policy)
+            .where(partners.c.name == name)
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise PartnerError(f"no partner named {name!r}")
+        stored = dict(row.policy or {})
+        for key, value in changes.items():
+            if value is UNSET:
+                stored.pop(key, None)
+            else:
+                stored[key] = value
+        conn.execute(partners.update().where(partners.c.id == row.id).values(policy=stored or None))
+    return stored

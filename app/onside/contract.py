@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 
-class QueuedOnsideEvent(TypedDict):
-    """One event of a queued batch, as the validator made it and the worker reads it."""
+class SentOnsideEvent(TypedDict):
+    """The fields a partner sends, all required, as the validator normalized them."""
 
     # Case-insensitive, but queued as sent: the worker stores the normalized
     # name (``event_name``) beside the one sent (``sent_event_name``).
@@ -30,5 +30,23 @@ class QueuedOnsideEvent(TypedDict):
     installation_id: str
 
 
+class QueuedOnsideEvent(SentOnsideEvent, total=False):
+    """One event of a queued batch, as the validator made it and the worker reads it.
+
+    The optional fields are there only when they say something.
+    """
+
+    # The time as sent (ISO 8601 UTC) when a clock guard clamped
+    # ``event_datetime`` to the receive time (app/quality/clock.py). Anything
+    # keyed on event time (deduplication) must use this where present: it is
+    # what a resend of the same event carries again.
+    original_event_datetime: str
+    # What the partner's event schemas found wrong in warn mode, or the
+    # unknown-events policy's flag: [{"field": "payload.amount", "message": ...}].
+    violations: list[dict[str, Any]]
+
+
 # In declaration order: the order in which a missing field is reported.
-FIELDS: tuple[str, ...] = tuple(QueuedOnsideEvent.__annotations__)
+FIELDS: tuple[str, ...] = tuple(SentOnsideEvent.__annotations__)
+# Added by the server when they apply; a column each, NULL when absent.
+OPTIONAL_FIELDS: tuple[str, ...] = ("original_event_datetime", "violations")

@@ -32,7 +32,13 @@ ONSIDE_EVENT: JsonSchema = {
             "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
             "description": "Case-insensitive: stored trimmed, NFKC-normalized and casefolded.",
         },
-        "payload": {"$ref": "#/components/schemas/JsonObject"},
+        "payload": {
+            "$ref": "#/components/schemas/JsonObject",
+            "description": (
+                "Free-form. Keys the partner declared as PII are stored as "
+                "`hmac-sha256:<hex>` or not at all."
+            ),
+        },
         "event_datetime": {
             "type": "string",
             "format": "date-time",
@@ -79,6 +85,7 @@ ONSIDE_EVENTS: JsonSchema = {
             "refused whole. Resending a batch is always safe: an `event_id` lands once per partner."
         ),
         "security": [{"basicAuth": []}],
+        "parameters": [{"$ref": "#/components/parameters/DryRun"}],
         "requestBody": {
             "required": True,
             "content": {
@@ -86,6 +93,7 @@ ONSIDE_EVENTS: JsonSchema = {
             },
         },
         "responses": {
+            "200": _ref("DryRun"),
             "204": {"description": "The whole batch is durably queued and will land."},
             "400": _ref("BadRequest"),
             "401": _ref("Unauthorized"),

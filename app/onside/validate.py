@@ -17,6 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from app.errors import InvalidRequest, PayloadTooLarge
 from app.onside.contract import FIELDS, QueuedOnsideEvent
 from app.onside.names import normalize_event_name
+from app.quality.clock import ClockGuard
+from app.quality.schemas import SchemaCheck
 from app.request.jsonchecks import (
     DEFAULT_MAX_CONTAINERS,
     DEPTH_MESSAGE,
@@ -60,7 +62,11 @@ class _Problems:
 
 
 async def validate_batch_off_loop(
-    body: bytes, max_events: int, max_containers: int = DEFAULT_MAX_CONTAINERS
+    body: bytes,
+    max_events: int,
+    max_containers: int = DEFAULT_MAX_CONTAINERS,
+    clock: ClockGuard | None = None,
+    schemas: SchemaCheck | None = None,
 ) -> list[QueuedOnsideEvent]:
     """``validate_batch``, in a worker thread unless the body is small and simple.
 
@@ -70,20 +76,44 @@ async def validate_batch_off_loop(
     """
     containers = check_containers(body, max_containers, "INLET_MAX_JSON_CONTAINERS")
     if len(body) <= INLINE_MAX_BYTES and containers <= INLINE_MAX_CONTAINERS:
-        return _validate_counted(body, max_events)
-    return await run_in_threadpool(_validate_counted, body, max_events)
+        return _validate_counted(body, max_events, clock, schemas)
+    return await run_in_threadpool(_validate_counted, body, max_events, clock, schemas)
 
 
 def validate_batch(
-    body: bytes, max_events: int, max_containers: int = DEFAULT_MAX_CONTAINERS
+    body: bytes,
+    max_events: int,
+    max_containers: int = DEFAULT_MAX_CONTAINERS,
+    clock: ClockGuard | None = None,
+    schemas: SchemaCheck | None = None,
 ) -> list[QueuedOnsideEvent]:
-    """Return the batch's events, ready for the job; raise a 400 or 413 otherwise."""
+    """Return the batch's events, ready for the job; raise a 400 or 413 otherwise.
+
+    With a ``clock``, event times outside its bounds are accepted, clamped
+    (the original kept in ``original_event_datetime``) or refused, as the
+    partner's policy says. With ``schemas``, each payload is checked against
+    its event's schema (app/quality/schemas.py) once the batch's shape is right.
+    """
     # Before any parsing: the work per body is bounded by its containers.
     check_containers(body, max_containers, "INLET_MAX_JSON_CONTAINERS")
-    return _validate_counted(body, max_events)
+    return _validate_counted(body, max_events, clock, schemas)
 
 
-def _validate_counted(body: bytes, max_events: int) -> list[QueuedOnsideEvent]:
+def _validate_counted(
+    body: bytes,
+    max_events: int,
+    clock: ClockGuard | None = None,
+    schemas: SchemaCheck | None = None,
+) -> list[QueuedOnsideEvent]:
+    events = _validate_shape(body, max_events, clock)
+    if schemas is not None:
+        check_schemas(events, schemas)
+    return events
+
+
+def _validate_shape(
+    body: bytes, max_events: int, clock: ClockGuard | None
+) -> list[QueuedOnsideEvent]:
     """``validate_batch`` for a body whose containers were already checked."""
     document = decode_json(body)
     if not isinstance(document, dict) or "events" not in document:
@@ -113,18 +143,20 @@ def _validate_counted(body: bytes, max_events: int) -> list[QueuedOnsideEvent]:
     # tells fifty times faster than a search for the whole escape.
     may_hold_nul = b"\\" in body and b"\\u0000" in body
     if not may_hold_nul:
-        accepted = _accept_fast(raw_events)
+        accepted = _accept_fast(raw_events, clock)
         if accepted is not None:
             return accepted
-    return validate_events(raw_events, may_hold_nul)
+    return validate_events(raw_events, may_hold_nul, clock)
 
 
-def validate_events(raw_events: list[Any], may_hold_nul: bool = True) -> list[QueuedOnsideEvent]:
+def validate_events(
+    raw_events: list[Any], may_hold_nul: bool = True, clock: ClockGuard | None = None
+) -> list[QueuedOnsideEvent]:
     """The slow path: check every event and collect every problem with its index."""
     problems = _Problems()
     events: list[QueuedOnsideEvent] = []
     for index, raw in enumerate(raw_events):
-        event = _validate_event(index, raw, problems, may_hold_nul)
+        event = _validate_event(index, raw, problems, may_hold_nul, clock)
         if event is not None:
             events.append(event)
     if problems.count:
@@ -138,6 +170,29 @@ def validate_events(raw_events: list[Any], may_hold_nul: bool = True) -> list[Qu
     return events
 
 
+def check_schemas(events: list[QueuedOnsideEvent], schemas: SchemaCheck) -> None:
+    """Check each payload against its event's schema; raise the 400 of an enforced
+    violation (all of them, by index and JSON path), else flag the warned ones
+    (``violations``, stored with the event)."""
+    problems = _Problems()
+    items = [(event["event_name"], event["payload"]) for event in events]
+    for index, mode, found in schemas.check_many(items, "payload"):
+        event = events[index]
+        if mode == "enforce":
+            for violation in found:
+                problems.add(index, violation["field"], violation["message"])
+        else:
+            event["violations"] = found[:MAX_LISTED_ERRORS]
+    if problems.count:
+        listed = len(problems.items)
+        more = f" (the first {listed} are listed)" if listed < problems.count else ""
+        noun = "violation" if problems.count == 1 else "violations"
+        raise InvalidRequest(
+            f"The batch has {problems.count} schema {noun}{more}; nothing was accepted",
+            errors=problems.items,
+        )
+
+
 @functools.lru_cache(maxsize=4096)
 def _is_valid_name(name: str) -> bool:
     # Batches repeat a handful of names: check each once, as the slow path would.
@@ -148,7 +203,9 @@ def _is_valid_name(name: str) -> bool:
     )
 
 
-def _accept_fast(raw_events: list[Any]) -> list[QueuedOnsideEvent] | None:
+def _accept_fast(
+    raw_events: list[Any], clock: ClockGuard | None = None
+) -> list[QueuedOnsideEvent] | None:
     """The events of a batch where every event is valid; None at the first doubt.
 
     The common case, tight: the same checks as ``_validate_event`` and the
@@ -162,6 +219,9 @@ def _accept_fast(raw_events: list[Any]) -> list[QueuedOnsideEvent] | None:
     uuid_match = _UUID_RE.fullmatch
     fromisoformat = datetime.fromisoformat
     field_count = len(FIELDS)
+    # The clock's bounds, as locals: two comparisons per event.
+    latest = clock.latest if clock else None
+    earliest = clock.earliest if clock else None
     for raw in raw_events:
         if type(raw) is not dict:
             return None
@@ -215,8 +275,18 @@ def _accept_fast(raw_events: list[Any]) -> list[QueuedOnsideEvent] | None:
             parsed = parse_datetime(when)
             if parsed is None:
                 return None
+            moment = parsed
             utc = parsed.isoformat()
-        if len(raw) == field_count:
+        original = None
+        if clock is not None and (
+            (latest is not None and moment > latest) or (earliest is not None and moment < earliest)
+        ):
+            off = clock.off(moment)
+            if off is not None and off[0] == "reject":
+                return None  # the slow path lists it
+            if off is not None and off[0] == "clamp":
+                original, utc = utc, clock.received_iso
+        if len(raw) == field_count and original is None:
             # Exactly the contract's fields: normalize the decoded event in place
             # rather than copy it (the document is ours, decoded for this
             # call). Should a later event send the batch to the slow path,
@@ -228,15 +298,18 @@ def _accept_fast(raw_events: list[Any]) -> list[QueuedOnsideEvent] | None:
             # cast: a call per event, on the hottest loop of the request.)
             append(raw)  # type: ignore[arg-type]
         else:
-            append(
-                {
-                    "event_id": event_id.lower(),
-                    "installation_id": installation_id.lower(),
-                    "event_name": name,
-                    "event_datetime": utc,
-                    "payload": payload,
-                }
-            )
+            # A new dict, the sent event left as it was: should a later event
+            # send the batch to the slow path, a clamped one is clamped again.
+            event: QueuedOnsideEvent = {
+                "event_id": event_id.lower(),
+                "installation_id": installation_id.lower(),
+                "event_name": name,
+                "event_datetime": utc,
+                "payload": payload,
+            }
+            if original is not None:
+                event["original_event_datetime"] = original
+            append(event)
     return out
 
 
@@ -248,7 +321,7 @@ def _uuid_version_note(value: Any) -> str:
 
 
 def _validate_event(
-    index: int, raw: Any, problems: _Problems, may_hold_nul: bool
+    index: int, raw: Any, problems: _Problems, may_hold_nul: bool, clock: ClockGuard | None
 ) -> QueuedOnsideEvent | None:
     if not isinstance(raw, dict):
         problems.add(index, None, f"must be a JSON object, not {kind(raw)}")
@@ -289,6 +362,13 @@ def _validate_event(
                 "event_datetime",
                 f"must be an ISO 8601 date and time, e.g. 2026-05-05T12:00:00Z, not {echo(when)}",
             )
+    original = None
+    off = clock.off(parsed_when) if clock is not None and parsed_when is not None else None
+    if off is not None and off[0] == "reject":
+        problems.add(index, "event_datetime", off[1])
+    elif off is not None and off[0] == "clamp":
+        assert clock is not None and parsed_when is not None
+        original, parsed_when = parsed_when.isoformat(), clock.received_at
 
     event_id = raw.get("event_id")
     if event_id is not None and not (isinstance(event_id, str) and _UUID4_RE.fullmatch(event_id)):
@@ -315,10 +395,13 @@ def _validate_event(
     # No problem: every field is present and of its type.
     assert isinstance(name, str) and isinstance(payload, dict) and parsed_when is not None
     assert isinstance(event_id, str) and isinstance(installation_id, str)
-    return {
+    event: QueuedOnsideEvent = {
         "event_id": event_id.lower(),
         "installation_id": installation_id.lower(),
         "event_name": name,
         "event_datetime": parsed_when.isoformat(),
         "payload": payload,
     }
+    if original is not None:
+        event["original_event_datetime"] = original
+    return event

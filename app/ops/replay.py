@@ -43,6 +43,7 @@ from app.errors import ApiError
 from app.onside.contract import QueuedOnsideEvent
 from app.onside.validate import validate_batch
 from app.ops import metrics, stats
+from app.request.jsonchecks import parse_datetime
 from app.settings import Settings
 from app.thrad.contract import SENT_FIELDS, QueuedThradEvent
 from app.thrad.validate import server_fields, validate_event
@@ -104,6 +105,13 @@ def check_line(line: bytes) -> tuple[QueuedOnsideEvent | None, str | None]:
         [event] = validate_batch(orjson.dumps({"events": [raw]}), 1)
     except ApiError as exc:
         return None, _reasons(exc)
+    # An export's clamped event: keep the time it was sent with (a replay has
+    # no clock guard of its own: the row comes back as it was stored). Its
+    # violations are not carried: a hand-written line could put anything there.
+    original = raw.get("original_event_datetime")
+    parsed = parse_datetime(original) if isinstance(original, str) else None
+    if parsed is not None:
+        event["original_event_datetime"] = parsed.isoformat()
     return event, None
 
 

@@ -33,6 +33,7 @@ class RequestContext:
     error_message: str | None = None
     errors: list[dict[str, Any]] | None = None
     body: bytes | None = None
+    dry_run: bool = False  # ?dry_run=true: validated, nothing queued or counted as accepted
 
 
 def request_context(request: Request) -> RequestContext:

@@ -20,6 +20,17 @@ from typing import Any, NotRequired, TypedDict, get_type_hints
 JsonObject = dict[str, Any]
 
 
+class GeoFields(TypedDict):
+    """Looked up from ``ip_address`` (``worker/enrich.py``): by the worker, or by
+    the web tier when the address is not queued in full (``app/privacy.py``)."""
+
+    geo_country: str | None
+    geo_region: str | None
+    geo_city: str | None
+    geo_lat: float | None
+    geo_lon: float | None
+
+
 class QueuedThradEvent(TypedDict):
     """One event as the endpoint queues it and the worker inserts it.
 
@@ -54,16 +65,16 @@ class QueuedThradEvent(TypedDict):
     # Given to each accepted request: a job run twice lands once.
     ingest_id: str
     api_key_id: int
-
-
-class GeoFields(TypedDict):
-    """Added by the worker from ``ip_address`` (``worker/enrich.py``)."""
-
-    geo_country: str | None
-    geo_region: str | None
-    geo_city: str | None
-    geo_lat: float | None
-    geo_lon: float | None
+    # The timestamp as sent when a clock guard clamped ``timestamp`` to the
+    # receive time (app/quality/clock.py); anything keyed on event time
+    # (deduplication) must use this where present.
+    original_timestamp: NotRequired[float]
+    # Schema violations let through in warn mode, or the unknown-events flag.
+    violations: NotRequired[list[JsonObject]]
+    # Only when the partner's ip_mode keeps less than the full address, or its
+    # consent flags refuse: geo looked up from the full address before it was
+    # cut (app/privacy.py). Stored in the geo columns, not a column of its own.
+    geo: NotRequired[GeoFields]
 
 
 class UserAgentFields(TypedDict):
@@ -77,7 +88,18 @@ class UserAgentFields(TypedDict):
 
 
 # Set by the server whatever the partner sends (a sent ``channel`` is ignored).
-SERVER_FIELDS = ("channel", "ip_address", "ingest_id", "api_key_id")
+SERVER_FIELDS = (
+    "channel",
+    "ip_address",
+    "ingest_id",
+    "api_key_id",
+    "original_timestamp",
+    "violations",
+    "geo",
+)
+
+# Server fields there only when they apply (a clamped timestamp, a violation).
+CONDITIONAL_FIELDS = ("original_timestamp", "violations", "geo")
 
 _TYPES = get_type_hints(QueuedThradEvent)
 # What a partner may send, grouped by JSON type: the validator checks each
@@ -87,6 +109,9 @@ SENT_FIELDS: tuple[str, ...] = tuple(f for f in _TYPES if f not in SERVER_FIELDS
 STRING_FIELDS = tuple(f for f in SENT_FIELDS if _TYPES[f] is str and f != "event_name")
 NUMBER_FIELDS = tuple(f for f in SENT_FIELDS if _TYPES[f] is float)
 OBJECT_FIELDS = tuple(f for f in SENT_FIELDS if _TYPES[f] == JsonObject)
+
+# Queued fields with no column of their own: ``geo`` lands in the geo columns.
+UNSTORED_FIELDS = ("geo",)
 
 # tag_id and event_id together are the dedup key, held in a unique index.
 KEY_FIELDS = ("tag_id", "event_id")

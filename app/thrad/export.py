@@ -33,5 +33,10 @@ def thrad_export_row(row: Any, iso_utc: Callable[[datetime], str]) -> dict[str, 
         params=row.params,
     )
     out.update((field, getattr(row, field)) for field in ENRICHED_FIELDS)
-    out.update(channel=row.channel, received_at=iso_utc(row.received_at))
+    out.update(
+        channel=row.channel,
+        original_timestamp=_number(row.original_timestamp),
+        violations=row.violations,
+        received_at=iso_utc(row.received_at),
+    )
     return out

@@ -49,10 +49,16 @@ _NOTES = {
     "attribution_type": "`click` / `view` / `organic` (the value is not checked).",
     "timestamp": "Unix seconds. Defaults to the time the server received the event.",
     "view_time_ms": "Milliseconds.",
-    "consent": "GDPR/CCPA consent flags.",
+    "consent": (
+        "GDPR/CCPA consent flags, stored as sent. `analytics` and `advertising` (or the "
+        "flags the partner's consent mapping names) are honoured: `false`, `0`, or "
+        "`false`/`no`/`off`/`denied`/`0` as text drops the client address, geo, "
+        "`user_agent` and the click, impression and bid ids before the event is queued."
+    ),
     "params": (
         "Free-form properties. The server adds `integration`, `partner_id` and "
-        "`api_key_label`, which win over keys of the same names."
+        "`api_key_label`, which win over keys of the same names. Keys the partner "
+        "declared as PII are stored as `hmac-sha256:<hex>` or not at all."
     ),
 }
 
@@ -145,9 +151,12 @@ def collect(operation_id: str, summary: str) -> JsonSchema:
                 f"One event per request, at most {MAX_BODY_BYTES // 1024} KiB. The body must "
                 "be JSON, but its Content-Type is not checked (so `curl -d` keeps working); "
                 "it may be sent with `Content-Encoding: gzip` or `deflate`. A 204 means the "
-                "event is durably queued and will land."
+                "event is durably queued and will land. The client address is stored in "
+                "full, truncated (IPv4 /24, IPv6 /48) or not at all, as the partner's "
+                "`ip_mode` says; geo comes from the full address."
             ),
             "security": [{"bearerAuth": []}],
+            "parameters": [{"$ref": "#/components/parameters/DryRun"}],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -155,6 +164,7 @@ def collect(operation_id: str, summary: str) -> JsonSchema:
                 },
             },
             "responses": {
+                "200": _ref("DryRun"),
                 "204": {"description": "The event is durably queued and will land."},
                 "400": _ref("BadRequest"),
                 "401": _ref("BearerUnauthorized"),

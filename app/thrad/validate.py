@@ -19,6 +19,8 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from app.errors import InvalidRequest
+from app.quality.clock import ClockGuard
+from app.quality.schemas import SchemaCheck
 from app.request.jsonchecks import (
     DEPTH_MESSAGE,
     MAX_PAYLOAD_DEPTH,
@@ -38,6 +40,8 @@ from app.thrad.contract import (
 )
 
 INTEGRATION = "partner_s2s"
+# Most schema violations stored with one warned event.
+MAX_LISTED_VIOLATIONS = 100
 # The dedup key's parts (KEY_FIELDS) are held in a unique index:
 # PostgreSQL's btree entries stop at ~2.7 KB, so each is kept to 256
 # characters (1 KB of UTF-8 at most) and a longer one is refused, not lost.
@@ -53,8 +57,17 @@ def _problem(field: str | None, message: str) -> dict[str, Any]:
     return {"index": None, "field": field, "message": message}
 
 
-def validate_event(body: bytes) -> dict[str, Any]:
-    """The known fields of the event, type-checked; a 400 naming each bad field."""
+def validate_event(
+    body: bytes, clock: ClockGuard | None = None, schemas: SchemaCheck | None = None
+) -> dict[str, Any]:
+    """The known fields of the event, type-checked; a 400 naming each bad field.
+
+    With a ``clock``, a ``timestamp`` outside its bounds is accepted, clamped
+    (the original kept in ``original_timestamp``) or refused, as the
+    partner's policy says. With ``schemas``, the params are checked against
+    the event's schema (app/quality/schemas.py): an enforced violation is a
+    problem, a warned one goes into ``violations``.
+    """
     # Bounded before parsing: with at most this many containers in 64 KiB,
     # checking an event stays well under a millisecond, on the event loop.
     check_containers(body, MAX_EVENT_CONTAINERS)
@@ -117,10 +130,25 @@ def validate_event(body: bytes) -> dict[str, Any]:
         else:
             event[field] = value
 
+    timestamp = event.get("timestamp")
+    off = clock.off_ts(float(timestamp)) if clock is not None and timestamp is not None else None
+    if off is not None and off[0] == "reject":
+        problems.append(_problem("timestamp", off[1]))
+    elif off is not None and off[0] == "clamp":
+        assert clock is not None
+        event["original_timestamp"] = timestamp
+        event["timestamp"] = clock.received_at.timestamp()
+
     if may_hold_nul:
         for field, value in event.items():
             if contains_nul(value):
                 problems.append(_problem(field, NUL_MESSAGE))
+    if schemas is not None and not problems:
+        mode, found = schemas.check(event["event_name"], event.get("params") or {}, "params")
+        if mode == "enforce":
+            problems.extend(_problem(v["field"], v["message"]) for v in found)
+        elif found:
+            event["violations"] = found[:MAX_LISTED_VIOLATIONS]
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
         raise InvalidRequest(
