@@ -28,6 +28,7 @@ from app.db import make_engine
 from app.errors import RateLimited, ServiceUnavailable, Unauthorized
 from app.groupcommit import Coalescer
 from app.queue import Submission, enqueue_group
+from app.redis_client import ReplicasNotConfirmed
 from app.request.ratelimit import RateLimiter, retry_after
 from app.settings import RateLimit, Settings
 
@@ -108,6 +109,14 @@ class AppState:
         """
         try:
             return await self.group_commit.submit(submission)
+        except ReplicasNotConfirmed:
+            # Queued on the primary, perhaps, but not yet where a failover
+            # keeps it: the partner resends and the dedup key absorbs a copy.
+            raise ServiceUnavailable(
+                "The batch is not yet confirmed on enough Redis replicas. Retry later; "
+                "resending is safe.",
+                headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
+            ) from None
         except RedisError:
             raise queue_unavailable() from None
 
