@@ -15,6 +15,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Retry
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job
 
 from app.onside.contract import QueuedOnsideEvent
@@ -53,6 +54,30 @@ class JSONSerializer:
         return orjson.loads(data)
 
 
+class ExecutionIndex(ExecutionRegistry):
+    """RQ's index of a job's executions, skipping executions whose record is gone.
+
+    RQ keeps an execution's id in the index until its TTL + 60 s but the
+    execution's own hash only for the TTL, and raises ValueError when it
+    meets such an id. A job run again within that minute (taken over from a
+    worker that died or lost Redis, or retried) then fails while finishing,
+    after its rows were stored. A Redis failover can lose the hash too
+    (replication is asynchronous). A missing record has nothing left to
+    clean up: skip it.
+    """
+
+    def get_executions(self, start: int = 0, end: int = -1) -> list[Execution]:
+        executions = []
+        for execution_id in self.get_execution_ids(start, end):
+            try:
+                executions.append(
+                    Execution.fetch(id=execution_id, job_id=self.job_id, connection=self.connection)
+                )
+            except ValueError:
+                log.info("job %s: execution %s has expired", self.job_id, execution_id)
+        return executions
+
+
 class PlainJob(Job):
     """RQ's Job, with its data written as the serializer made it, and only once.
 
@@ -79,6 +104,10 @@ class PlainJob(Job):
         data = self._data
         self._stored_data = data if isinstance(data, bytes) else None
         return result
+
+    @property
+    def execution_registry(self) -> ExecutionIndex:
+        return ExecutionIndex(self.id, connection=self.connection)
 
     def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[str, Any]:
         data = self.data

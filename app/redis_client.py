@@ -34,7 +34,7 @@ from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry as RedisRetry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 SENTINEL_SCHEME = "redis+sentinel://"
 DEFAULT_SENTINEL_PORT = 26379
@@ -156,6 +156,18 @@ def _client_options(timeout: float | None) -> dict[str, Any]:
     return options
 
 
+class _SentinelPrimary(Redis):
+    """The primary's client; closing it also closes its connections to the Sentinels."""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            pool = self.connection_pool
+            if isinstance(pool, SentinelConnectionPool):
+                pool.sentinel_manager.close()
+
+
 def make_redis(url: str, timeout: float | None = None) -> Redis:
     """A Redis client for ``url``, every call bounded by ``timeout`` when given.
 
@@ -175,6 +187,7 @@ def make_redis(url: str, timeout: float | None = None) -> Redis:
     sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_options)
     return sentinel.master_for(
         parsed.service_name,
+        redis_class=_SentinelPrimary,
         db=parsed.db,
         username=parsed.username,
         password=parsed.password,
@@ -237,6 +250,12 @@ def one_connection(redis: Redis) -> Iterator[OneConnection]:
     connection = pool.get_connection()
     try:
         yield OneConnection(redis, connection)
+    except BaseException:
+        # A reply may still be on its way (a WAIT that timed out): never hand
+        # the pool a connection whose next read would return it. redis-py's
+        # Sentinel connections don't disconnect on a failed read themselves.
+        connection.disconnect()
+        raise
     finally:
         pool.release(connection)
 

@@ -138,6 +138,25 @@ class InletWorker(SimpleWorker):
             execution=execution,
         )
 
+    def teardown(self) -> None:
+        if self.stop_asked:
+            # The stop signal interrupts whatever Redis read was under way (RQ
+            # raises from the handler), and redis-py's Sentinel connections
+            # don't disconnect on that: the next command on the connection
+            # would read the interrupted one's reply. Idle connections are
+            # dropped, so teardown's own commands start clean.
+            self.connection.connection_pool.disconnect(inuse_connections=False)
+        try:
+            super().teardown()
+        except RedisError:
+            # RQ's teardown unsubscribes only after registering the death in
+            # Redis; when that fails its pub/sub thread would live on (and
+            # retry forever) beside the next work loop's.
+            if self.pubsub_thread is not None:
+                self.pubsub_thread.stop()
+                self.pubsub_thread.join(timeout=1)
+            raise
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         timeout = job.timeout if job.timeout and job.timeout > 0 else 180
         return int(timeout) + ABANDONED_GRACE_SECONDS
@@ -207,7 +226,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> bool:
                 worker = build_worker(settings)
                 worked = worker.work(burst=burst, logging_level=settings.log_level) or worked
             except RedisError as exc:  # at start, or in RQ's teardown
-                log.warning("worker: Redis unavailable: %s", type(exc).__name__)
+                log.warning("worker: Redis unavailable: %s: %s", type(exc).__name__, exc)
             if burst or (worker is not None and worker.stop_asked):
                 return worked
             log.warning("worker: the work loop stopped; starting it again in %s s", RESTART_DELAY)
