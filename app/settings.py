@@ -177,7 +177,7 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Directory where every web and worker process writes its metrics, so that "
         "`GET /metrics` adds them up. Empty: INLET_DATA_DIR/metrics. All processes "
-        "of one deployment must share it.",
+        "of one host must share it; each host has its own (docs/deployment.md).",
     ),
 )
 

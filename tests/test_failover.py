@@ -36,7 +36,7 @@ from tests.test_groupcommit_faults import COLLECT, stored_event_ids, thrad_event
 
 SOAK = int(os.environ.get("INLET_SOAK", "1"))
 # Events acknowledged before the kill, and after service came back.
-BEFORE, AFTER = 200 * SOAK, 200 * SOAK
+BEFORE, AFTER = 150 * SOAK, 150 * SOAK
 
 
 @dataclass
