@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from redis.sentinel import SentinelConnectionPool
 
+from app.cli import main
 from app.errors import ConfigError
 from app.redis_client import SentinelURL, make_redis, parse_sentinel_url, redacted
 from app.settings import Settings
@@ -101,3 +103,20 @@ def test_a_sentinel_url_makes_a_client_of_the_primary_sentinel_names() -> None:
     assert [s.connection_pool.connection_kwargs["port"] for s in sentinels] == [1, 2]
     assert all(s.connection_pool.connection_kwargs.get("password") is None for s in sentinels)
     assert all(s.connection_pool.connection_kwargs["socket_timeout"] == 0.5 for s in sentinels)
+
+
+@pytest.mark.parametrize("command", [["worker"], ["web"], ["failed", "list"]])
+def test_every_command_refuses_a_bad_redis_url_in_one_line_without_the_password(
+    command: list[str], tmp_path: Path
+) -> None:
+    env = {
+        "REDIS_URL": f"redis+sentinel://:{PASSWORD}@127.0.0.1:26379,127.0.0.1:x/inlet",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'inlet.db'}",
+        "INLET_DATA_DIR": str(tmp_path),
+    }
+    result = CliRunner().invoke(main, command, env=env)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    [line] = result.output.strip().splitlines()
+    assert "REDIS_URL" in line and "port must be a number" in line
+    assert PASSWORD not in result.output

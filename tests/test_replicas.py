@@ -20,6 +20,7 @@ from app.db import make_engine
 from app.main import create_app
 from app.settings import Settings
 from tests.api import JSON, assert_error, basic_auth
+from tests.cli_runner import run_cli
 from tests.events import ONSIDE_URL, onside_event
 from tests.sentinel import SentinelGroup, sentinel_group
 from tests.services import make_settings
@@ -121,3 +122,17 @@ def test_a_replica_that_stops_answering_turns_204s_into_503s_until_it_is_back(
         back = client.post(ONSIDE_URL, content=_batch(), headers=headers)
     assert_error(stalled, 503, "unavailable")
     assert back.status_code == 204, back.text
+
+
+def test_inlet_replay_queues_on_the_primary_sentinel_names(
+    sqlite_url: str, group: SentinelGroup, tmp_path: Path
+) -> None:
+    """An `inlet` command through Sentinel, with a replica required: the job is on both."""
+    settings = _settings(sqlite_url, group, tmp_path, INLET_REDIS_MIN_REPLICAS="1")
+    partner = _partner(settings)
+    lines = tmp_path / "events.jsonl"
+    lines.write_bytes(b"\n".join(orjson.dumps(onside_event(i)) for i in range(5)) + b"\n")
+    before = [_queued_on(group, 0), _queued_on(group, 1)]
+    result = run_cli(settings, "replay", str(lines), "--partner", partner.name, "--json")
+    assert orjson.loads(result.stdout)["accepted"] == 5
+    assert [_queued_on(group, 0), _queued_on(group, 1)] == [n + 1 for n in before]
