@@ -16,6 +16,7 @@ import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,9 +141,11 @@ def run_failover(
     old_port = group.primary.port
     killed_at = promoted_at = 0.0
 
-    async def until(condition: object, load: asyncio.Future[None], timeout: float) -> None:
+    async def until(
+        condition: Callable[[], bool], load: asyncio.Future[None], timeout: float
+    ) -> None:
         deadline = time.monotonic() + timeout
-        while not condition():  # type: ignore[operator]
+        while not condition():
             if load.done():
                 load.result()
             assert time.monotonic() < deadline, (
@@ -158,15 +161,24 @@ def run_failover(
         await until(lambda: len(stored_event_ids(settings, partner_id)) >= 20, load, 60)
         killed_at = time.monotonic()
         await asyncio.to_thread(group.primary.kill)
-        await until(lambda: group.primary_port() not in (None, old_port), load, 60)
+        new_port: list[int] = []
+
+        def promoted() -> bool:
+            port = group.primary_port()
+            if port is None or port == old_port:
+                return False
+            new_port.append(port)
+            return True
+
+        await until(promoted, load, 60)
         promoted_at = time.monotonic()
         if min_replicas:
             # No 204 without a replica: the old primary comes back as a replica
             # of the new one, as the usual start scripts bring it back (they ask
             # Sentinel for the primary). Restarted plainly, it would wait for
             # Sentinel's next INFO round (every 10 s) to be turned into one.
-            new_port = group.primary_port()
-            await asyncio.to_thread(group.primary.start, "--replicaof", "127.0.0.1", str(new_port))
+            replica_of = ("--replicaof", "127.0.0.1", str(new_port[0]))
+            await asyncio.to_thread(group.primary.start, *replica_of)
         await until(lambda: partner.acknowledged_after(promoted_at) >= AFTER, load, 90)
         partner.stop.set()
         await asyncio.wait_for(load, 60)
