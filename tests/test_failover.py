@@ -91,6 +91,7 @@ class Failover:
     refusals: Counter[str]
     promoted_after: float
     drained_after: float  # from the end of the load to an empty queue and registries
+    replica_back_after: float | None  # the old primary synced as the new one's replica
 
 
 def _drained(url: str) -> bool:
@@ -139,7 +140,7 @@ def run_failover(
     worker = start_worker(env, tmp_path / "worker.log")
     partner = RecordingPartner(web.url, api_key)
     old_port = group.primary.port
-    killed_at = promoted_at = 0.0
+    killed_at = promoted_at = replica_back_at = 0.0
 
     async def until(
         condition: Callable[[], bool], load: asyncio.Future[None], timeout: float
@@ -154,7 +155,7 @@ def run_failover(
             await asyncio.sleep(0.02)
 
     async def scenario() -> None:
-        nonlocal killed_at, promoted_at
+        nonlocal killed_at, promoted_at, replica_back_at
         load = asyncio.ensure_future(partner.run(connections=8))
         await until(lambda: len(partner.acknowledged) >= BEFORE, load, 60)
         # The worker must be at work when the primary dies, not still starting.
@@ -179,6 +180,9 @@ def run_failover(
             # Sentinel's next INFO round (every 10 s) to be turned into one.
             replica_of = ("--replicaof", "127.0.0.1", str(new_port[0]))
             await asyncio.to_thread(group.primary.start, *replica_of)
+            [new_primary] = [node for node in group.nodes if node.port == new_port[0]]
+            await until(lambda: group.connected_replicas(new_primary) >= 1, load, 60)
+            replica_back_at = time.monotonic()
         await until(lambda: partner.acknowledged_after(promoted_at) >= AFTER, load, 90)
         partner.stop.set()
         await asyncio.wait_for(load, 60)
@@ -204,6 +208,7 @@ def run_failover(
             refusals=Counter(status for _, status in after if status != "204"),
             promoted_after=promoted_at - killed_at,
             drained_after=drained_after,
+            replica_back_after=replica_back_at - killed_at if replica_back_at else None,
         )
     finally:
         web.stop()
@@ -223,9 +228,12 @@ def _check_admin_and_throttle(base_url: str, admin_auth: dict[str, str]) -> None
 
 def _report(label: str, outcome: Failover) -> None:
     stored = set(outcome.stored)
+    back = outcome.replica_back_after
+    replica = "" if back is None else f" old primary back as a replica after {back:.1f} s;"
     print(
-        f"\n[{label}] promoted after {outcome.promoted_after:.1f} s; refusals after the kill "
-        f"{dict(outcome.refusals)} over {outcome.window:.1f} s; only 204s from "
+        f"\n[{label}] promoted after {outcome.promoted_after:.1f} s;{replica}"
+        f" refusals after the kill {dict(outcome.refusals)} over {outcome.window:.1f} s;"
+        f" only 204s from "
         f"{outcome.restored_after:.1f} s after the kill; acknowledged {len(outcome.acknowledged)},"
         f" stored {len(stored)}, acknowledged but lost {len(outcome.acknowledged - stored)};"
         f" drained {outcome.drained_after:.1f} s after the load"
