@@ -33,9 +33,10 @@ system-deps:
 test: install system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The fault tests with five times the load and the fault cycles (~10 minutes).
+# The fault and Redis failover tests with five times the load and the fault
+# cycles (~15 minutes).
 soak: install
-	INLET_SOAK=5 $(BIN)/python -m pytest tests/test_faults.py -s $(PYTEST_ARGS)
+	INLET_SOAK=5 $(BIN)/python -m pytest tests/test_faults.py tests/test_failover.py -s $(PYTEST_ARGS)
 
 # Benchmarks against their floors (method and figures: bench/README.md).
 bench: install system-deps $(VENV)/.bench-installed

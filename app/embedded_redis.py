@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from app.redis_client import make_redis
 
 
 def redis_server_binary() -> str:
@@ -95,7 +96,7 @@ class EmbeddedRedis:
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}:\n{tail}")
             try:
-                client = Redis(unix_socket_path=str(self.socket_path), socket_timeout=1)
+                client = make_redis(self.url, timeout=1)
                 client.ping()
                 client.close()
                 return

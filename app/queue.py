@@ -12,15 +12,16 @@ from typing import Any, Literal
 
 import orjson
 from redis import Redis
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job
 
 from app.onside.contract import QueuedOnsideEvent
 from app.ops import metrics, stats
+from app.redis_client import ReplicasNotConfirmed, one_connection, wait_for_replicas
+from app.redis_client import make_redis as make_redis  # the factory, where it always was
 from app.settings import Settings
 from app.thrad.contract import QueuedThradEvent
 
@@ -53,6 +54,30 @@ class JSONSerializer:
         return orjson.loads(data)
 
 
+class ExecutionIndex(ExecutionRegistry):
+    """RQ's index of a job's executions, skipping executions whose record is gone.
+
+    RQ keeps an execution's id in the index until its TTL + 60 s but the
+    execution's own hash only for the TTL, and raises ValueError when it
+    meets such an id. A job run again within that minute (taken over from a
+    worker that died or lost Redis, or retried) then fails while finishing,
+    after its rows were stored. A Redis failover can lose the hash too
+    (replication is asynchronous). A missing record has nothing left to
+    clean up: skip it.
+    """
+
+    def get_executions(self, start: int = 0, end: int = -1) -> list[Execution]:
+        executions = []
+        for execution_id in self.get_execution_ids(start, end):
+            try:
+                executions.append(
+                    Execution.fetch(id=execution_id, job_id=self.job_id, connection=self.connection)
+                )
+            except ValueError:
+                log.info("job %s: execution %s has expired", self.job_id, execution_id)
+        return executions
+
+
 class PlainJob(Job):
     """RQ's Job, with its data written as the serializer made it, and only once.
 
@@ -80,6 +105,10 @@ class PlainJob(Job):
         self._stored_data = data if isinstance(data, bytes) else None
         return result
 
+    @property
+    def execution_registry(self) -> ExecutionIndex:
+        return ExecutionIndex(self.id, connection=self.connection)
+
     def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[str, Any]:
         data = self.data
         # Job.to_dict compresses self.data unconditionally: hand it nothing
@@ -94,25 +123,6 @@ class PlainJob(Job):
         else:
             obj["data"] = data
         return obj
-
-
-def make_redis(url: str, timeout: float | None = None) -> Redis:
-    """A Redis client whose every call is bounded in time.
-
-    The web tier passes a short timeout: when Redis is down or stuck the
-    partner gets a quick 503 instead of a hung request.
-    """
-    options: dict[str, Any] = {"health_check_interval": 30}
-    if timeout is not None:
-        options.update(
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # One retry for a connection found broken (Redis restarted since
-            # the last call); none for a timeout, which would double the wait
-            # of a request whose Redis has stopped answering.
-            retry=RedisRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        )
-    return Redis.from_url(url, **options)
 
 
 def make_queue(settings: Settings, redis: Redis) -> Queue:
@@ -171,68 +181,79 @@ def enqueue_group(
     started = time.perf_counter()
     retry = retry_policy(settings)
     job_of: dict[tuple[Endpoint, int], str] = {}
-    with queue.connection.pipeline(transaction=True) as pipe:
-        accepted: dict[str, int] = {}
-        for (endpoint, partner_id), parts in _jobs_of(submissions).items():
-            partner_name = parts[0].partner_name
-            events = parts[0].events if len(parts) == 1 else [e for p in parts for e in p.events]
-            received_at = min(part.received_at for part in parts)
-            meta: dict[str, Any] = {
-                "partner": partner_name,
-                "endpoint": endpoint,
-                "events": len(events),
-                "requests": [
-                    {
-                        "request_id": part.request_id,
-                        "received_at": part.received_at.isoformat(),
-                        "events": len(part.events),
-                    }
-                    for part in parts
-                ],
-            }
-            if extra_meta:
-                meta.update(extra_meta)
-            job_id = str(uuid.uuid4())
-            noun = "request" if len(parts) == 1 else "requests"
-            queue.enqueue_call(
-                JOB_FUNCTIONS[endpoint],
-                args=(partner_id, received_at.isoformat(), events),
-                timeout=settings.job_timeout,
-                # Successful jobs leave nothing behind in Redis; failed ones stay a year.
-                result_ttl=0,
-                retry=retry,
-                # RQ's default description is the repr of every argument: a whole batch.
-                description=(
-                    f"{endpoint} batch of {len(events)} events for {partner_name}"
-                    f" ({len(parts)} {noun})"
-                ),
-                meta=meta,
-                job_id=job_id,
-                pipeline=pipe,
-            )
-            job_of[endpoint, partner_id] = job_id
-            accepted[partner_name] = accepted.get(partner_name, 0) + len(events)
-        job_commands = len(pipe.command_stack)
-        if count_accepted:
-            for partner_name, amount in accepted.items():
-                stats.add(pipe, partner_name, stats.ACCEPTED, amount)
-        try:
-            results = pipe.execute(raise_on_error=False)
-        except (RedisConnectionError, RedisTimeoutError):
-            # The reply is lost, not necessarily the write: the first job's
-            # key says which (all of the group was written, or none of it).
-            first_job = next(iter(job_of.values()))
-            if not queue.connection.exists(queue.job_class.key_for(first_job)):
-                raise
-            results = []
-    # An aborted EXEC (OOM, lost connection) raised above: nothing was queued.
-    # Runtime errors come back in the results instead; the jobs' must raise.
-    # (The command stack holds MULTI's commands without MULTI and EXEC.)
-    for result in results[:job_commands]:
-        if isinstance(result, Exception):
-            raise result
-    if any(isinstance(result, Exception) for result in results[job_commands:]):
-        log.debug("stats not recorded with jobs %s", list(job_of.values()))
+    # One connection for the MULTI/EXEC, the lost-reply check and the WAIT
+    # (see app/redis_client.py: WAIT counts what its own connection wrote).
+    with one_connection(queue.connection) as redis:
+        with redis.pipeline(transaction=True) as pipe:
+            accepted: dict[str, int] = {}
+            for (endpoint, partner_id), parts in _jobs_of(submissions).items():
+                partner_name = parts[0].partner_name
+                events = (
+                    parts[0].events if len(parts) == 1 else [e for p in parts for e in p.events]
+                )
+                received_at = min(part.received_at for part in parts)
+                meta: dict[str, Any] = {
+                    "partner": partner_name,
+                    "endpoint": endpoint,
+                    "events": len(events),
+                    "requests": [
+                        {
+                            "request_id": part.request_id,
+                            "received_at": part.received_at.isoformat(),
+                            "events": len(part.events),
+                        }
+                        for part in parts
+                    ],
+                }
+                if extra_meta:
+                    meta.update(extra_meta)
+                job_id = str(uuid.uuid4())
+                noun = "request" if len(parts) == 1 else "requests"
+                queue.enqueue_call(
+                    JOB_FUNCTIONS[endpoint],
+                    args=(partner_id, received_at.isoformat(), events),
+                    timeout=settings.job_timeout,
+                    # Successful jobs leave nothing behind in Redis; failed ones stay a year.
+                    result_ttl=0,
+                    retry=retry,
+                    # RQ's default description is the repr of every argument: a whole batch.
+                    description=(
+                        f"{endpoint} batch of {len(events)} events for {partner_name}"
+                        f" ({len(parts)} {noun})"
+                    ),
+                    meta=meta,
+                    job_id=job_id,
+                    pipeline=pipe,
+                )
+                job_of[endpoint, partner_id] = job_id
+                accepted[partner_name] = accepted.get(partner_name, 0) + len(events)
+            job_commands = len(pipe.command_stack)
+            if count_accepted:
+                for partner_name, amount in accepted.items():
+                    stats.add(pipe, partner_name, stats.ACCEPTED, amount)
+            try:
+                results = pipe.execute(raise_on_error=False)
+            except (RedisConnectionError, RedisTimeoutError):
+                # The reply is lost, not necessarily the write: the first job's
+                # key says which (all of the group was written, or none of it).
+                first_job = next(iter(job_of.values()))
+                if not redis.exists(queue.job_class.key_for(first_job)):
+                    raise
+                results = []
+        # An aborted EXEC (OOM, lost connection) raised above: nothing was queued.
+        # Runtime errors come back in the results instead; the jobs' must raise.
+        # (The command stack holds MULTI's commands without MULTI and EXEC.)
+        for result in results[:job_commands]:
+            if isinstance(result, Exception):
+                raise result
+        if any(isinstance(result, Exception) for result in results[job_commands:]):
+            log.debug("stats not recorded with jobs %s", list(job_of.values()))
+        if settings.redis_min_replicas:
+            if not results:
+                # The reply was lost and the check above ran on a new
+                # connection, whose WAIT would vouch for nothing it wrote.
+                raise ReplicasNotConfirmed("the write's reply was lost; replicas unconfirmed")
+            wait_for_replicas(redis, settings.redis_min_replicas, settings.redis_replica_timeout_ms)
     m = metrics.get()
     seconds = time.perf_counter() - started
     for endpoint in {endpoint for endpoint, _ in job_of}:

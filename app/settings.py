@@ -21,6 +21,7 @@ from pathlib import Path
 from app.errors import ConfigError
 from app.policy import CLOCK_ACTIONS, UNKNOWN_EVENTS
 from app.privacy import parse_ip_mode
+from app.redis_client import check_redis_url
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -41,8 +42,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "REDIS_URL",
         "unix://./var/redis.sock",
-        "Redis for the queue and the rate limits; the default is the embedded "
-        "Redis that `make run` starts.",
+        "Redis for the queue and the rate limits: `redis://`, `rediss://` (TLS), `unix://`, "
+        "or `redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE_NAME[/DB]` "
+        "to follow the primary that Sentinel names. The default is the embedded Redis "
+        "that `make run` starts.",
     ),
     Setting("PORT", "8000", "Port `inlet web` listens on."),
     Setting("HOST", "127.0.0.1", "Address `inlet web` binds (0.0.0.0 behind a load balancer)."),
@@ -79,6 +82,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "INLET_REDIS_TIMEOUT", "2", "Seconds the web tier waits for Redis before answering 503."
+    ),
+    Setting(
+        "INLET_REDIS_MIN_REPLICAS",
+        "0",
+        "Replicas that must have received a batch (Redis `WAIT`) before it is answered "
+        "204; if fewer confirm within INLET_REDIS_REPLICA_TIMEOUT_MS the answer is 503 "
+        "with Retry-After. 0: the primary's acknowledgement is enough.",
+    ),
+    Setting(
+        "INLET_REDIS_REPLICA_TIMEOUT_MS",
+        "500",
+        "Milliseconds a write waits (Redis `WAIT`) for INLET_REDIS_MIN_REPLICAS replicas "
+        "before the requests it carries get 503.",
     ),
     Setting(
         "INLET_MAX_BODY_BYTES",
@@ -227,7 +243,7 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Directory where every web and worker process writes its metrics, so that "
         "`GET /metrics` adds them up. Empty: INLET_DATA_DIR/metrics. All processes "
-        "of one deployment must share it.",
+        "of one host must share it; each host has its own (docs/deployment.md).",
     ),
 )
 
@@ -300,6 +316,8 @@ class Settings:
     max_batch_events: int
     log_level: str
     group_max_events: int = 1000
+    redis_min_replicas: int = 0
+    redis_replica_timeout_ms: int = 500
     group_wait_ms: float = 2.0
     max_json_containers: int = 10_000
     trusted_proxies: tuple[IPNetwork, ...] = ()
@@ -341,7 +359,7 @@ class Settings:
         try:
             values: dict[str, object] = dict(
                 database_url=database_url_from_env(env),
-                redis_url=_absolute_unix(get("REDIS_URL")),
+                redis_url=check_redis_url(_absolute_unix(get("REDIS_URL"))),
                 port=int(get("PORT")),
                 host=get("HOST"),
                 web_concurrency=int(get("WEB_CONCURRENCY")),
@@ -351,6 +369,12 @@ class Settings:
                 retry_delays=_parse_delays(get("INLET_RETRY_DELAYS")),
                 job_timeout=int(get("INLET_JOB_TIMEOUT")),
                 redis_timeout=float(get("INLET_REDIS_TIMEOUT")),
+                redis_min_replicas=_at_least(
+                    get("INLET_REDIS_MIN_REPLICAS"), 0, "INLET_REDIS_MIN_REPLICAS"
+                ),
+                redis_replica_timeout_ms=_at_least(
+                    get("INLET_REDIS_REPLICA_TIMEOUT_MS"), 1, "INLET_REDIS_REPLICA_TIMEOUT_MS"
+                ),
                 max_body_bytes=int(get("INLET_MAX_BODY_BYTES")),
                 max_batch_events=int(get("INLET_MAX_BATCH_EVENTS")),
                 group_max_events=_positive_int(
@@ -446,6 +470,8 @@ class Settings:
             "INLET_RETRY_DELAYS": ",".join(map(str, self.retry_delays)) or ",",
             "INLET_JOB_TIMEOUT": str(self.job_timeout),
             "INLET_REDIS_TIMEOUT": str(self.redis_timeout),
+            "INLET_REDIS_MIN_REPLICAS": str(self.redis_min_replicas),
+            "INLET_REDIS_REPLICA_TIMEOUT_MS": str(self.redis_replica_timeout_ms),
             "INLET_MAX_BODY_BYTES": str(self.max_body_bytes),
             "INLET_MAX_BATCH_EVENTS": str(self.max_batch_events),
             "INLET_GROUP_MAX_EVENTS": str(self.group_max_events),

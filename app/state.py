@@ -30,6 +30,7 @@ from app.groupcommit import Coalescer
 from app.policy import PartnerPolicy
 from app.quality.schemas import SchemaCheck, SchemaStore
 from app.queue import Submission, enqueue_group
+from app.redis_client import ReplicasNotConfirmed
 from app.request.ratelimit import RateLimiter, retry_after
 from app.settings import RateLimit, Settings
 
@@ -115,6 +116,14 @@ class AppState:
         """
         try:
             return await self.group_commit.submit(submission)
+        except ReplicasNotConfirmed:
+            # Queued on the primary, perhaps, but not yet where a failover
+            # keeps it: the partner resends and the dedup key absorbs a copy.
+            raise ServiceUnavailable(
+                "The batch is not yet confirmed on enough Redis replicas. Retry later; "
+                "resending is safe.",
+                headers={"Retry-After": UNAVAILABLE_RETRY_AFTER},
+            ) from None
         except RedisError:
             raise queue_unavailable() from None
 

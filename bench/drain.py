@@ -29,7 +29,6 @@ from typing import Any
 import orjson
 import psycopg
 import sqlalchemy as sa
-from redis import Redis
 
 from app import queue as q
 from app.db import make_engine
@@ -209,7 +208,7 @@ def run(stack: Stack, cfg: DrainConfig, seed: int = 2) -> dict[str, Any]:
     batches = [validate_batch(body, cfg.events_per_batch) for body in bodies]
     total = sum(len(b) for b in batches)
     engine = make_engine(stack.settings.database_url)
-    redis = Redis.from_url(stack.settings.redis_url)
+    redis = q.make_redis(stack.settings.redis_url)
     results: dict[str, Any] = {"rows": total}
     try:
 

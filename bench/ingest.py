@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from redis import Redis
 
+from app.redis_client import make_redis
 from bench.services import Stack, cpus, environ
 from bench.workload import make_batches
 from tests.services import free_port
@@ -103,7 +104,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
 def reset_redis(url: str) -> None:
     """Empty Redis and shrink its AOF, which would otherwise keep every body sent
     so far; wait for the rewrite so that it doesn't run into the next measurement."""
-    client = Redis.from_url(url)
+    client = make_redis(url)
     try:
         client.flushall()
         wait_until(lambda: not _rewriting(client))  # Redis may have started one itself

@@ -120,6 +120,8 @@ def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
         "INLET_RETRY_DELAYS": "0,2,9",
         "INLET_JOB_TIMEOUT": "41",
         "INLET_REDIS_TIMEOUT": "0.25",
+        "INLET_REDIS_MIN_REPLICAS": "2",
+        "INLET_REDIS_REPLICA_TIMEOUT_MS": "750",
         "INLET_MAX_BODY_BYTES": "2048",
         "INLET_MAX_BATCH_EVENTS": "12",
         "INLET_GROUP_MAX_EVENTS": "7",
@@ -152,6 +154,9 @@ def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
         Settings.from_env({"INLET_DATA_DIR": str(tmp_path)}),
         Settings.from_env(environ).replace(retry_delays=(), trusted_proxies=()),
         Settings.from_env(environ).replace(max_age_days=None),
+        Settings.from_env(
+            {**environ, "REDIS_URL": "redis+sentinel://:p%40ss@s1:26379,[::1]:26380/inlet/3"}
+        ),
     ):
         written = settings.to_environ()
         assert set(written) == {s.env for s in SETTINGS}

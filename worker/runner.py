@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 import traceback
+from typing import Any
 
+from redis.exceptions import RedisError
 from rq import SimpleWorker, worker_registration
+from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
@@ -30,6 +34,8 @@ ABANDONED_GRACE_SECONDS = 5
 # runs maintenance when MAINTENANCE_INTERVAL has passed.
 WORKER_TTL = 16
 MAINTENANCE_INTERVAL = 2
+# How long a worker whose loop stopped on a Redis error waits before a new loop.
+RESTART_DELAY = 1.0
 
 
 # The only functions a worker runs. A job names its function as a string,
@@ -102,6 +108,12 @@ class InletWorker(SimpleWorker):
     # RQ saves a job back when it finishes; PlainJob skips zlib-compressing
     # the whole batch again only for the job to be deleted.
     job_class = PlainJob
+    # Set by SIGTERM/SIGINT: RQ records a stop only when one comes mid-job.
+    stop_asked = False
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.stop_asked = True
+        super().request_stop(signum, frame)
 
     def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
         reason = refusal(job)
@@ -125,6 +137,25 @@ class InletWorker(SimpleWorker):
             exc_string="".join(traceback.format_exception_only(error)),
             execution=execution,
         )
+
+    def teardown(self) -> None:
+        if self.stop_asked:
+            # The stop signal interrupts whatever Redis read was under way (RQ
+            # raises from the handler), and redis-py's Sentinel connections
+            # don't disconnect on that: the next command on the connection
+            # would read the interrupted one's reply. Idle connections are
+            # dropped, so teardown's own commands start clean.
+            self.connection.connection_pool.disconnect(inuse_connections=False)
+        try:
+            super().teardown()
+        except RedisError:
+            # RQ's teardown unsubscribes only after registering the death in
+            # Redis; when that fails its pub/sub thread would live on (and
+            # retry forever) beside the next work loop's.
+            if self.pubsub_thread is not None:
+                self.pubsub_thread.stop()
+                self.pubsub_thread.join(timeout=1)
+            raise
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         timeout = job.timeout if job.timeout and job.timeout > 0 else 180
@@ -174,14 +205,35 @@ def build_worker(settings: Settings, *, name: str | None = None) -> InletWorker:
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> bool:
-    """Run a worker until stopped (or, with ``burst``, until the queue is empty)."""
+    """Run a worker until stopped (or, with ``burst``, until the queue is empty).
+
+    RQ's work loop survives Redis trouble only while it waits for a job; a
+    connection lost anywhere else (a heartbeat, maintenance, saving a job's
+    outcome) makes it quit. When Redis restarts or fails over that would end
+    the process, so the loop is started again here, on a new worker, until a
+    stop is requested. A job whose outcome could not be saved is still in
+    StartedJobRegistry: the maintenance pass retries it (ABANDONED_GRACE_SECONDS).
+    """
     metrics.configure(settings.metrics_dir)
     context.open_context(settings)
     open_geo_database(settings.geoip_database)
     logging.getLogger("rq.worker").addFilter(_QuietMaintenance())
+    worked = False
     try:
-        worker = build_worker(settings)
-        return worker.work(burst=burst, logging_level=settings.log_level)
+        while True:
+            worker: InletWorker | None = None
+            try:
+                worker = build_worker(settings)
+                worked = worker.work(burst=burst, logging_level=settings.log_level) or worked
+            except RedisError as exc:  # at start, or in RQ's teardown
+                log.warning("worker: Redis unavailable: %s: %s", type(exc).__name__, exc)
+            if burst or (worker is not None and worker.stop_asked):
+                return worked
+            log.warning("worker: the work loop stopped; starting it again in %s s", RESTART_DELAY)
+            try:
+                time.sleep(RESTART_DELAY)
+            except StopRequested:  # SIGTERM while waiting, through RQ's handler
+                return worked
     finally:
         context.close_context()
         metrics.process_exited()
