@@ -23,6 +23,9 @@ from app.errors import ConfigError
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+DEFAULT_DEDUP_DAYS = 30
+
+
 @dataclass(frozen=True)
 class Setting:
     env: str
@@ -157,6 +160,18 @@ SETTINGS: tuple[Setting, ...] = (
         "the process at start-up.",
     ),
     Setting(
+        "INLET_DEDUP_DAYS",
+        "30",
+        "Days within which a resent event id lands once, exactly (PostgreSQL; SQLite "
+        "deduplicates forever); see docs/storage.md for what happens to a later resend.",
+    ),
+    Setting(
+        "INLET_RETENTION_DAYS",
+        "",
+        "Days of events kept on PostgreSQL: the worker's hourly partition maintenance "
+        "drops whole days of events received longer ago; empty keeps everything.",
+    ),
+    Setting(
         "PROMETHEUS_MULTIPROC_DIR",
         "",
         "Directory where every web and worker process writes its metrics, so that "
@@ -245,6 +260,8 @@ class Settings:
     head_timeout: float = 10.0
     geoip_database: Path | None = None
     metrics_dir: Path = Path("var/metrics")
+    dedup_days: int = DEFAULT_DEDUP_DAYS
+    retention_days: int | None = None
     queue_name: str = "inlet"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -291,6 +308,12 @@ class Settings:
                 head_timeout=_positive(get("INLET_HEAD_TIMEOUT"), "INLET_HEAD_TIMEOUT"),
                 geoip_database=_geoip_path(get("INLET_GEOIP_DATABASE")),
                 metrics_dir=Path(get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "metrics").resolve(),
+                dedup_days=_positive_int(get("INLET_DEDUP_DAYS"), "INLET_DEDUP_DAYS"),
+                retention_days=(
+                    _positive_int(get("INLET_RETENTION_DAYS"), "INLET_RETENTION_DAYS")
+                    if get("INLET_RETENTION_DAYS")
+                    else None
+                ),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from None
@@ -355,6 +378,8 @@ class Settings:
             "INLET_TRUSTED_PROXIES": ",".join(map(str, self.trusted_proxies)),
             "INLET_GEOIP_DATABASE": str(self.geoip_database or ""),
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            "INLET_DEDUP_DAYS": str(self.dedup_days),
+            "INLET_RETENTION_DAYS": "" if self.retention_days is None else str(self.retention_days),
         }
 
 

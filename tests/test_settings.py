@@ -125,12 +125,15 @@ def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
         "INLET_TRUSTED_PROXIES": "10.0.0.1, 2001:db8::/32",
         "INLET_GEOIP_DATABASE": str(geoip),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+        "INLET_DEDUP_DAYS": "7",
+        "INLET_RETENTION_DAYS": "400",
     }
     assert set(environ) == {s.env for s in SETTINGS}  # the case above sets every setting
     for settings in (
         Settings.from_env(environ),
         Settings.from_env({"INLET_DATA_DIR": str(tmp_path)}),
         Settings.from_env(environ).replace(retry_delays=(), trusted_proxies=()),
+        Settings.from_env(environ).replace(retention_days=None),
     ):
         written = settings.to_environ()
         assert set(written) == {s.env for s in SETTINGS}

@@ -177,7 +177,12 @@ def ingest_onside(
     job_id: str | None,
 ) -> int:
     return store.insert_onside_events(
-        conn, partner_id=partner_id, received_at=received_at, events=events, job_id=job_id
+        conn,
+        partner_id=partner_id,
+        received_at=received_at,
+        events=events,
+        job_id=job_id,
+        dedup_days=context.current().settings.dedup_days,
     )
 
 
@@ -196,4 +201,5 @@ def ingest_thrad(
         events=events,
         job_id=job_id,
         geoip_database=context.current().settings.geoip_database,
+        dedup_days=context.current().settings.dedup_days,
     )

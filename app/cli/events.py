@@ -1,4 +1,4 @@
-"""``inlet events export``: stored events as JSON Lines."""
+"""``inlet events``: export stored events as JSON Lines; prune and maintain partitions."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Result
 
+from app import partitions
 from app.cli.common import engine_for, load_settings, operator_errors
 from app.credentials import partners as service
 from app.onside.export import onside_export_row, onside_query
@@ -30,7 +31,7 @@ def iso_utc(value: datetime) -> str:
 
 @click.group()
 def events() -> None:
-    """Read stored events."""
+    """Read stored events; drop old days of them."""
 
 
 def parse_when(value: str | None, option: str) -> datetime | None:
@@ -123,3 +124,58 @@ def _count(engine: Any, *queries_and_limit: Any) -> int:
 
 def _stream(conn: Connection, query: sa.Select[Any]) -> Result[Any]:
     return conn.execution_options(stream_results=True, yield_per=1000).execute(query)
+
+
+@events.command()
+@click.option(
+    "--before",
+    required=True,
+    help="Drop the days of events received before this date (YYYY-MM-DD, UTC); "
+    "a day that ends after it is kept whole.",
+)
+@click.option("--dry-run", is_flag=True, help="Only print what would be dropped.")
+def prune(before: str, dry_run: bool) -> None:
+    """Drop whole days of events (PostgreSQL): no rows are deleted one by one.
+
+    Every partition of events and thrad_events holding only events received
+    before --before is dropped, and printed. SQLite has no partitions, and
+    this command refuses there rather than run a bulk DELETE.
+    """
+    when = parse_when(before, "--before")
+    assert when is not None  # --before is required
+    settings = load_settings()
+    with operator_errors(), engine_for(settings) as engine:
+        try:
+            doomed = partitions.prune(engine, when, dry_run=dry_run)
+        except partitions.NotPartitioned:
+            raise click.ClickException(
+                "this database has no partitions (SQLite keeps every event in one table): "
+                "nothing was dropped; prune needs PostgreSQL (docs/storage.md)"
+            ) from None
+    verb = "would drop" if dry_run else "dropped"
+    for partition in doomed:
+        click.echo(f"{verb} {partition.describe()}")
+    rows = sum(max(p.approximate_rows, 0) for p in doomed)
+    shown = iso_utc(when)
+    if doomed:
+        click.echo(
+            f"{verb} {len(doomed)} partition(s), about {rows:,} rows received before {shown}"
+        )
+    else:
+        click.echo(f"no partition holds only events received before {shown}: nothing {verb}")
+
+
+@events.command()
+def maintain() -> None:
+    """Run partition maintenance now (workers run it hourly).
+
+    Makes the coming days' partitions, drops dedup keys older than the
+    window, and drops days of events older than INLET_RETENTION_DAYS if set.
+    Does nothing on SQLite.
+    """
+    settings = load_settings()
+    with operator_errors(), engine_for(settings) as engine:
+        dropped = partitions.maintain(engine, settings)
+    for partition in dropped:
+        click.echo(f"dropped {partition.describe()}")
+    click.echo(f"maintenance done: {len(dropped)} partition(s) dropped")
