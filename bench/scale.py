@@ -62,7 +62,7 @@ class ScaleConfig:
     # The bulk fill's received times are spread over this many past days.
     days: int = 30
     # Rows per bulk-fill transaction.
-    fill_chunk: int = 500_000
+    fill_chunk: int = 2_000_000
     workers: int = 1
 
 
@@ -92,9 +92,67 @@ def _has_table(engine: sa.Engine, name: str) -> bool:
     return sa.inspect(engine).has_table(name)
 
 
+def _index_ddl(conn: sa.Connection, table: str) -> list[tuple[str, str]]:
+    """(DROP, CREATE) statements of the table's unique keys and indexes, foreign keys aside."""
+    out: list[tuple[str, str]] = []
+    constraints = conn.execute(
+        sa.text(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u')"
+        ),
+        {"t": table},
+    ).all()
+    for name, definition in constraints:
+        out.append(
+            (
+                f'ALTER TABLE {table} DROP CONSTRAINT "{name}"',
+                f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}',
+            )
+        )
+    names = [name for name, _ in constraints]
+    for name, definition in conn.execute(
+        sa.text(
+            "SELECT indexname, indexdef FROM pg_indexes"
+            " WHERE schemaname = 'public' AND tablename = :t"
+        ),
+        {"t": table},
+    ).all():
+        if name not in names:
+            # A partitioned index: without ONLY, building it builds every partition's.
+            out.append((f'DROP INDEX "{name}"', definition.replace(" ON ONLY ", " ON ", 1)))
+    return out
+
+
+def _make_days(conn: sa.Connection, table: str, days: int) -> None:
+    """pg_partman's partitions for each of the last ``days`` days (the fill's range)."""
+    conn.execute(
+        sa.text(
+            "SELECT partman.create_partition_time(:parent, ARRAY(SELECT date_trunc('day', now())"
+            " - make_interval(days => g) FROM generate_series(0, :days) AS g))"
+        ),
+        {"parent": f"public.{table}", "days": days},
+    )
+
+
 def fill(engine: sa.Engine, partner_id: int, rows: int, cfg: ScaleConfig) -> float:
-    """Bulk-insert ``rows`` events (and their dedup keys); return seconds taken."""
+    """Bulk-insert ``rows`` events (and their dedup keys); return seconds taken.
+
+    The tables' indexes are dropped for the fill and built again after it
+    (by sorting: much faster than 18 million random insertions on 2 cores).
+    A sorted build packs the leaf pages to the fill factor where random
+    insertions leave them about two-thirds full: the last million then split
+    more pages than they would in a table grown one insert at a time.
+    """
     keyed = _has_table(engine, "event_keys")
+    tables = ["events", "event_keys"] if keyed else ["events"]
+    with engine.begin() as conn:
+        if keyed:
+            _make_days(conn, "events", cfg.days)
+            # Keys sit under their period's start and the one before: ~2 windows back.
+            _make_days(conn, "event_keys", 2 * cfg.days + 1)
+        ddl = [pair for table in tables for pair in _index_ddl(conn, table)]
+        for drop, _ in ddl:
+            conn.execute(sa.text(drop))
     started = time.perf_counter()
     done = 0
     while done < rows:
@@ -109,6 +167,11 @@ def fill(engine: sa.Engine, partner_id: int, rows: int, cfg: ScaleConfig) -> flo
                 conn.execute(sa.text(_FILL_EVENTS), params)
         done += n
         _log(f"filled {done:,}/{rows:,} rows ({time.perf_counter() - started:.0f} s)")
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL maintenance_work_mem = '512MB'"))
+        for _, create in ddl:
+            conn.execute(sa.text(create))
+            _log(f"built: {create[:90]}")
     return time.perf_counter() - started
 
 
