@@ -62,12 +62,7 @@ def export(partner: str, since: str | None, until: str | None, limit: int | None
     settings = load_settings()
     with engine_for(settings) as engine, operator_errors():
         partner_id = service.get_partner_id(engine, partner)
-        onside = onside_query(partner_id)
-        onside = _window(onside, onside.selected_columns.received_at, start, end)
-        thrad = thrad_query(partner_id)
-        thrad = _window(thrad, thrad.selected_columns.received_at, start, end)
-        if limit:
-            onside, thrad = onside.limit(limit), thrad.limit(limit)
+        onside, thrad = export_queries(partner_id, start, end, limit)
         out = sys.stdout.buffer
         # Streamed in chunks, one connection per table: a large export runs in
         # constant memory, and the two ordered streams merge as they come.
@@ -100,6 +95,20 @@ def export(partner: str, since: str | None, until: str | None, limit: int | None
                 for item in lines:
                     out.write(orjson.dumps(item) + b"\n")
         out.flush()
+
+
+def export_queries(
+    partner_id: int, start: datetime | None, end: datetime | None, limit: int | None = None
+) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The export's two queries. Bounded by received_at, the partition key on
+    PostgreSQL, so they read only the days between --since and --until."""
+    onside = onside_query(partner_id)
+    onside = _window(onside, onside.selected_columns.received_at, start, end)
+    thrad = thrad_query(partner_id)
+    thrad = _window(thrad, thrad.selected_columns.received_at, start, end)
+    if limit:
+        onside, thrad = onside.limit(limit), thrad.limit(limit)
+    return onside, thrad
 
 
 def _window(
