@@ -88,7 +88,7 @@ def _worker(settings: Settings, ready: Any, go: Any, ends: Any) -> None:
     context.close_context()
 
 
-def drain(settings: Settings, workers: int) -> float:
+def drain(settings: Settings, workers: int, timeout: float = 600) -> float:
     """Seconds from the workers' release until the last job is done."""
     ctx = mp.get_context("spawn")
     ready, go, ends = ctx.Barrier(workers + 1), ctx.Event(), ctx.Queue()
@@ -98,7 +98,7 @@ def drain(settings: Settings, workers: int) -> float:
     ready.wait(timeout=120)  # a worker that died on start breaks the barrier
     started = time.time()
     go.set()
-    finished = [ends.get(timeout=600) for _ in procs]
+    finished = [ends.get(timeout=timeout) for _ in procs]
     for proc in procs:
         proc.join(30)
     return max(finished) - started

@@ -82,7 +82,9 @@ def _drain_batches(stack: Stack, cfg: ScaleConfig, seed: int) -> float:
                 min(100, count - start), seed=seed + start, size=cfg.events_per_batch
             )
             drain.enqueue(stack, [validate_batch(body, cfg.events_per_batch) for body in bodies])
-        seconds = drain.drain(stack.settings, cfg.workers)
+        # A million rows on a busy 2-core machine can take far longer than
+        # the drain part's 10 minutes.
+        seconds = drain.drain(stack.settings, cfg.workers, timeout=4 * 3600)
     finally:
         redis.close()
     return cfg.measure_rows / seconds
