@@ -42,3 +42,17 @@ def test_quick_bench_run_reports_every_figure(
     assert "single Thrad events, requests/s vs work floor" in printed
     assert "one-event Onside, requests/s vs work floor" in printed
     assert "drain of single events, rows/s" in printed
+
+
+@pytest.mark.timeout(300)
+def test_quick_scale_run_fills_and_drains_through_the_worker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The scale part on a tiny table: both ends drained, the middle filled, every row there."""
+    out = tmp_path / "scale.json"
+    main(["--quick", "--only", "scale", "--out", str(out)])
+    figures = orjson.loads(out.read_bytes())["scale"]
+    assert figures["rows"] == 3000  # scale.run itself checks the table holds exactly this
+    assert figures["first_rows_per_s"] > 0 and figures["last_rows_per_s"] > 0
+    assert figures["last_vs_first"] == figures["last_rows_per_s"] / figures["first_rows_per_s"]
+    assert "| last million ÷ first million |" in capsys.readouterr().out
