@@ -49,13 +49,13 @@ class Partition:
     approximate_rows: int  # PostgreSQL's estimate: counting a day of events is a scan
 
     def describe(self) -> str:
-        day = self.start.strftime("%Y-%m-%d")
+        what = "received" if self.table in EVENT_TABLES else "keys of periods starting"
         rows = (
             f"about {self.approximate_rows:,} rows"
             if self.approximate_rows >= 0
-            else "rows not yet counted"
+            else "not yet counted"
         )
-        return f"{self.name}  ({self.table}, received {day}, {rows})"
+        return f"{self.name}  ({self.table}, {what} {self.start:%Y-%m-%d}, {rows})"
 
 
 def is_partitioned(conn: Connection) -> bool:

@@ -333,3 +333,17 @@ def test_export_by_time_reads_only_the_days_it_needs(pg: Engine, acme: NewPartne
     # Without bounds every day is read: the check above can fail.
     plan = explain(pg, export_queries(acme.id, None, None)[0])
     assert "events_p2025_01_01" in plan and "events_p2025_01_03" in plan
+
+
+def test_maintain_command_applies_retention_now(
+    pg: Engine, pg_settings: Settings, acme: NewPartner
+) -> None:
+    fill_days(pg, acme.id, *OLD_DAYS)
+    out = run_cli(pg_settings.replace(retention_days=30), "events", "maintain").stdout
+    assert "dropped events_p2025_01_01  (events, received 2025-01-01" in out
+    assert "dropped thrad_events_p2025_01_03" in out
+    assert stored_in(pg) == []
+    # Without INLET_RETENTION_DAYS nothing of the events goes.
+    fill_days(pg, acme.id, *OLD_DAYS)
+    out = run_cli(pg_settings, "events", "maintain").stdout
+    assert "events_p2025" not in out and len(stored_in(pg)) == 3
