@@ -18,11 +18,14 @@ run: install
 
 # What the suite needs from the system, installed with apt when missing (as
 # root; CI and a fresh machine both come here): PostgreSQL's binaries for the
-# test clusters, curl for the reference examples, Debian's chromium for the
-# admin page's browser tests (Playwright's own browser download can't work here).
+# test clusters, pg_partman for its partitioned event tables (migration 0006),
+# curl for the reference examples, Debian's chromium for the admin page's
+# browser tests (Playwright's own browser download can't work here).
 system-deps:
 	@need=""; \
 	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$$need postgresql"; \
+	pgv=$$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1); \
+	test -f /usr/share/postgresql/$${pgv:-15}/extension/pg_partman.control || need="$$need postgresql-$${pgv:-15}-partman"; \
 	command -v curl >/dev/null 2>&1 || need="$$need curl"; \
 	test -x /usr/bin/chromium || need="$$need chromium"; \
 	if [ -n "$$need" ]; then \

@@ -40,6 +40,14 @@ OptionalJson = sa.JSON(none_as_null=True).with_variant(
 )
 Timestamp = sa.DateTime(timezone=True)
 
+# Schema objects that exist on one database only: on PostgreSQL the event
+# tables are partitioned by day of receipt (migration 0006, docs/storage.md),
+# and a unique key over every row of a partitioned table is impossible, so
+# the dedup keys live in their own tables there; SQLite keeps its unique keys.
+# alembic/env.py compares each object only on its own database.
+SQLITE_ONLY = {"only_on": "sqlite"}
+POSTGRESQL_ONLY = {"only_on": "postgresql"}
+
 partners = sa.Table(
     "partners",
     metadata,
@@ -82,8 +90,9 @@ events = sa.Table(
     sa.Column("violations", OptionalJson, nullable=True),
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Column("job_id", sa.Text, nullable=True),
-    # The idempotency key: an event id counts once per partner, never across partners.
-    sa.UniqueConstraint("partner_id", "event_id"),
+    # The idempotency key: an event id counts once per partner, never across
+    # partners. SQLite only: PostgreSQL checks event_keys instead.
+    sa.UniqueConstraint("partner_id", "event_id", info=SQLITE_ONLY),
     # "The latest events of a partner" and the export's oldest-first scan.
     sa.Index(None, "partner_id", "received_at", "id"),
 )
@@ -125,7 +134,7 @@ thrad_events = sa.Table(
     sa.Column("api_key_id", sa.Integer, sa.ForeignKey("api_keys.id"), nullable=False),
     # Given by the web tier to each accepted request: a job run twice lands once,
     # even for events without an event_id.
-    sa.Column("ingest_id", sa.Uuid(as_uuid=False), nullable=False, unique=True),
+    sa.Column("ingest_id", sa.Uuid(as_uuid=False), nullable=False),
     sa.Column("tag_id", sa.Text, nullable=False),
     sa.Column("event_name", sa.Text, nullable=False),
     sa.Column("event_id", sa.Text, nullable=True),
@@ -148,9 +157,11 @@ thrad_events = sa.Table(
     sa.Column("violations", OptionalJson, nullable=True),
     sa.Column("received_at", Timestamp, nullable=False),
     sa.Column("job_id", sa.Text, nullable=True),
-    # Thrad's dedup key. NULLs are distinct in a unique key (PostgreSQL and
-    # SQLite alike), so an event without event_id is always stored.
-    sa.UniqueConstraint("partner_id", "tag_id", "event_id"),
+    # Thrad's dedup key. NULLs are distinct in a unique key, so an event
+    # without event_id is always stored. SQLite only, as for events: on
+    # PostgreSQL thrad_event_keys holds both keys.
+    sa.UniqueConstraint("ingest_id", info=SQLITE_ONLY),
+    sa.UniqueConstraint("partner_id", "tag_id", "event_id", info=SQLITE_ONLY),
     sa.Index(None, "partner_id", "received_at", "id"),
 )
 sa.Index(
@@ -197,6 +208,37 @@ deletion_audit = sa.Table(
     sa.Column("failed_events", sa.Integer, nullable=False),
     sa.Index(None, "partner_id", "identifier_hash"),
 )
+
+# PostgreSQL's dedup keys (worker/dedup.py): each stored event's key under
+# two consecutive periods of INLET_DEDUP_DAYS, partitioned by period_start so
+# that keys older than the window go as whole partitions.
+event_keys = sa.Table(
+    "event_keys",
+    metadata,
+    sa.Column("partner_id", sa.Integer, nullable=False),
+    sa.Column("event_id", sa.Uuid(as_uuid=False), nullable=False),
+    sa.Column("period_start", Timestamp, nullable=False),
+    sa.PrimaryKeyConstraint("partner_id", "event_id", "period_start"),
+    info=POSTGRESQL_ONLY,
+)
+
+# Thrad's: dedup_key stands for (tag_id, event_id), or for the ingest_id of
+# an event without event_id (worker/thrad.py dedup_key).
+thrad_event_keys = sa.Table(
+    "thrad_event_keys",
+    metadata,
+    sa.Column("partner_id", sa.Integer, nullable=False),
+    sa.Column("dedup_key", sa.Text, nullable=False),
+    sa.Column("period_start", Timestamp, nullable=False),
+    sa.PrimaryKeyConstraint("partner_id", "dedup_key", "period_start"),
+    info=POSTGRESQL_ONLY,
+)
+
+
+def exists_on(item: sa.Table | sa.Constraint, dialect: str) -> bool:
+    """Whether a table or constraint of ``metadata`` exists on this database."""
+    only_on = item.info.get("only_on")
+    return only_on is None or only_on == dialect
 
 
 def make_engine(url: str, **kwargs: object) -> Engine:

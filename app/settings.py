@@ -26,6 +26,9 @@ from app.redis_client import check_redis_url
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+DEFAULT_DEDUP_DAYS = 30
+
+
 @dataclass(frozen=True)
 class Setting:
     env: str
@@ -239,6 +242,18 @@ SETTINGS: tuple[Setting, ...] = (
         "no limit (per partner: `inlet partners set --max-age-days`).",
     ),
     Setting(
+        "INLET_DEDUP_DAYS",
+        "30",
+        "Days within which a resent event id lands once, exactly (PostgreSQL; SQLite "
+        "deduplicates forever); see docs/storage.md for what happens to a later resend.",
+    ),
+    Setting(
+        "INLET_RETENTION_DAYS",
+        "",
+        "Days of events kept on PostgreSQL: the worker's hourly partition maintenance "
+        "drops whole days of events received longer ago; empty keeps everything.",
+    ),
+    Setting(
         "PROMETHEUS_MULTIPROC_DIR",
         "",
         "Directory where every web and worker process writes its metrics, so that "
@@ -340,6 +355,8 @@ class Settings:
     max_future_seconds: int = 86400
     too_old_events: str = "clamp"
     max_age_days: int | None = None
+    dedup_days: int = DEFAULT_DEDUP_DAYS
+    retention_days: int | None = None
     queue_name: str = "inlet"
     # Not an environment setting: the bench turns the refusal log off to
     # measure what it costs.
@@ -421,6 +438,12 @@ class Settings:
                     if get("INLET_MAX_AGE_DAYS")
                     else None
                 ),
+                dedup_days=_positive_int(get("INLET_DEDUP_DAYS"), "INLET_DEDUP_DAYS"),
+                retention_days=(
+                    _positive_int(get("INLET_RETENTION_DAYS"), "INLET_RETENTION_DAYS")
+                    if get("INLET_RETENTION_DAYS")
+                    else None
+                ),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from None
@@ -497,6 +520,8 @@ class Settings:
             "INLET_MAX_FUTURE_SECONDS": str(self.max_future_seconds),
             "INLET_TOO_OLD_EVENTS": self.too_old_events,
             "INLET_MAX_AGE_DAYS": "" if self.max_age_days is None else str(self.max_age_days),
+            "INLET_DEDUP_DAYS": str(self.dedup_days),
+            "INLET_RETENTION_DAYS": "" if self.retention_days is None else str(self.retention_days),
         }
 
 

@@ -1,8 +1,10 @@
 """``python -m bench``: every benchmark, several rounds, a markdown table and a JSON file.
 
 Usage: ``python -m bench [--rounds N] [--quick] [--out PATH]
-[--only validation,ingest,thrad,onside1,refusals,drain]``.
+[--only validation,ingest,thrad,onside1,refusals,drain,scale] [--scale-rows N]``.
 ``--quick`` shrinks every workload to a smoke test (what ``make test`` runs).
+``scale`` (the 20-million-row run, ``bench/scale.py``) runs only when named
+in ``--only``, once, on its own PostgreSQL with a small cache.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from bench import drain, ingest, report, single, validation
+from bench import drain, ingest, report, scale, single, validation
 from bench.services import stack
 
 
@@ -25,8 +27,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny workloads: a smoke test")
     parser.add_argument("--out", default="var/bench.json")
     parser.add_argument("--only", default="validation,ingest,thrad,onside1,refusals,drain")
+    parser.add_argument(
+        "--scale-rows",
+        type=int,
+        default=ScaleDefaults.rows,
+        help="rows in the table at the end of the scale run (at least 3 million unless --quick)",
+    )
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
+    if "scale" in parts:
+        return _scale(args)
     if args.quick:
         ingest_cfg = ingest.IngestConfig(
             seconds=0.5,
@@ -82,6 +92,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}")
     print(report.markdown(summary, len(rounds)))
+    print(f"\nFigures written to {out}")
+    return result
+
+
+ScaleDefaults = scale.ScaleConfig()
+
+
+def _scale(args: argparse.Namespace) -> dict[str, Any]:
+    if args.quick:
+        cfg = scale.ScaleConfig(rows=3000, measure_rows=1000, events_per_batch=100, fill_chunk=500)
+    else:
+        cfg = scale.ScaleConfig(rows=args.scale_rows)
+    info = report.machine()
+    started = time.time()
+    with stack(scale.SCALE_CONFIG) as services:
+        figures = scale.run(services, cfg)
+    result = {
+        "command": "make bench BENCH_ARGS='--only scale'",
+        "machine": info,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": time.time() - started,
+        "quick": args.quick,
+        "scale": figures,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}")
+    print(scale.markdown(figures))
     print(f"\nFigures written to {out}")
     return result
 

@@ -13,7 +13,8 @@ one group of such a load holds.
 The floor is psycopg ``COPY`` of the same rows (built beforehand, outside
 the clock) into an unlogged table of the same shape, created with
 ``LIKE events INCLUDING ALL``: the same columns, primary key, unique
-(partner_id, event_id) index and the received_at index.
+(partner_id, event_id) index (added by hand on the partitioned layout,
+whose key lives in event_keys) and the received_at index.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def _worker(settings: Settings, ready: Any, go: Any, ends: Any) -> None:
     context.close_context()
 
 
-def drain(settings: Settings, workers: int) -> float:
+def drain(settings: Settings, workers: int, timeout: float = 600) -> float:
     """Seconds from the workers' release until the last job is done."""
     ctx = mp.get_context("spawn")
     ready, go, ends = ctx.Barrier(workers + 1), ctx.Event(), ctx.Queue()
@@ -97,7 +98,7 @@ def drain(settings: Settings, workers: int) -> float:
     ready.wait(timeout=120)  # a worker that died on start breaks the barrier
     started = time.time()
     go.set()
-    finished = [ends.get(timeout=600) for _ in procs]
+    finished = [ends.get(timeout=timeout) for _ in procs]
     for proc in procs:
         proc.join(30)
     return max(finished) - started
@@ -155,8 +156,15 @@ def count_rows(engine: sa.Engine, table: str = "events") -> int:
 
 
 def truncate(engine: sa.Engine, table: str = "events") -> None:
+    """Empty the table, and its dedup keys where the schema keeps them apart
+    (PostgreSQL's partitioned layout, worker/dedup.py): else a fresh drain
+    would find every event already seen."""
+    keys = {"events": "event_keys", "thrad_events": "thrad_event_keys"}.get(table)
     with engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {table}"))
+        if keys and sa.inspect(conn).has_table(keys):
+            conn.execute(sa.text(f"TRUNCATE {table}, {keys}"))
+        else:
+            conn.execute(sa.text(f"TRUNCATE {table}"))
 
 
 def floor_rows(partner_id: int, events: list[QueuedOnsideEvent]) -> list[tuple[Any, ...]]:
@@ -182,6 +190,11 @@ def copy_floor(dsn: str, batches: list[list[tuple[Any, ...]]]) -> float:
     with psycopg.connect(dsn) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
         conn.execute(f"CREATE UNLOGGED TABLE {FLOOR_TABLE} (LIKE events INCLUDING ALL)")
+        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'events'::regclass")
+        if kind.fetchone() == ("p",):
+            # Partitioned events keep their unique key in event_keys: the floor
+            # keeps one on itself, so it stays the floor it always was.
+            conn.execute(f"CREATE UNIQUE INDEX ON {FLOOR_TABLE} (partner_id, event_id)")
         conn.commit()
         statement = f"COPY {FLOOR_TABLE} ({', '.join(COLUMNS)}) FROM STDIN"
         started = time.perf_counter()

@@ -55,13 +55,16 @@ def cpus() -> list[int]:
 
 
 @contextmanager
-def stack() -> Iterator[Stack]:
-    """PostgreSQL (migrated), Redis, and a partner with a limit nobody reaches."""
+def stack(pg_config: dict[str, str] | None = None) -> Iterator[Stack]:
+    """PostgreSQL (migrated), Redis, and a partner with a limit nobody reaches.
+
+    ``pg_config`` overrides settings of DURABLE_CONFIG (the scale run's small cache).
+    """
     with ExitStack() as stack_:
         root = Path(tempfile.mkdtemp(prefix="inlet-bench-"))
         # Registered first, so it runs last: Redis's AOF alone can reach a GB.
         stack_.callback(shutil.rmtree, root, True)
-        cluster = stack_.enter_context(running_cluster(DURABLE_CONFIG))
+        cluster = stack_.enter_context(running_cluster({**DURABLE_CONFIG, **(pg_config or {})}))
         url = cluster.create_database("inlet_bench")
         migrations.upgrade(url)
         # Nothing drains the queue during an ingest run, so Redis holds every

@@ -35,7 +35,7 @@ from starlette.testclient import TestClient
 from app import migrations
 from app.credentials.admins import NewAdmin, create_admin
 from app.credentials.partners import NewPartner, create_partner
-from app.db import make_engine, metadata
+from app.db import exists_on, make_engine, metadata
 from app.embedded_redis import EmbeddedRedis
 from app.main import create_app
 from app.settings import Settings, normalize_database_url
@@ -78,11 +78,12 @@ def empty_tables(url: str) -> None:
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
+            tables = [t for t in metadata.sorted_tables if exists_on(t, conn.dialect.name)]
             if conn.dialect.name == "postgresql":
-                names = ", ".join(t.name for t in metadata.sorted_tables)
+                names = ", ".join(t.name for t in tables)
                 conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
             else:
-                for table in reversed(metadata.sorted_tables):
+                for table in reversed(tables):
                     conn.execute(table.delete())
     finally:
         engine.dispose()

@@ -48,3 +48,17 @@ def test_quick_bench_run_reports_every_figure(
     assert "refused one-event batches (400), requests/s: refusal log on vs off" in printed
     assert "validate it with a typical schema per event name" in printed
     assert round_["validation"]["schema_ratio"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_quick_scale_run_fills_and_drains_through_the_worker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The scale part on a tiny table: both ends drained, the middle filled, every row there."""
+    out = tmp_path / "scale.json"
+    main(["--quick", "--only", "scale", "--out", str(out)])
+    figures = orjson.loads(out.read_bytes())["scale"]
+    assert figures["rows"] == 3000  # scale.run itself checks the table holds exactly this
+    assert figures["first_rows_per_s"] > 0 and figures["last_rows_per_s"] > 0
+    assert figures["last_vs_first"] == figures["last_rows_per_s"] / figures["first_rows_per_s"]
+    assert "| last million ÷ first million |" in capsys.readouterr().out

@@ -147,6 +147,8 @@ def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
         "INLET_MAX_FUTURE_SECONDS": "0",
         "INLET_TOO_OLD_EVENTS": "accept",
         "INLET_MAX_AGE_DAYS": "30",
+        "INLET_DEDUP_DAYS": "7",
+        "INLET_RETENTION_DAYS": "400",
     }
     assert set(environ) == {s.env for s in SETTINGS}  # the case above sets every setting
     for settings in (
@@ -157,6 +159,7 @@ def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
         Settings.from_env(
             {**environ, "REDIS_URL": "redis+sentinel://:p%40ss@s1:26379,[::1]:26380/inlet/3"}
         ),
+        Settings.from_env(environ).replace(retention_days=None),
     ):
         written = settings.to_environ()
         assert set(written) == {s.env for s in SETTINGS}

@@ -204,7 +204,12 @@ def ingest_onside(
     if not kept:
         return 0
     return store.insert_onside_events(
-        conn, partner_id=partner_id, received_at=received_at, events=kept, job_id=job_id
+        conn,
+        partner_id=partner_id,
+        received_at=received_at,
+        events=kept,
+        job_id=job_id,
+        dedup_days=context.current().settings.dedup_days,
     )
 
 
@@ -223,4 +228,5 @@ def ingest_thrad(
         events=not_deleted(partner_id, events, "thrad"),
         job_id=job_id,
         geoip_database=context.current().settings.geoip_database,
+        dedup_days=context.current().settings.dedup_days,
     )

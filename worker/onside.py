@@ -23,6 +23,8 @@ from sqlalchemy.engine import Connection
 from app.db import events as events_table
 from app.onside.contract import QueuedOnsideEvent
 from app.onside.names import normalize_event_name
+from app.settings import DEFAULT_DEDUP_DAYS
+from worker.dedup import ONSIDE_KEYS, period_starts
 
 # A batch repeats a handful of event names; normalizing each once is enough.
 _normalized_name = functools.lru_cache(maxsize=4096)(normalize_event_name)
@@ -47,17 +49,21 @@ _PG_COPY = (
     "COPY inlet_staging (event_id, event_name, sent_event_name, event_datetime,"
     " installation_id, payload, original_event_datetime, violations) FROM STDIN"
 )
-# A conflict on the idempotency key skips the row, whether it collides with
-# an earlier batch or with an earlier event of this one.
-_PG_MOVE = """
+# The events whose two dedup keys were both new (worker/dedup.py) are stored,
+# the first of any repeats within the batch (ctid: the COPY's order, in a
+# table emptied at every commit).
+_PG_MOVE = f"""
+WITH new_keys AS ({ONSIDE_KEYS}),
+fresh AS (SELECT event_id FROM new_keys GROUP BY event_id HAVING count(*) = 2)
 INSERT INTO events (partner_id, event_id, event_name, sent_event_name, event_datetime,
                     installation_id, payload, original_event_datetime, violations,
                     received_at, job_id)
-SELECT %(partner_id)s, event_id, event_name, sent_event_name, event_datetime,
-       installation_id, payload, original_event_datetime, violations,
+SELECT DISTINCT ON (s.event_id)
+       %(partner_id)s, s.event_id, s.event_name, s.sent_event_name, s.event_datetime,
+       s.installation_id, s.payload, s.original_event_datetime, s.violations,
        %(received_at)s, %(job_id)s
-FROM inlet_staging
-ON CONFLICT (partner_id, event_id) DO NOTHING
+FROM inlet_staging AS s JOIN fresh USING (event_id)
+ORDER BY s.event_id, s.ctid
 """
 
 
@@ -68,16 +74,18 @@ def insert_onside_events(
     received_at: datetime,
     events: list[QueuedOnsideEvent],
     job_id: str | None,
+    dedup_days: int = DEFAULT_DEDUP_DAYS,
 ) -> int:
     """Insert a batch; return how many rows were new (the rest were duplicates).
 
     Duplicates inside the batch and against earlier batches are both absorbed
-    by the unique (partner_id, event_id) key, so running a batch again, whole
-    or after a partial earlier attempt, lands each event once.
+    by the (partner_id, event_id) key (on PostgreSQL within ``dedup_days``,
+    see worker/dedup.py), so running a batch again, whole or after a partial
+    earlier attempt, lands each event once.
     """
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        return _insert_postgresql(conn, partner_id, received_at, events, job_id)
+        return _insert_postgresql(conn, partner_id, received_at, events, job_id, dedup_days)
     if dialect == "sqlite":
         return _insert_sqlite(conn, partner_id, received_at, events, job_id)
     raise RuntimeError(f"unsupported database: {dialect}")
@@ -89,11 +97,20 @@ def _insert_postgresql(
     received_at: datetime,
     events: list[QueuedOnsideEvent],
     job_id: str | None,
+    dedup_days: int,
 ) -> int:
     conn.exec_driver_sql(_PG_STAGING)
     _copy_to_staging(conn, events)
+    period, previous = period_starts(received_at, dedup_days)
     result = conn.exec_driver_sql(
-        _PG_MOVE, {"partner_id": partner_id, "received_at": received_at, "job_id": job_id}
+        _PG_MOVE,
+        {
+            "partner_id": partner_id,
+            "received_at": received_at,
+            "job_id": job_id,
+            "period": period,
+            "previous": previous,
+        },
     )
     return int(result.rowcount)
 

@@ -7,6 +7,7 @@ import time
 import traceback
 from typing import Any
 
+from redis import Redis
 from redis.exceptions import RedisError
 from rq import SimpleWorker, worker_registration
 from rq.exceptions import StopRequested
@@ -16,6 +17,7 @@ from rq.queue import Queue
 from rq.registry import clean_registries
 from rq.utils import current_timestamp, now
 
+from app import partitions
 from app.ops import metrics
 from app.queue import JOB_FUNCTIONS as QUEUE_JOB_FUNCTIONS
 from app.queue import JSONSerializer, PlainJob, make_queue, make_redis
@@ -36,6 +38,12 @@ WORKER_TTL = 16
 MAINTENANCE_INTERVAL = 2
 # How long a worker whose loop stopped on a Redis error waits before a new loop.
 RESTART_DELAY = 1.0
+# Partition maintenance (app/partitions.py): at most once an hour across all
+# workers, and again a minute after a failed pass. Days are made a week ahead,
+# so an hour's pace (or a day without workers) loses nothing.
+PARTITIONS_LOCK = "inlet:maintenance:partitions"
+PARTITIONS_INTERVAL = 3600
+PARTITIONS_RETRY = 60
 
 
 # The only functions a worker runs. A job names its function as a string,
@@ -171,8 +179,35 @@ class InletWorker(SimpleWorker):
                 worker_registration.clean_worker_registry(queue)
                 queue.intermediate_queue.cleanup(self, queue)
                 promote_due_retries(queue)
+        maintain_partitions(self.connection)
         # RQ declares it as None at first, so mypy infers that type for it.
         self.last_cleaned_at = now()  # type: ignore[assignment]
+
+
+def maintain_partitions(redis: Redis) -> bool:
+    """Run the hourly partition maintenance if it is due; return whether it ran.
+
+    The first worker to start runs it at once; after that, whichever worker's
+    pass finds the lock expired. A failure is logged and retried a minute
+    later: a worker keeps draining the queue either way.
+    """
+    try:
+        ctx = context.current()
+    except RuntimeError:  # a worker without a database context runs no jobs either
+        return False
+    if ctx.engine.dialect.name != "postgresql":
+        return False
+    if not redis.set(PARTITIONS_LOCK, "1", nx=True, ex=PARTITIONS_INTERVAL):
+        return False
+    try:
+        dropped = partitions.maintain(ctx.engine, ctx.settings)
+    except Exception:
+        log.exception("partition maintenance failed; retrying in %s s", PARTITIONS_RETRY)
+        redis.set(PARTITIONS_LOCK, "1", ex=PARTITIONS_RETRY)
+        return False
+    for partition in dropped:
+        log.info("partition maintenance dropped %s", partition.describe())
+    return True
 
 
 def promote_due_retries(queue: Queue) -> int:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from app.db import thrad_events
+from app.db import thrad_event_keys, thrad_events
+from app.settings import DEFAULT_DEDUP_DAYS
 from app.thrad.contract import GEO_FIELDS, STRING_FIELDS, GeoFields, QueuedThradEvent
+from worker.dedup import period_starts
 from worker.enrich import geo_fields, ua_fields
 from worker.sql import dialect_insert
 
@@ -67,13 +71,16 @@ def insert_thrad_events(
     events: list[QueuedThradEvent],
     job_id: str | None,
     geoip_database: Path | None,
+    dedup_days: int = DEFAULT_DEDUP_DAYS,
 ) -> int:
     """Insert the events; return how many were new.
 
-    Two unique keys absorb repeats: (partner_id, tag_id, event_id), Thrad's
-    dedup key, for events that carry an event_id; and ingest_id, given to
-    each accepted request, so a job that runs again after a commit whose
-    acknowledgement was lost adds nothing, with or without event_id.
+    Two keys absorb repeats: (partner_id, tag_id, event_id), Thrad's dedup
+    key, for events that carry an event_id; and ingest_id, given to each
+    accepted request, so a job that runs again after a commit whose
+    acknowledgement was lost adds nothing, with or without event_id. On
+    SQLite they are unique keys of the table; on PostgreSQL, keys in
+    thrad_event_keys within ``dedup_days`` (worker/dedup.py).
     """
     rows = [
         thrad_row(
@@ -85,9 +92,59 @@ def insert_thrad_events(
         )
         for event in events
     ]
+    if not rows:
+        return 0
+    if conn.dialect.name == "postgresql":
+        return _insert_postgresql(conn, partner_id, received_at, rows, dedup_days)
     stmt = dialect_insert(conn, thrad_events).on_conflict_do_nothing().returning(thrad_events.c.id)
     # One statement for the whole job: SQLAlchemy sends the rows as multi-row
     # INSERTs ("insertmanyvalues") and RETURNING names only the new ones. A
     # grouped job holds many requests' events; a statement each was a round
     # trip each.
     return len(conn.execute(stmt, rows).all()) if rows else 0
+
+
+def dedup_key(row: dict[str, Any]) -> str:
+    """The row's key in thrad_event_keys (the same text migration 0006 builds in SQL).
+
+    With an event_id: the tag_id's length, a colon, tag_id and event_id, so
+    no two (tag_id, event_id) pairs give the same text. Without: "i:" and the
+    ingest_id, which can't be mistaken for the other form (it starts with a digit).
+    """
+    event_id = row["event_id"]
+    if event_id is None:
+        return f"i:{row['ingest_id']}"
+    tag_id = row["tag_id"]
+    return f"{len(tag_id)}:{tag_id}{event_id}"
+
+
+def _insert_postgresql(
+    conn: Connection,
+    partner_id: int,
+    received_at: datetime,
+    rows: list[dict[str, Any]],
+    dedup_days: int,
+) -> int:
+    keys = [dedup_key(row) for row in rows]
+    periods = period_starts(received_at, dedup_days)
+    stmt = (
+        postgresql.insert(thrad_event_keys)
+        .on_conflict_do_nothing()
+        .returning(thrad_event_keys.c.dedup_key)
+    )
+    key_rows = [
+        {"partner_id": partner_id, "dedup_key": key, "period_start": period}
+        for key in dict.fromkeys(keys)
+        for period in periods
+    ]
+    written = Counter(key for (key,) in conn.execute(stmt, key_rows))
+    # New only if new under both periods; the first of repeats within the job.
+    fresh = {key for key, count in written.items() if count == 2}
+    new_rows = []
+    for key, row in zip(keys, rows, strict=True):
+        if key in fresh:
+            fresh.discard(key)
+            new_rows.append(row)
+    if new_rows:
+        conn.execute(thrad_events.insert(), new_rows)
+    return len(new_rows)

@@ -1,5 +1,5 @@
-"""``inlet events export``: stored events as JSON Lines (``delete`` and
-``deletions`` are in app/cli/deletion.py)."""
+"""``inlet events``: export, find where an event is, delete one identifier's events
+(app/cli/deletion.py), prune and maintain partitions."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Result
 
+from app import partitions
 from app.cli import deletion
 from app.cli.common import engine_for, load_settings, operator_errors, redis_for
 from app.credentials import partners as service
@@ -34,7 +35,7 @@ def iso_utc(value: datetime) -> str:
 
 @click.group()
 def events() -> None:
-    """Read stored events; find where an event is; delete one identifier's on request."""
+    """Read stored events; find where an event is; delete one identifier's; drop old days."""
 
 
 events.add_command(deletion.delete)
@@ -70,12 +71,7 @@ def export(partner: str, since: str | None, until: str | None, limit: int | None
     settings = load_settings()
     with engine_for(settings) as engine, operator_errors():
         partner_id = service.get_partner_id(engine, partner)
-        onside = onside_query(partner_id)
-        onside = _window(onside, onside.selected_columns.received_at, start, end)
-        thrad = thrad_query(partner_id)
-        thrad = _window(thrad, thrad.selected_columns.received_at, start, end)
-        if limit:
-            onside, thrad = onside.limit(limit), thrad.limit(limit)
+        onside, thrad = export_queries(partner_id, start, end, limit)
         out = sys.stdout.buffer
         # Streamed in chunks, one connection per table: a large export runs in
         # constant memory, and the two ordered streams merge as they come.
@@ -108,6 +104,20 @@ def export(partner: str, since: str | None, until: str | None, limit: int | None
                 for item in lines:
                     out.write(orjson.dumps(item) + b"\n")
         out.flush()
+
+
+def export_queries(
+    partner_id: int, start: datetime | None, end: datetime | None, limit: int | None = None
+) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The export's two queries. Bounded by received_at, the partition key on
+    PostgreSQL, so they read only the days between --since and --until."""
+    onside = onside_query(partner_id)
+    onside = _window(onside, onside.selected_columns.received_at, start, end)
+    thrad = thrad_query(partner_id)
+    thrad = _window(thrad, thrad.selected_columns.received_at, start, end)
+    if limit:
+        onside, thrad = onside.limit(limit), thrad.limit(limit)
+    return onside, thrad
 
 
 def _window(
@@ -234,3 +244,58 @@ def describe_found(item: Found) -> str:
             "for the request and its X-Request-ID)"
         )
     return "\n".join(lines)
+
+
+@events.command()
+@click.option(
+    "--before",
+    required=True,
+    help="Drop the days of events received before this date (YYYY-MM-DD, UTC); "
+    "a day that ends after it is kept whole.",
+)
+@click.option("--dry-run", is_flag=True, help="Only print what would be dropped.")
+def prune(before: str, dry_run: bool) -> None:
+    """Drop whole days of events (PostgreSQL): no rows are deleted one by one.
+
+    Every partition of events and thrad_events holding only events received
+    before --before is dropped, and printed. SQLite has no partitions, and
+    this command refuses there rather than run a bulk DELETE.
+    """
+    when = parse_when(before, "--before")
+    assert when is not None  # --before is required
+    settings = load_settings()
+    with operator_errors(), engine_for(settings) as engine:
+        try:
+            doomed = partitions.prune(engine, when, dry_run=dry_run)
+        except partitions.NotPartitioned:
+            raise click.ClickException(
+                "this database has no partitions (SQLite keeps every event in one table): "
+                "nothing was dropped; prune needs PostgreSQL (docs/storage.md)"
+            ) from None
+    verb = "would drop" if dry_run else "dropped"
+    for partition in doomed:
+        click.echo(f"{verb} {partition.describe()}")
+    rows = sum(max(p.approximate_rows, 0) for p in doomed)
+    shown = iso_utc(when)
+    if doomed:
+        click.echo(
+            f"{verb} {len(doomed)} partition(s), about {rows:,} rows received before {shown}"
+        )
+    else:
+        click.echo(f"no partition holds only events received before {shown}: nothing {verb}")
+
+
+@events.command()
+def maintain() -> None:
+    """Run partition maintenance now (workers run it hourly).
+
+    Makes the coming days' partitions, drops dedup keys older than the
+    window, and drops days of events older than INLET_RETENTION_DAYS if set.
+    Does nothing on SQLite.
+    """
+    settings = load_settings()
+    with operator_errors(), engine_for(settings) as engine:
+        dropped = partitions.maintain(engine, settings)
+    for partition in dropped:
+        click.echo(f"dropped {partition.describe()}")
+    click.echo(f"maintenance done: {len(dropped)} partition(s) dropped")

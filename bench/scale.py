@@ -1,0 +1,237 @@
+"""Scale: does the drain hold up once the events table is far bigger than memory?
+
+PostgreSQL runs with ``shared_buffers`` of 128 MB, so at 20 million rows the
+indexes of the events table (and of the dedup keys, where the schema has
+them) cannot stay in PostgreSQL's own cache. The method:
+
+1. the first million rows are drained through the real worker (RQ jobs of
+   1,000-event batches, queued as the web tier queues them, the worker's
+   idempotent insert) into an empty table: the clock runs as in ``drain``;
+2. the middle is bulk-filled in SQL (``INSERT ... SELECT`` over
+   ``generate_series``, random UUIDv4 event ids from ``gen_random_uuid()``,
+   received times spread uniformly over the last ``days`` days), with the
+   dedup keys filled alongside where the schema has a key table, so the
+   last million meet the same indexes a real year would leave;
+3. the last million are drained exactly as the first.
+
+The figure is the drain rate of the last million over the first. Filling
+the middle through the worker would take hours on a 2-core machine and
+measures nothing the first and last million don't.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from redis import Redis
+
+from app.db import make_engine
+from app.onside.validate import validate_batch
+from bench import drain
+from bench.services import Stack
+from bench.workload import make_batches
+
+# Small on purpose: the indexes of 20 million rows must not fit.
+SCALE_CONFIG = {"shared_buffers": "128MB"}
+
+FILL_PAYLOAD = orjson.dumps(
+    {
+        "currency": "USD",
+        "amount": "12.34",
+        "sku": "sku-00012345",
+        "campaign": "spring-sale-042",
+        "country": "US",
+        "items": 3,
+        "app_version": "4.12.1",
+        "first_purchase": False,
+    }
+).decode()
+
+
+@dataclass
+class ScaleConfig:
+    rows: int = 20_000_000
+    # Drained through the worker at each end: the figure compares these two.
+    measure_rows: int = 1_000_000
+    events_per_batch: int = 1000
+    # The bulk fill's received times are spread over this many past days.
+    days: int = 30
+    # Rows per bulk-fill transaction.
+    fill_chunk: int = 2_000_000
+    workers: int = 1
+
+
+def _log(message: str) -> None:
+    print(f"[scale {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _drain_batches(stack: Stack, cfg: ScaleConfig, seed: int) -> float:
+    """Queue ``measure_rows`` fresh events and drain them; return rows/s."""
+    count = cfg.measure_rows // cfg.events_per_batch
+    redis = Redis.from_url(stack.settings.redis_url)
+    try:
+        redis.flushall()
+        # Queued in slices, so the bodies never sit in memory all at once.
+        for start in range(0, count, 100):
+            bodies = make_batches(
+                min(100, count - start), seed=seed + start, size=cfg.events_per_batch
+            )
+            drain.enqueue(stack, [validate_batch(body, cfg.events_per_batch) for body in bodies])
+        # A million rows on a busy 2-core machine can take far longer than
+        # the drain part's 10 minutes.
+        seconds = drain.drain(stack.settings, cfg.workers, timeout=4 * 3600)
+    finally:
+        redis.close()
+    return cfg.measure_rows / seconds
+
+
+def _has_table(engine: sa.Engine, name: str) -> bool:
+    return sa.inspect(engine).has_table(name)
+
+
+def _index_ddl(conn: sa.Connection, table: str) -> list[tuple[str, str]]:
+    """(DROP, CREATE) statements of the table's unique keys and indexes, foreign keys aside."""
+    out: list[tuple[str, str]] = []
+    constraints = conn.execute(
+        sa.text(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = CAST(:t AS regclass) AND contype IN ('p', 'u')"
+        ),
+        {"t": table},
+    ).all()
+    for name, definition in constraints:
+        out.append(
+            (
+                f'ALTER TABLE {table} DROP CONSTRAINT "{name}"',
+                f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}',
+            )
+        )
+    names = [name for name, _ in constraints]
+    for name, definition in conn.execute(
+        sa.text(
+            "SELECT indexname, indexdef FROM pg_indexes"
+            " WHERE schemaname = 'public' AND tablename = :t"
+        ),
+        {"t": table},
+    ).all():
+        if name not in names:
+            # A partitioned index: without ONLY, building it builds every partition's.
+            out.append((f'DROP INDEX "{name}"', definition.replace(" ON ONLY ", " ON ", 1)))
+    return out
+
+
+def _make_days(conn: sa.Connection, table: str, days: int) -> None:
+    """pg_partman's partitions for each of the last ``days`` days (the fill's range)."""
+    conn.execute(
+        sa.text(
+            "SELECT partman.create_partition_time(:parent, ARRAY(SELECT date_trunc('day', now())"
+            " - make_interval(days => g) FROM generate_series(0, :days) AS g))"
+        ),
+        {"parent": f"public.{table}", "days": days},
+    )
+
+
+def fill(engine: sa.Engine, partner_id: int, rows: int, cfg: ScaleConfig) -> float:
+    """Bulk-insert ``rows`` events (and their dedup keys); return seconds taken.
+
+    The tables' indexes are dropped for the fill and built again after it
+    (by sorting: much faster than 18 million random insertions on 2 cores).
+    A sorted build packs the leaf pages to the fill factor where random
+    insertions leave them about two-thirds full: the last million then split
+    more pages than they would in a table grown one insert at a time.
+    """
+    keyed = _has_table(engine, "event_keys")
+    tables = ["events", "event_keys"] if keyed else ["events"]
+    with engine.begin() as conn:
+        if keyed:
+            _make_days(conn, "events", cfg.days)
+            # Keys sit under their period's start and the one before: ~2 windows back.
+            _make_days(conn, "event_keys", 2 * cfg.days + 1)
+        ddl = [pair for table in tables for pair in _index_ddl(conn, table)]
+        for drop, _ in ddl:
+            conn.execute(sa.text(drop))
+    started = time.perf_counter()
+    done = 0
+    while done < rows:
+        n = min(cfg.fill_chunk, rows - done)
+        params = {"pid": partner_id, "n": n, "days": cfg.days, "payload": FILL_PAYLOAD}
+        with engine.begin() as conn:
+            if keyed:
+                from worker.dedup import bench_fill_sql
+
+                conn.execute(sa.text(bench_fill_sql()), params)
+            else:
+                conn.execute(sa.text(_FILL_EVENTS), params)
+        done += n
+        _log(f"filled {done:,}/{rows:,} rows ({time.perf_counter() - started:.0f} s)")
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL maintenance_work_mem = '512MB'"))
+        for _, create in ddl:
+            conn.execute(sa.text(create))
+            _log(f"built: {create[:90]}")
+    return time.perf_counter() - started
+
+
+_FILL_EVENTS = """
+INSERT INTO events (partner_id, event_id, event_name, sent_event_name, event_datetime,
+                    installation_id, payload, received_at, job_id)
+SELECT :pid, gen_random_uuid(), 'purchase_completed', 'purchase_completed', t,
+       gen_random_uuid(), CAST(:payload AS jsonb), t, 'bench-fill'
+FROM (SELECT now() - random() * make_interval(days => :days) AS t
+      FROM generate_series(1, :n)) AS s
+"""
+
+
+def run(stack: Stack, cfg: ScaleConfig) -> dict[str, Any]:
+    engine = make_engine(stack.settings.database_url)
+    try:
+        drain.truncate(engine)
+        _log(f"draining the first {cfg.measure_rows:,} rows through the worker")
+        first = _drain_batches(stack, cfg, seed=1_000_000)
+        _log(f"first million: {first:,.0f} rows/s")
+        middle = cfg.rows - 2 * cfg.measure_rows
+        fill_seconds = fill(engine, stack.partner.id, middle, cfg)
+        with engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE"))
+        _log(f"draining the last {cfg.measure_rows:,} rows through the worker")
+        last = _drain_batches(stack, cfg, seed=2_000_000)
+        _log(f"last million: {last:,.0f} rows/s")
+        rows = drain.count_rows(engine)
+        if rows != cfg.rows:
+            raise AssertionError(f"{rows} rows in the table, expected {cfg.rows}")
+        with engine.connect() as conn:
+            size = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()
+    finally:
+        engine.dispose()
+    return {
+        "rows": cfg.rows,
+        "measure_rows": cfg.measure_rows,
+        "first_rows_per_s": first,
+        "last_rows_per_s": last,
+        "last_vs_first": last / first,
+        "fill_seconds": fill_seconds,
+        "database_mb": size / 2**20,
+        "config": vars(cfg),
+    }
+
+
+def markdown(figures: dict[str, Any]) -> str:
+    ratio = figures["last_vs_first"]
+    return "\n".join(
+        [
+            "| scale figure | value | wanted | holds |",
+            "|---|---:|---:|:---:|",
+            f"| rows at the end | {figures['rows']:,} | ≥ 20,000,000 | "
+            f"{'yes' if figures['rows'] >= 20_000_000 else 'no'} |",
+            f"| first million drained, rows/s | {figures['first_rows_per_s']:,.0f} | | |",
+            f"| last million drained, rows/s | {figures['last_rows_per_s']:,.0f} | | |",
+            f"| last million ÷ first million | {ratio:.2f} | ≥ 0.80 | "
+            f"{'yes' if ratio >= 0.8 else 'no'} |",
+            f"| database size (MB) | {figures['database_mb']:,.0f} | | |",
+        ]
+    )
