@@ -7,6 +7,7 @@ import gzip
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -323,6 +324,23 @@ def test_rate_limit_gets_429_with_retry_after(
     assert_error(statuses[2], 429, "rate_limited")
     assert 1 <= int(statuses[2].headers["retry-after"]) <= 30
     assert queued_jobs(redis) == 2
+
+
+def test_rate_limit_counters_stay_out_of_the_append_only_file(
+    client: TestClient, partner: NewPartner, auth: dict[str, str], engine: Engine, redis: Redis
+) -> None:
+    """A request's one durable write is its group's: the limiter's own SET is not fsynced."""
+    set_rate_limit(engine, partner.name, "2/minute")
+    persistence = redis.info("persistence")
+    assert persistence["aof_enabled"] == 1
+    aof = Path(redis.config_get("dir")["dir"], "appendonly.aof")
+    start = persistence["aof_current_size"]
+    codes = [client.post(URL, json={"events": [onside_event(n)]}, headers=auth) for n in range(3)]
+    assert [r.status_code for r in codes] == [204, 204, 429]
+    assert redis.keys("inlet:ratelimit:*"), "the limiter kept no counter: the test proves nothing"
+    written = aof.read_bytes()[start:]
+    assert b"rq:job:" in written, "the AOF is not where Redis appends: the test proves nothing"
+    assert b"inlet:ratelimit:" not in written
 
 
 def test_rate_limit_is_shared_by_every_web_process(

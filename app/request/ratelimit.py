@@ -17,7 +17,17 @@ from redis.exceptions import NoScriptError
 
 from app.settings import RateLimit
 
+# The counters are kept in memory only: REPL_NONE keeps the script's SET out
+# of the AOF (and away from replicas), so with `appendfsync always` a
+# request's rate-limit call does not wait for an fsync of its own, and the
+# group's write is its one durable write. The key has no expiry either: Redis
+# writes a DEL to the AOF for every key that expires, an fsync again (one key
+# per partner stays in memory, a few dozen bytes; a stale one counts as
+# "no recent request"). What that costs: after Redis restarts, or fails over
+# to a replica, every partner starts with a full burst again. (pcall: where
+# effects replication is off, the SET is durable as before.)
 _GCRA = """
+pcall(redis.set_repl, redis.REPL_NONE)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -27,7 +37,7 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local wait = new_tat - burst - now
 if wait > 0 then return wait end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+redis.call('SET', KEYS[1], string.format('%d', new_tat))
 return 0
 """
 
