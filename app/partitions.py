@@ -124,12 +124,20 @@ def retention_cutoff(settings: Settings, now: datetime) -> datetime | None:
     return today - timedelta(days=settings.retention_days)
 
 
+# How long a maintenance pass waits for a table lock before giving up (retried later).
+MAINTENANCE_LOCK_TIMEOUT_MS = 2000
+
+
 def maintain(engine: Engine, settings: Settings, now: datetime | None = None) -> list[Partition]:
     """Make the days ahead, drop keys past the window, apply retention; return what was dropped."""
     now = now or datetime.now(UTC)
     with engine.begin() as conn:
         if not is_partitioned(conn):
             return []
+        # Making and dropping partitions takes strong locks on the event
+        # tables. Waiting behind a long transaction would queue every insert
+        # behind this pass too: give up instead, and let the next pass retry.
+        conn.execute(sa.text(f"SET LOCAL lock_timeout = '{MAINTENANCE_LOCK_TIMEOUT_MS}ms'"))
         conn.execute(sa.text("SELECT partman.run_maintenance()"))
         # Keys under a period before the previous one: no resend can meet them
         # (worker/dedup.py).

@@ -135,22 +135,27 @@ def test_worker_killed_mid_job_loses_nothing(
     web = WebProcess(env, tmp_path / "web.log")
     procs.append(web)
     blocker = engine.connect()
-    blocker.begin()
-    # Hold the table so the worker's INSERT waits inside its transaction.
-    blocker.execute(sa.text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
-    victim = start_worker(env, tmp_path / "victim.log")
-    procs.append(victim)
-    body = batch(0, 100)
-    assert httpx.post(web.url + ONSIDE_URL, json=body, headers=auth).status_code == 204
-    started = StartedJobRegistry(queue=q.make_queue(settings, redis))
-    wait_for(lambda: started.count == 1, timeout=30, message="the job to start")
-    wait_for(
-        lambda: waiting_on_locks(engine) >= 1, timeout=30, message="the INSERT to wait on the lock"
-    )
-    victim.kill()
-    killed_at = time.monotonic()
-    blocker.rollback()
-    blocker.close()
+    try:
+        blocker.begin()
+        # Hold the table so the worker's INSERT waits inside its transaction.
+        blocker.execute(sa.text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+        victim = start_worker(env, tmp_path / "victim.log")
+        procs.append(victim)
+        body = batch(0, 100)
+        assert httpx.post(web.url + ONSIDE_URL, json=body, headers=auth).status_code == 204
+        started = StartedJobRegistry(queue=q.make_queue(settings, redis))
+        wait_for(lambda: started.count == 1, timeout=30, message="the job to start")
+        wait_for(
+            lambda: waiting_on_locks(engine) >= 1,
+            timeout=30,
+            message="the INSERT to wait on the lock",
+        )
+        victim.kill()
+        killed_at = time.monotonic()
+    finally:
+        # Whatever happened, the lock must go: the next tests empty this table.
+        blocker.rollback()
+        blocker.close()
     rescuer = start_worker(env, tmp_path / "rescuer.log")
     procs.append(rescuer)
     try:
