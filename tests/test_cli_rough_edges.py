@@ -95,7 +95,9 @@ def test_an_ambiguous_prefix_names_the_candidates(
     first = failed_job([onside_event(1)])
     # A second failed job whose id starts like the first (UUIDs rarely do).
     registry = FailedJobRegistry(queue=make_queue(settings, redis))
-    twin = first[:8] + "-0000-4000-8000-000000000000"
+    # It differs from the first at the 10th character, so first[:10] stays unique.
+    tenth = "1" if first[9] == "0" else "0"
+    twin = first[:8] + f"-{tenth}000-4000-8000-000000000000"
     redis.zadd(registry.key, {twin: redis.zscore(registry.key, first) or 0})
     result = inlet("failed", "show", first[:8], expect=1).stderr
     assert "2 failed jobs start with" in result and first in result and twin in result

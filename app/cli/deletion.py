@@ -73,7 +73,9 @@ def delete(
     actor: str | None,
     as_json: bool,
 ) -> None:
-    """Delete everything PARTNER holds of one identifier: stored rows of both
+    """Delete one identifier's events, on request.
+
+    Deletes everything PARTNER holds of the identifier: stored rows of both
     formats, its events in failed jobs, and (for INLET_TOMBSTONE_HOURS) its
     events still queued. Writes an audit row, never the identifier itself.
     """
@@ -141,7 +143,10 @@ def deletions(
     session_id: str | None,
     as_json: bool,
 ) -> None:
-    """The audit of PARTNER's deletions (of one identifier, if given), oldest first."""
+    """The audit of PARTNER's deletions, oldest first.
+
+    With an identifier option: only that identifier's.
+    """
     wanted = None
     settings = load_settings()
     with engine_for(settings) as engine, operator_errors():

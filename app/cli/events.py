@@ -35,7 +35,7 @@ def iso_utc(value: datetime) -> str:
 
 @click.group()
 def events() -> None:
-    """Read stored events; find where an event is; delete one identifier's; drop old days."""
+    """Export, find, delete and prune stored events."""
 
 
 events.add_command(deletion.delete)
@@ -169,7 +169,7 @@ def find(
     limit: int,
     as_json: bool,
 ) -> None:
-    """Where an event is: stored, queued, failed, refused, or not found.
+    """Where an event is: stored, queued, failed or refused.
 
     Give --event-id, --installation-id or --tag-id. Looks in SQL, in the
     queue (waiting, retrying, running), in the failed jobs and in the
@@ -255,8 +255,9 @@ def describe_found(item: Found) -> str:
 )
 @click.option("--dry-run", is_flag=True, help="Only print what would be dropped.")
 def prune(before: str, dry_run: bool) -> None:
-    """Drop whole days of events (PostgreSQL): no rows are deleted one by one.
+    """Drop whole days of old events (PostgreSQL).
 
+    No rows are deleted one by one:
     Every partition of events and thrad_events holding only events received
     before --before is dropped, and printed. SQLite has no partitions, and
     this command refuses there rather than run a bulk DELETE.

@@ -134,7 +134,10 @@ def _policy_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("name")
 @_policy_options
 def set_(name: str, **given: Any) -> None:
-    """Set NAME's policies; the others keep their value. Takes effect within seconds."""
+    """Set some of NAME's policies; the others stay.
+
+    Takes effect within seconds (the credential cache's lifetime).
+    """
     settings = load_settings()
     with engine_for(settings) as engine, operator_errors():
         changes = parse_changes(given)
@@ -150,7 +153,10 @@ def set_(name: str, **given: Any) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def show(name: str, as_json: bool) -> None:
-    """Show NAME: its status, rate limit and policies (never its secrets)."""
+    """Show NAME: status, rate limit, policies.
+
+    Never its secrets.
+    """
     settings = load_settings()
     with engine_for(settings) as engine, operator_errors():
         row = service.get_partner(engine, name)

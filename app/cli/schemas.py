@@ -13,7 +13,10 @@ from app.quality import schemas as service
 
 @click.group()
 def schemas() -> None:
-    """Manage partners' event schemas (JSON Schema 2020-12 of payload / params)."""
+    """Manage partners' event schemas (JSON Schema).
+
+    A schema checks an Onside event's payload or a Thrad event's params.
+    """
 
 
 @schemas.command("set")
@@ -28,8 +31,9 @@ def schemas() -> None:
 @click.argument("event_name")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def set_(partner: str, mode: str, event_name: str, file: Path) -> None:
-    """Set PARTNER's schema for EVENT_NAME from FILE (a JSON Schema, draft 2020-12).
+    """Set PARTNER's schema for EVENT_NAME from FILE.
 
+    FILE holds a JSON Schema, draft 2020-12.
     The name is normalized as stored (case-folded); a bad schema is refused
     with the validator's message. Web processes use it within seconds.
     """
