@@ -228,9 +228,14 @@ def redacted_excerpt(body: bytes | None, limit: int = EXCERPT_CHARS) -> str:
     text = body[:_EXCERPT_SOURCE_BYTES].decode("utf-8", "replace")
     tokens = _TOKEN.findall(text)
     out: list[str] = []
+    length = 0
     for position, token in enumerate(tokens):
         if token.startswith('"'):
-            following = next((t for t in tokens[position + 1 :] if not t.isspace()), "")
+            following = ""
+            for later in range(position + 1, min(position + 3, len(tokens))):
+                if not tokens[later].isspace():
+                    following = tokens[later]
+                    break
             inner = token[1:-1] if len(token) > 1 and token.endswith('"') else token[1:]
             if following == ":" and _KEY.fullmatch(inner):
                 out.append(f'"{inner}"')
@@ -244,7 +249,8 @@ def redacted_excerpt(body: bytes | None, limit: int = EXCERPT_CHARS) -> str:
             out.append(" ")
         else:
             out.append("?")
-        if sum(map(len, out)) > limit:
+        length += len(out[-1])
+        if length > limit:
             break
     excerpt = "".join(out).strip()
     return excerpt if len(excerpt) <= limit else excerpt[: limit - 1] + "…"
