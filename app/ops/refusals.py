@@ -37,10 +37,11 @@ Interface (stable; the admin page calls it):
   a partner's refusals, newest first.
 - ``list_unauthenticated(redis, *, client=None, since=None, limit=100) ->
   list[Refusal]``: the unauthenticated ones, of one address or all.
-- ``counts_by_code(redis, *, partner=None, since=None, now=None) ->
-  dict[str, dict[str, int]]``: ``{partner: {code: count}}`` for the hours
-  since ``since`` (default: the whole retention), unauthenticated under
-  ``UNAUTHENTICATED``.
+- ``counts_by_code(redis, *, partner=None, since=None, now=None,
+  retention_days=7) -> dict[str, dict[str, int]]``: ``{partner: {code:
+  count}}`` for the hours since ``since`` (default: the last
+  ``retention_days``; pass ``settings.refusals_days``), unauthenticated under
+  ``UNAUTHENTICATED``, codes most frequent first.
 - ``iter_refusals(redis, partner, *, since=None) -> Iterator[Refusal]``: every
   kept refusal of a partner, newest first (``app/ops/find.py`` scans it).
 - ``Refusal``: a frozen dataclass; ``to_json()`` gives ``{"when", "entry_id",
