@@ -25,8 +25,9 @@ from app import errors
 from app.ops import metrics, refusals, stats
 from app.request.client import client_address, forwarded_for
 from app.request.context import SCOPE_KEY, RequestContext
+from app.request.jsonchecks import count_containers
 from app.settings import Settings
-from app.thrad.validate import derive_tag_id
+from app.thrad.validate import MAX_EVENT_CONTAINERS, derive_tag_id
 
 log = logging.getLogger("inlet.observe")
 access_log = logging.getLogger("inlet.access")
@@ -177,16 +178,19 @@ def pipe_refusal(
     partner = context.partner
     events: list[refusals.EventRef] = []
     excerpt = ""
+    body = context.body
     # Anyone can be refused without credentials: only an authenticated
-    # partner's body is looked at.
-    if partner is not None and context.body is not None:
-        excerpt = refusals.redacted_excerpt(context.body)
+    # partner's body is looked at. A body over its endpoint's cap on JSON
+    # objects and arrays is never parsed (that cap is what keeps a hostile
+    # body's parse from costing the process hundreds of milliseconds).
+    limit = settings.max_json_containers if endpoint == "onside" else MAX_EVENT_CONTAINERS
+    if partner is not None and body is not None:
+        excerpt = refusals.redacted_excerpt(body)
+    if partner is not None and body is not None and count_containers(body) <= limit:
         if endpoint == "onside":
-            events = refusals.onside_events(context.body)
+            events = refusals.onside_events(body)
         else:
-            events = refusals.thrad_events(
-                context.body, lambda event: derive_tag_id(event, headers)
-            )
+            events = refusals.thrad_events(body, lambda event: derive_tag_id(event, headers))
     fields = refusals.entry_for(
         request_id=context.request_id,
         endpoint=endpoint,

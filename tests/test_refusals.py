@@ -109,6 +109,22 @@ def test_unparsable_and_oversized_bodies_are_kept_without_event_ids(
 
 
 @SQLITE
+def test_a_body_over_the_container_cap_is_never_parsed_for_its_ids(
+    settings: Settings, auth: dict[str, str], partner: NewPartner, redis: Redis
+) -> None:
+    """Parsing it is the cost the cap exists to avoid: the entry keeps no ids."""
+    capped = settings.replace(max_json_containers=100)
+    body = orjson.dumps({"events": [onside_event(0, payload={"a": [[]] * 200})]})
+    with TestClient(create_app(capped)) as client:
+        response = client.post(ONSIDE_URL, content=body, headers={**auth, **JSON})
+    assert_error(response, 413, "too_many_json_containers")
+    [refusal] = refusals.list_refusals(redis, partner.name)
+    assert refusal.code == "too_many_json_containers"
+    assert refusal.events == []  # valid JSON with an event id, yet not parsed
+    assert refusal.excerpt.startswith('{"events":[{')
+
+
+@SQLITE
 def test_401s_are_kept_apart_by_client_address_without_any_body(
     settings: Settings, partner: NewPartner, redis: Redis
 ) -> None:

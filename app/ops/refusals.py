@@ -37,10 +37,11 @@ Interface (stable; the admin page calls it):
   a partner's refusals, newest first.
 - ``list_unauthenticated(redis, *, client=None, since=None, limit=100) ->
   list[Refusal]``: the unauthenticated ones, of one address or all.
-- ``counts_by_code(redis, *, partner=None, since=None, now=None) ->
-  dict[str, dict[str, int]]``: ``{partner: {code: count}}`` for the hours
-  since ``since`` (default: the whole retention), unauthenticated under
-  ``UNAUTHENTICATED``.
+- ``counts_by_code(redis, *, partner=None, since=None, now=None,
+  retention_days=7) -> dict[str, dict[str, int]]``: ``{partner: {code:
+  count}}`` for the hours since ``since`` (default: the last
+  ``retention_days``; pass ``settings.refusals_days``), unauthenticated under
+  ``UNAUTHENTICATED``, codes most frequent first.
 - ``iter_refusals(redis, partner, *, since=None) -> Iterator[Refusal]``: every
   kept refusal of a partner, newest first (``app/ops/find.py`` scans it).
 - ``Refusal``: a frozen dataclass; ``to_json()`` gives ``{"when", "entry_id",
@@ -228,9 +229,14 @@ def redacted_excerpt(body: bytes | None, limit: int = EXCERPT_CHARS) -> str:
     text = body[:_EXCERPT_SOURCE_BYTES].decode("utf-8", "replace")
     tokens = _TOKEN.findall(text)
     out: list[str] = []
+    length = 0
     for position, token in enumerate(tokens):
         if token.startswith('"'):
-            following = next((t for t in tokens[position + 1 :] if not t.isspace()), "")
+            following = ""
+            for later in range(position + 1, min(position + 3, len(tokens))):
+                if not tokens[later].isspace():
+                    following = tokens[later]
+                    break
             inner = token[1:-1] if len(token) > 1 and token.endswith('"') else token[1:]
             if following == ":" and _KEY.fullmatch(inner):
                 out.append(f'"{inner}"')
@@ -244,7 +250,8 @@ def redacted_excerpt(body: bytes | None, limit: int = EXCERPT_CHARS) -> str:
             out.append(" ")
         else:
             out.append("?")
-        if sum(map(len, out)) > limit:
+        length += len(out[-1])
+        if length > limit:
             break
     excerpt = "".join(out).strip()
     return excerpt if len(excerpt) <= limit else excerpt[: limit - 1] + "…"
