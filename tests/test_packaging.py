@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.db import metadata
+from app.db import exists_on, metadata
 from tests.services import TEST_SECRET_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,5 +104,6 @@ def test_a_regular_install_migrates_a_database_outside_the_checkout(tmp_path: Pa
         tables = set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
-    assert tables >= {t.name for t in metadata.sorted_tables} | {"alembic_version"}
+    expected = {t.name for t in metadata.sorted_tables if exists_on(t, engine.dialect.name)}
+    assert tables >= expected | {"alembic_version"}
     assert not any(Path(elsewhere).glob("alembic*")), "migrations must come from the package"
