@@ -22,10 +22,9 @@ from app.admin import gather
 from app.admin.page import banners, card_labels, document, esc, header, when
 from app.admin.responses import html, signed_in_pages
 from app.admin.security import require_admin
-from app.cli.events import describe_found
 from app.credentials.partners import PartnerError
 from app.ops import refusals
-from app.ops.find import Found, find_events
+from app.ops.find import Found, describe_found, find_events
 from app.state import AppState
 
 FIELDS = (

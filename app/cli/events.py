@@ -20,7 +20,7 @@ from app.cli import deletion
 from app.cli.common import engine_for, load_settings, operator_errors, redis_for
 from app.credentials import partners as service
 from app.onside.export import onside_export_row, onside_query
-from app.ops.find import Found, find_events
+from app.ops.find import describe_found, find_events
 from app.queue import make_queue
 from app.request.jsonchecks import parse_datetime
 from app.thrad.export import thrad_export_row, thrad_query
@@ -202,48 +202,6 @@ def find(
             if number:
                 click.echo()
             click.echo(describe_found(item))
-
-
-def describe_found(item: Found) -> str:
-    """A match as a few lines for a person: the verdict first, then the facts."""
-    data = item.to_json()
-    ident = " ".join(
-        f"{key}={data[key]}"
-        for key in ("event_id", "tag_id", "installation_id")
-        if data[key] is not None
-    )
-    lines = ["  ".join(part for part in (item.where.upper(), item.source or "", ident) if part)]
-    if item.where == "stored":
-        lines.append(f"  received_at: {data['received_at']}  (stored by job {item.job_id or '-'})")
-        lines.append(f"  row: {orjson.dumps(item.row).decode()}")
-    elif item.where == "queued":
-        place = {
-            "queued": f"waiting in the queue at position {item.position} (0 = next)",
-            "scheduled": "waiting for a retry (it failed once for a transient reason)",
-            "started": "being stored by a worker right now",
-        }.get(item.state or "", item.state or "")
-        lines.append(f"  job {item.job_id}: {place}, queued {data['age_seconds']} s ago")
-        lines.append(f"  received_at: {data['received_at']}")
-    elif item.where == "failed":
-        lines.append(f"  job {item.job_id} failed: {item.error}")
-        lines.append(f"  next: inlet failed show {item.job_id}   (then requeue it once fixed)")
-    elif item.where == "refused" and item.refusal is not None:
-        r = item.refusal
-        lines.append(
-            f"  {r['when']}  {r['status']} {r['code']}: {r['message']}  (request {r['request_id']})"
-        )
-        for error in r["errors"]:
-            where = "whole request" if error.get("index") is None else f"index {error['index']}"
-            lines.append(f"  - {where}, {error.get('field') or '-'}: {error.get('message')}")
-        if not r["errors"] and r["errors_total"]:
-            lines.append(f"  (none of the {r['errors_total']} error entries kept concern it)")
-    else:
-        lines.append(
-            "  not stored, not queued, not in a failed job, not refused in the last "
-            "INLET_REFUSALS_DAYS days: Inlet never received it (check the partner's logs "
-            "for the request and its X-Request-ID)"
-        )
-    return "\n".join(lines)
 
 
 @events.command()
