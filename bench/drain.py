@@ -81,6 +81,14 @@ def _worker(settings: Settings, ready: Any, go: Any, ends: Any) -> None:
         return result
 
     worker.handle_job_success = timed_success  # type: ignore[method-assign]
+    finish_take = worker.finish_take
+
+    def timed_take(*args: Any, **kwargs: Any) -> Any:
+        result = finish_take(*args, **kwargs)
+        last_done[0] = time.time()
+        return result
+
+    worker.finish_take = timed_take  # type: ignore[method-assign]
     ready.wait(timeout=120)
     go.wait()
     worker.work(burst=True, with_scheduler=False, logging_level="WARNING")

@@ -124,6 +124,12 @@ def test_onside_postgresql_insert_names_every_column() -> None:
     names = lambda match: {n.strip() for n in match.group(1).split(",")}  # noqa: E731
     assert names(staged) == {*onside.FIELDS, *onside.OPTIONAL_FIELDS, "sent_event_name"}
     assert names(moved) == set(events.columns.keys()) - {"id"}
+    # A take's (worker/take.py): the same, each row numbered with its job.
+    staged = re.search(r"COPY inlet_staging \(([^)]*)\)", onside_store._PG_COPY_MANY)
+    moved = re.search(r"INSERT INTO events \(([^)]*)\)", onside_store._PG_MOVE_MANY)
+    assert staged and moved
+    assert names(staged) == {*onside.FIELDS, *onside.OPTIONAL_FIELDS, "sent_event_name", "batch"}
+    assert names(moved) == set(events.columns.keys()) - {"id"}
 
 
 def test_the_worker_fills_every_thrad_column_from_a_queued_event() -> None:

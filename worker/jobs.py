@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from redis import Redis
 from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
@@ -29,6 +30,7 @@ from app.thrad.contract import QueuedThradEvent
 from worker import context
 from worker import onside as store
 from worker import thrad as thrad_store
+from worker.sql import Batch
 
 log = logging.getLogger("inlet.jobs")
 
@@ -136,35 +138,128 @@ def batch_job(body: BatchBody) -> Callable[[int, str, list[Any]], dict[str, int]
                 ).decode()
             )
             raise
-        seconds = time.perf_counter() - started
-        lag = (datetime.now(UTC) - received).total_seconds()
-        result = {"inserted": inserted, "duplicates": len(events) - inserted}
-        m.job_seconds.labels(endpoint, "ok").observe(seconds)
-        m.rows_inserted.labels(partner or "(unknown)").inc(inserted)
-        m.rows_duplicate.labels(partner or "(unknown)").inc(len(events) - inserted)
-        m.receive_to_insert_seconds.labels(endpoint).observe(max(lag, 0.0))
-        log.info(
-            orjson.dumps(
-                {
-                    "job_id": job_id,
-                    "partner": partner,
-                    "partner_id": partner_id,
-                    "endpoint": endpoint,
-                    "events": len(events),
-                    **result,
-                    "status": "ok",
-                    "duration_ms": round(seconds * 1000, 2),
-                    "lag_ms": round(lag * 1000, 1),
-                }
-            ).decode()
+        return record_success(
+            job_id, meta, partner_id, endpoint, len(events), inserted, received, started
         )
-        return result
 
     return run
 
 
+def record_success(
+    job_id: str | None,
+    meta: dict[str, Any],
+    partner_id: int,
+    endpoint: str,
+    events: int,
+    inserted: int,
+    received: datetime,
+    started: float,
+    *,
+    jobs_in_take: int = 1,
+) -> dict[str, int]:
+    """The metrics and the JSON log line of a job whose rows are committed."""
+    m = metrics.get()
+    partner = meta.get("partner")
+    seconds = time.perf_counter() - started
+    lag = (datetime.now(UTC) - received).total_seconds()
+    result = {"inserted": inserted, "duplicates": events - inserted}
+    # A job that shared its transaction counts its share of the take's time.
+    m.job_seconds.labels(endpoint, "ok").observe(seconds / jobs_in_take)
+    m.rows_inserted.labels(partner or "(unknown)").inc(inserted)
+    m.rows_duplicate.labels(partner or "(unknown)").inc(events - inserted)
+    m.receive_to_insert_seconds.labels(endpoint).observe(max(lag, 0.0))
+    line: dict[str, Any] = {
+        "job_id": job_id,
+        "partner": partner,
+        "partner_id": partner_id,
+        "endpoint": endpoint,
+        "events": events,
+        **result,
+        "status": "ok",
+        "duration_ms": round(seconds * 1000, 2),
+        "lag_ms": round(lag * 1000, 1),
+    }
+    if jobs_in_take > 1:
+        line["jobs_in_take"] = jobs_in_take
+    log.info(orjson.dumps(line).decode())
+    return result
+
+
+def run_together(jobs: Sequence[Job]) -> list[dict[str, int]]:
+    """Run several jobs' inserts in one transaction: one commit for all, and
+    on PostgreSQL one COPY and one move for all the Onside jobs.
+
+    Only for the worker's takes (worker/take.py), and only for jobs that
+    name one of Inlet's job functions. Raises whatever the insert raised,
+    with nothing committed: the caller then runs each job on its own, so
+    that a failure is recorded, retried and kept (in the failed registry,
+    naming one partner) exactly as if the take had never been.
+    """
+    started = time.perf_counter()
+    current = context.current()
+    onside: list[tuple[Job, Batch]] = []
+    thrad: list[tuple[Job, Batch]] = []
+    # Each partner's deleted identifiers, read once for the take.
+    tombstones: dict[int, frozenset[str]] = {}
+    for job in jobs:
+        partner_id, received_at, events = job.args
+        endpoint = {ONSIDE_JOB: "onside", THRAD_JOB: "thrad"}.get(job.func_name or "")
+        if endpoint is None:
+            raise ValueError(f"job {job.id}: {job.func_name!r} can't run in a take")
+        if partner_id not in tombstones:
+            tombstones[partner_id] = read_tombstones(job.connection, partner_id)
+        kept = deletion.drop_tombstoned(
+            events, endpoint, tombstones[partner_id], current.settings.secret_key, partner_id
+        )
+        if len(kept) < len(events):
+            log.info(
+                "job %s: %d events of deleted identifiers dropped", job.id, len(events) - len(kept)
+            )
+        batch = Batch(partner_id, datetime.fromisoformat(received_at), kept, job.id)
+        (onside if endpoint == "onside" else thrad).append((job, batch))
+    dedup_days = current.settings.dedup_days
+    with current.engine.begin() as conn:
+        counts = (
+            store.insert_onside_batches(conn, [b for _, b in onside], dedup_days=dedup_days)
+            if onside
+            else []
+        )
+        if thrad:
+            counts += thrad_store.insert_thrad_batches(
+                conn,
+                [b for _, b in thrad],
+                geoip_database=current.settings.geoip_database,
+                dedup_days=dedup_days,
+            )
+    return [
+        record_success(
+            job.id,
+            job.meta,
+            batch.partner_id,
+            job.meta.get("endpoint") or function_name(job),
+            len(job.args[2]),
+            inserted,
+            batch.received_at,
+            started,
+            jobs_in_take=len(jobs),
+        )
+        for (job, batch), inserted in zip([*onside, *thrad], counts, strict=True)
+    ]
+
+
+def function_name(job: Job) -> str:
+    return (job.func_name or "").rsplit(".", 1)[-1]
+
+
 class TombstonesUnavailable(ConnectionError):
     """Redis did not answer for the deleted identifiers: retried, as a lost database is."""
+
+
+def read_tombstones(redis: Redis, partner_id: int) -> frozenset[str]:
+    try:
+        return deletion.live_tombstones(redis, partner_id)
+    except RedisError as exc:
+        raise TombstonesUnavailable(f"tombstones not read: {type(exc).__name__}") from None
 
 
 def not_deleted(partner_id: int, events: list[Any], endpoint: str) -> list[Any]:
@@ -172,12 +267,12 @@ def not_deleted(partner_id: int, events: list[Any], endpoint: str) -> list[Any]:
     job = get_current_job()
     if job is None or not events:
         return events
-    try:
-        tombstones = deletion.live_tombstones(job.connection, partner_id)
-    except RedisError as exc:
-        raise TombstonesUnavailable(f"tombstones not read: {type(exc).__name__}") from None
     kept = deletion.drop_tombstoned(
-        events, endpoint, tombstones, context.current().settings.secret_key, partner_id
+        events,
+        endpoint,
+        read_tombstones(job.connection, partner_id),
+        context.current().settings.secret_key,
+        partner_id,
     )
     if len(kept) < len(events):
         # They count as duplicates in the job's result: they were never to land.
@@ -186,6 +281,9 @@ def not_deleted(partner_id: int, events: list[Any], endpoint: str) -> list[Any]:
         )
     return kept
 
+
+ONSIDE_JOB = "worker.jobs.ingest_onside"
+THRAD_JOB = "worker.jobs.ingest_thrad"
 
 # The job functions. app/queue.py's JOB_FUNCTIONS names them, and so does every
 # job stored in Redis (queued, scheduled for a retry, failed): they must stay

@@ -11,6 +11,8 @@ SQLite keeps SQLAlchemy's portable multi-row insert.
 from __future__ import annotations
 
 import functools
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -25,6 +27,7 @@ from app.onside.contract import QueuedOnsideEvent
 from app.onside.names import normalize_event_name
 from app.settings import DEFAULT_DEDUP_DAYS
 from worker.dedup import ONSIDE_KEYS, period_starts
+from worker.sql import Batch
 
 # A batch repeats a handful of event names; normalizing each once is enough.
 _normalized_name = functools.lru_cache(maxsize=4096)(normalize_event_name)
@@ -42,13 +45,17 @@ CREATE TEMPORARY TABLE IF NOT EXISTS inlet_staging (
     installation_id uuid NOT NULL,
     payload jsonb NOT NULL,
     original_event_datetime timestamptz,
-    violations jsonb
+    violations jsonb,
+    batch integer NOT NULL DEFAULT 1
 ) ON COMMIT DELETE ROWS
 """
-_PG_COPY = (
-    "COPY inlet_staging (event_id, event_name, sent_event_name, event_datetime,"
-    " installation_id, payload, original_event_datetime, violations) FROM STDIN"
+_STAGED = (
+    "event_id, event_name, sent_event_name, event_datetime,"
+    " installation_id, payload, original_event_datetime, violations"
 )
+_PG_COPY = f"COPY inlet_staging ({_STAGED}) FROM STDIN"
+# A take's COPY (several jobs): each row also says which of its jobs it belongs to.
+_PG_COPY_MANY = f"COPY inlet_staging ({_STAGED}, batch) FROM STDIN"
 # The events whose two dedup keys were both new (worker/dedup.py) are stored,
 # the first of any repeats within the batch (ctid: the COPY's order, in a
 # table emptied at every commit).
@@ -64,6 +71,45 @@ SELECT DISTINCT ON (s.event_id)
        %(received_at)s, %(job_id)s
 FROM inlet_staging AS s JOIN fresh USING (event_id)
 ORDER BY s.event_id, s.ctid
+"""
+
+# The same for a take's jobs (worker/take.py), all received within one dedup
+# period: each staged row takes its job's partner, receive time and id from
+# the arrays (``batch`` is the 1-based position in them); an event is new
+# under its own partner, and a repeat across the take's jobs lands once,
+# under the first job that holds it.
+_PG_MOVE_MANY = """
+WITH jobs AS (
+  SELECT *
+  FROM unnest(%(partner_ids)s::integer[], %(received)s::timestamptz[], %(job_ids)s::text[])
+       WITH ORDINALITY AS j (partner_id, received_at, job_id, batch)
+),
+staged AS (
+  SELECT j.partner_id, j.received_at, j.job_id, s.batch, s.ctid AS position, s.event_id,
+         s.event_name, s.sent_event_name, s.event_datetime, s.installation_id, s.payload,
+         s.original_event_datetime, s.violations
+  FROM inlet_staging AS s JOIN jobs AS j USING (batch)
+),
+new_keys AS (
+  INSERT INTO event_keys (partner_id, event_id, period_start)
+  SELECT partner_id, event_id, p
+  FROM staged CROSS JOIN (VALUES (%(period)s::timestamptz), (%(previous)s::timestamptz)) AS k (p)
+  ON CONFLICT DO NOTHING
+  RETURNING partner_id, event_id
+),
+fresh AS (
+  SELECT partner_id, event_id FROM new_keys GROUP BY partner_id, event_id HAVING count(*) = 2
+)
+INSERT INTO events (partner_id, event_id, event_name, sent_event_name, event_datetime,
+                    installation_id, payload, original_event_datetime, violations,
+                    received_at, job_id)
+SELECT DISTINCT ON (s.partner_id, s.event_id)
+       s.partner_id, s.event_id, s.event_name, s.sent_event_name, s.event_datetime,
+       s.installation_id, s.payload, s.original_event_datetime, s.violations,
+       s.received_at, s.job_id
+FROM staged AS s JOIN fresh USING (partner_id, event_id)
+ORDER BY s.partner_id, s.event_id, s.batch, s.position
+RETURNING job_id
 """
 
 
@@ -91,6 +137,54 @@ def insert_onside_events(
     raise RuntimeError(f"unsupported database: {dialect}")
 
 
+def insert_onside_batches(
+    conn: Connection, batches: Sequence[Batch], *, dedup_days: int = DEFAULT_DEDUP_DAYS
+) -> list[int]:
+    """Insert several jobs' batches in the caller's transaction (a worker's
+    take, worker/take.py); return each one's count of new rows.
+
+    On PostgreSQL the jobs received in one dedup period share one COPY and
+    one move (a take's jobs were received seconds apart: one group, but for
+    a take across a period's boundary).
+    """
+    if conn.dialect.name == "sqlite":
+        return [
+            _insert_sqlite(conn, b.partner_id, b.received_at, b.events, b.job_id) for b in batches
+        ]
+    if conn.dialect.name != "postgresql":
+        raise RuntimeError(f"unsupported database: {conn.dialect.name}")
+    by_period: dict[tuple[datetime, datetime], list[int]] = {}
+    for n, batch in enumerate(batches):
+        by_period.setdefault(period_starts(batch.received_at, dedup_days), []).append(n)
+    counts = [0] * len(batches)
+    for group, ((period, previous), members) in enumerate(by_period.items()):
+        if group:
+            # The staging table empties only at the commit.
+            conn.exec_driver_sql("DELETE FROM inlet_staging")
+        if len(members) == 1:
+            b = batches[members[0]]
+            counts[members[0]] = _insert_postgresql(
+                conn, b.partner_id, b.received_at, b.events, b.job_id, dedup_days
+            )
+            continue
+        conn.exec_driver_sql(_PG_STAGING)
+        _copy_to_staging(conn, [batches[n].events for n in members], numbered=True)
+        moved = conn.exec_driver_sql(
+            _PG_MOVE_MANY,
+            {
+                "partner_ids": [batches[n].partner_id for n in members],
+                "received": [batches[n].received_at for n in members],
+                "job_ids": [batches[n].job_id for n in members],
+                "period": period,
+                "previous": previous,
+            },
+        )
+        per_job = Counter(job_id for (job_id,) in moved)
+        for n in members:
+            counts[n] = per_job[batches[n].job_id]
+    return counts
+
+
 def _insert_postgresql(
     conn: Connection,
     partner_id: int,
@@ -100,7 +194,7 @@ def _insert_postgresql(
     dedup_days: int,
 ) -> int:
     conn.exec_driver_sql(_PG_STAGING)
-    _copy_to_staging(conn, events)
+    _copy_to_staging(conn, [events])
     period, previous = period_starts(received_at, dedup_days)
     result = conn.exec_driver_sql(
         _PG_MOVE,
@@ -115,8 +209,11 @@ def _insert_postgresql(
     return int(result.rowcount)
 
 
-def _copy_to_staging(conn: Connection, events: list[QueuedOnsideEvent]) -> None:
-    """COPY the batch through the transaction's own psycopg connection.
+def _copy_to_staging(
+    conn: Connection, batches: Sequence[list[QueuedOnsideEvent]], *, numbered: bool = False
+) -> None:
+    """COPY the batches through the transaction's own psycopg connection
+    (``numbered``: each row with its batch's 1-based position, for a take).
 
     SQLAlchemy has no COPY, so its error translation is done here: a lost
     connection must still surface as a (transient) OperationalError that
@@ -124,34 +221,38 @@ def _copy_to_staging(conn: Connection, events: list[QueuedOnsideEvent]) -> None:
     """
     dbapi_conn = conn.connection.dbapi_connection
     cursor = dbapi_conn.cursor()  # type: ignore[union-attr]
+    statement = _PG_COPY_MANY if numbered else _PG_COPY
     try:
         # The validated events are already normalized (lowercase UUIDs, UTC
         # ISO datetimes, which PostgreSQL parses as it reads the COPY); only
         # the event name and the payload's JSON text are derived here.
-        with cursor.copy(_PG_COPY) as copy:
+        with cursor.copy(statement) as copy:
             write = copy.write_row
-            for event in events:
-                name = event["event_name"]
-                violations = event.get("violations")
-                write(
-                    (
-                        event["event_id"],
-                        _normalized_name(name),
-                        name,
-                        event["event_datetime"],
-                        event["installation_id"],
-                        orjson.dumps(event["payload"]).decode(),
-                        event.get("original_event_datetime"),
-                        None if violations is None else orjson.dumps(violations).decode(),
+            for position, events in enumerate(batches, start=1):
+                extra = (position,) if numbered else ()
+                for event in events:
+                    name = event["event_name"]
+                    violations = event.get("violations")
+                    write(
+                        (
+                            event["event_id"],
+                            _normalized_name(name),
+                            name,
+                            event["event_datetime"],
+                            event["installation_id"],
+                            orjson.dumps(event["payload"]).decode(),
+                            event.get("original_event_datetime"),
+                            None if violations is None else orjson.dumps(violations).decode(),
+                            *extra,
+                        )
                     )
-                )
     except psycopg.Error as exc:
         # SQLAlchemy types the DB-API error as a protocol of its own; psycopg's is one.
         disconnected = conn.dialect.is_disconnect(cast(Any, exc), dbapi_conn, cursor)
         if disconnected:
             conn.invalidate(exc)
         raise sa_exc.DBAPIError.instance(
-            _PG_COPY,
+            statement,
             None,
             exc,
             psycopg.Error,

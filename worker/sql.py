@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,3 +19,13 @@ def dialect_insert(conn: Connection, table: sa.Table) -> Any:
     if dialect == "sqlite":
         return sqlite.insert(table)
     raise RuntimeError(f"unsupported database: {dialect}")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One job's events, as a worker's take (several jobs in one transaction) hands them over."""
+
+    partner_id: int
+    received_at: datetime
+    events: list[Any]
+    job_id: str | None

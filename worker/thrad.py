@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -15,7 +16,7 @@ from app.settings import DEFAULT_DEDUP_DAYS
 from app.thrad.contract import GEO_FIELDS, STRING_FIELDS, GeoFields, QueuedThradEvent
 from worker.dedup import period_starts
 from worker.enrich import geo_fields, ua_fields
-from worker.sql import dialect_insert
+from worker.sql import Batch, dialect_insert
 
 
 def thrad_row(
@@ -82,26 +83,58 @@ def insert_thrad_events(
     SQLite they are unique keys of the table; on PostgreSQL, keys in
     thrad_event_keys within ``dedup_days`` (worker/dedup.py).
     """
+    (inserted,) = insert_thrad_batches(
+        conn,
+        [Batch(partner_id, received_at, events, job_id)],
+        geoip_database=geoip_database,
+        dedup_days=dedup_days,
+    )
+    return inserted
+
+
+def insert_thrad_batches(
+    conn: Connection,
+    batches: Sequence[Batch],
+    *,
+    geoip_database: Path | None,
+    dedup_days: int = DEFAULT_DEDUP_DAYS,
+) -> list[int]:
+    """Insert several jobs' events (a worker's take, worker/take.py) in few
+    statements; return each job's count of new rows."""
     rows = [
-        thrad_row(
-            event,
-            partner_id=partner_id,
-            received_at=received_at,
-            job_id=job_id,
-            geoip_database=geoip_database,
-        )
-        for event in events
+        [
+            thrad_row(
+                event,
+                partner_id=batch.partner_id,
+                received_at=batch.received_at,
+                job_id=batch.job_id,
+                geoip_database=geoip_database,
+            )
+            for event in batch.events
+        ]
+        for batch in batches
     ]
-    if not rows:
-        return 0
     if conn.dialect.name == "postgresql":
-        return _insert_postgresql(conn, partner_id, received_at, rows, dedup_days)
-    stmt = dialect_insert(conn, thrad_events).on_conflict_do_nothing().returning(thrad_events.c.id)
-    # One statement for the whole job: SQLAlchemy sends the rows as multi-row
-    # INSERTs ("insertmanyvalues") and RETURNING names only the new ones. A
-    # grouped job holds many requests' events; a statement each was a round
-    # trip each.
-    return len(conn.execute(stmt, rows).all()) if rows else 0
+        fresh = _fresh_postgresql(conn, batches, rows, dedup_days)
+    else:
+        fresh = rows
+    new_rows = [row for job_rows in fresh for row in job_rows]
+    if not new_rows:
+        return [0] * len(batches)
+    if conn.dialect.name == "postgresql":
+        conn.execute(thrad_events.insert(), new_rows)
+        return [len(job_rows) for job_rows in fresh]
+    stmt = (
+        dialect_insert(conn, thrad_events).on_conflict_do_nothing().returning(thrad_events.c.job_id)
+    )
+    # One statement for all: SQLAlchemy sends the rows as multi-row INSERTs
+    # ("insertmanyvalues") and RETURNING names only the new ones. A grouped
+    # job holds many requests' events; a statement each was a round trip each.
+    # (A row's job is told by its job id: a take is only of jobs that have one.)
+    if len(batches) == 1:
+        return [len(conn.execute(stmt, new_rows).all())]
+    per_job = Counter(job_id for (job_id,) in conn.execute(stmt, new_rows))
+    return [per_job[batch.job_id] for batch in batches]
 
 
 def dedup_key(row: dict[str, Any]) -> str:
@@ -118,33 +151,40 @@ def dedup_key(row: dict[str, Any]) -> str:
     return f"{len(tag_id)}:{tag_id}{event_id}"
 
 
-def _insert_postgresql(
+def _fresh_postgresql(
     conn: Connection,
-    partner_id: int,
-    received_at: datetime,
-    rows: list[dict[str, Any]],
+    batches: Sequence[Batch],
+    rows: list[list[dict[str, Any]]],
     dedup_days: int,
-) -> int:
-    keys = [dedup_key(row) for row in rows]
-    periods = period_starts(received_at, dedup_days)
+) -> list[list[dict[str, Any]]]:
+    """Each job's rows whose keys were new under both periods (the first of
+    any repeats, in job order), the keys written in one statement a period."""
     stmt = (
         postgresql.insert(thrad_event_keys)
         .on_conflict_do_nothing()
-        .returning(thrad_event_keys.c.dedup_key)
+        .returning(thrad_event_keys.c.partner_id, thrad_event_keys.c.dedup_key)
     )
-    key_rows = [
-        {"partner_id": partner_id, "dedup_key": key, "period_start": period}
-        for key in dict.fromkeys(keys)
-        for period in periods
-    ]
-    written = Counter(key for (key,) in conn.execute(stmt, key_rows))
-    # New only if new under both periods; the first of repeats within the job.
-    fresh = {key for key, count in written.items() if count == 2}
-    new_rows = []
-    for key, row in zip(keys, rows, strict=True):
-        if key in fresh:
-            fresh.discard(key)
-            new_rows.append(row)
-    if new_rows:
-        conn.execute(thrad_events.insert(), new_rows)
-    return len(new_rows)
+    keys = [[dedup_key(row) for row in job_rows] for job_rows in rows]
+    by_period: dict[tuple[datetime, datetime], list[int]] = {}
+    for n, batch in enumerate(batches):
+        by_period.setdefault(period_starts(batch.received_at, dedup_days), []).append(n)
+    fresh: list[list[dict[str, Any]]] = [[] for _ in batches]
+    for periods, members in by_period.items():
+        wanted = dict.fromkeys((batches[n].partner_id, key) for n in members for key in keys[n])
+        if not wanted:
+            continue
+        key_rows = [
+            {"partner_id": partner_id, "dedup_key": key, "period_start": period}
+            for partner_id, key in wanted
+            for period in periods
+        ]
+        written = Counter(tuple(found) for found in conn.execute(stmt, key_rows))
+        # New only if new under both periods; the first of repeats.
+        new = {found for found, count in written.items() if count == 2}
+        for n in members:
+            partner_id = batches[n].partner_id
+            for key, row in zip(keys[n], rows[n], strict=True):
+                if (partner_id, key) in new:
+                    new.discard((partner_id, key))
+                    fresh[n].append(row)
+    return fresh
