@@ -33,6 +33,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=ScaleDefaults.rows,
         help="rows in the table at the end of the scale run (at least 3 million unless --quick)",
     )
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PostgreSQL setting for the scale run's cluster, on top of its own (repeatable)",
+    )
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
     if "scale" in parts:
@@ -106,7 +113,8 @@ def _scale(args: argparse.Namespace) -> dict[str, Any]:
         cfg = scale.ScaleConfig(rows=args.scale_rows)
     info = report.machine()
     started = time.time()
-    with stack(scale.SCALE_CONFIG) as services:
+    pg_config = {**scale.SCALE_CONFIG, **_settings(args.pg_setting)}
+    with stack(pg_config) as services:
         figures = scale.run(services, cfg)
     result = {
         "command": "make bench BENCH_ARGS='--only scale'",
@@ -114,15 +122,27 @@ def _scale(args: argparse.Namespace) -> dict[str, Any]:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": time.time() - started,
         "quick": args.quick,
+        "postgresql": pg_config,
         "scale": figures,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(f"Machine: {info['nproc']} CPUs, {info['cpu_model']}, Python {info['python']}")
+    print("PostgreSQL: " + ", ".join(f"{k}={v}" for k, v in sorted(pg_config.items())))
     print(scale.markdown(figures))
     print(f"\nFigures written to {out}")
     return result
+
+
+def _settings(pairs: list[str]) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--pg-setting wants NAME=VALUE, not {pair!r}")
+        settings[name.strip()] = value.strip()
+    return settings
 
 
 if __name__ == "__main__":

@@ -79,12 +79,22 @@ def empty_tables(url: str) -> None:
     try:
         with engine.begin() as conn:
             tables = [t for t in metadata.sorted_tables if exists_on(t, conn.dialect.name)]
+            # DELETE, not TRUNCATE: the partitioned event tables have a few
+            # hundred (mostly empty) partitions, and TRUNCATE swaps every
+            # one's files: 0.26 s a test against 7.5 ms for DELETE, which
+            # finds most of them empty. (Children first, for the foreign keys.)
+            for table in reversed(tables):
+                conn.execute(table.delete())
             if conn.dialect.name == "postgresql":
-                names = ", ".join(t.name for t in tables)
-                conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-            else:
-                for table in reversed(tables):
-                    conn.execute(table.delete())
+                # As TRUNCATE ... RESTART IDENTITY did: ids start at 1 again.
+                used = conn.execute(
+                    sa.text(
+                        "SELECT sequencename FROM pg_sequences"
+                        " WHERE schemaname = 'public' AND last_value IS NOT NULL"
+                    )
+                ).scalars()
+                for sequence in list(used):
+                    conn.execute(sa.text(f'ALTER SEQUENCE "{sequence}" RESTART'))
     finally:
         engine.dispose()
 
