@@ -19,8 +19,9 @@ from worker.onside import insert_onside_events
 from worker.thrad import insert_thrad_events
 
 NOW = datetime.now(UTC)
-# Received long ago (400 days: past any window), last month, today.
-RECEIVED = (NOW - timedelta(days=400), NOW - timedelta(days=20), NOW - timedelta(hours=1))
+# Received long ago (70 days: past any window, which reaches 60 days back at
+# most), last month, today.
+RECEIVED = (NOW - timedelta(days=70), NOW - timedelta(days=20), NOW - timedelta(hours=1))
 
 
 @pytest.fixture
@@ -126,7 +127,7 @@ def test_0006_keeps_every_row_and_its_dedup_key(deployment: Engine) -> None:
     with deployment.begin() as conn:
         resend = [onside_event(n) for n in (0, 1, 2, 10, 11, 12)]
         # Recent events are in the window: their resends land nothing. The
-        # 400-day-old ones are past it: stored again (docs/storage.md).
+        # 70-day-old ones are past it: stored again (docs/storage.md).
         assert (
             insert_onside_events(
                 conn,
@@ -138,7 +139,7 @@ def test_0006_keeps_every_row_and_its_dedup_key(deployment: Engine) -> None:
             == 2
         )
         # Thrad: by tag_id + event_id (a new request, a new ingest_id) and,
-        # without event_id, by the request's ingest_id; 400 days on, stored again.
+        # without event_id, by the request's ingest_id; 70 days on, stored again.
         for extra, expected in (
             ({"event_id": "evt-0"}, 1),
             ({"event_id": "evt-1"}, 0),
