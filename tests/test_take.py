@@ -24,7 +24,7 @@ from app.settings import Settings
 from tests.events import onside_event, thrad_event
 from tests.queued import RECEIVED_AT, enqueue, event_ids, onside_rows, queued_jobs, thrad_rows
 from worker import context, take
-from worker.runner import build_worker
+from worker.runner import InletWorker, build_worker
 
 
 def job_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
@@ -131,7 +131,33 @@ def test_a_failing_job_fails_alone_and_the_rest_of_its_take_lands(
 
 
 class Killed(BaseException):
-    """Stands for a worker killed between the take's commit and its jobs' completion."""
+    """Stands for a worker killed at some point of a take."""
+
+
+def killed(*_: Any) -> None:
+    raise Killed
+
+
+def four_jobs_and_a_worker(settings: Settings, redis: Redis, partner: NewPartner) -> InletWorker:
+    # Retried at once (no delay), as soon as maintenance finds them abandoned.
+    quick = settings.replace(retry_delays=(0,))
+    for n in range(4):
+        enqueue(quick, redis, partner, [onside_event(n)])
+    context.open_context(settings)
+    return build_worker(settings)
+
+
+def retry_the_abandoned_and_drain(
+    settings: Settings, redis: Redis, engine: Engine, drain: Callable[..., None]
+) -> None:
+    """Past their entries' expiry, a live worker's maintenance retries the jobs:
+    every event lands, once."""
+    queue = q.make_queue(settings, redis)
+    StartedJobRegistry(queue=queue).cleanup(timestamp=time.time() + settings.job_timeout + 60)
+    assert queue.count == 4
+    drain()
+    assert event_ids(engine) == [onside_event(n)["event_id"] for n in range(4)]
+    assert queued_jobs(redis) == 0
 
 
 def test_a_take_cut_off_after_its_commit_is_rerun_and_lands_once(
@@ -141,29 +167,14 @@ def test_a_take_cut_off_after_its_commit_is_rerun_and_lands_once(
     engine: Engine,
     drain: Callable[..., None],
 ) -> None:
-    # Retried at once (no delay), as soon as maintenance finds them abandoned.
-    quick = settings.replace(retry_delays=(0,))
-    for n in range(4):
-        enqueue(quick, redis, partner, [onside_event(n)])
-    context.open_context(settings)
-    worker = build_worker(settings)
-
-    def killed(*_: Any) -> None:
-        raise Killed
-
-    worker.finish_take = killed  # type: ignore[method-assign]
+    worker = four_jobs_and_a_worker(settings, redis, partner)
+    worker.finish_take = killed  # type: ignore[method-assign,assignment]
     # RQ's work loop quits on an exception it does not know, leaving the jobs as they are.
     worker.work(burst=True, with_scheduler=False)
     assert len(event_ids(engine)) == 4  # committed, but the jobs never finished
-    queue = q.make_queue(settings, redis)
-    started = StartedJobRegistry(queue=queue)
+    started = StartedJobRegistry(queue=q.make_queue(settings, redis))
     assert len(started.get_job_ids(cleanup=False)) == 4
-    # Past their entries' expiry, a live worker's maintenance retries them.
-    started.cleanup(timestamp=time.time() + settings.job_timeout + 60)
-    assert queue.count == 4
-    drain()
-    assert event_ids(engine) == [onside_event(n)["event_id"] for n in range(4)]
-    assert queued_jobs(redis) == 0
+    retry_the_abandoned_and_drain(settings, redis, engine, drain)
 
 
 def test_a_take_across_a_dedup_period_boundary_lands_each_event_once(
@@ -232,27 +243,14 @@ def test_jobs_taken_by_a_worker_that_dies_at_once_are_retried_and_land_once(
     """Killed (or cut off by a Redis failover) right after the take's script:
     every job it took, the one RQ dequeued included, is in StartedJobRegistry
     marked started, none stranded in RQ's intermediate queue."""
-    quick = settings.replace(retry_delays=(0,))
-    for n in range(4):
-        enqueue(quick, redis, partner, [onside_event(n)])
-    context.open_context(settings)
-    worker = build_worker(settings)
-
-    def killed(*_: Any) -> None:
-        raise Killed
-
+    worker = four_jobs_and_a_worker(settings, redis, partner)
     monkeypatch.setattr(take, "record_execution", killed)
     worker.work(burst=True, with_scheduler=False)
     queue = q.make_queue(settings, redis)
     assert queue.count == 0 and redis.llen(queue.intermediate_queue_key) == 0
-    started = StartedJobRegistry(queue=queue)
-    taken = started.get_job_ids(cleanup=False)
+    taken = StartedJobRegistry(queue=queue).get_job_ids(cleanup=False)
     assert len(taken) == 4
     assert {queue.fetch_job(job_id).get_status() for job_id in taken} == {"started"}  # type: ignore[union-attr]
     assert event_ids(engine) == []
     monkeypatch.undo()
-    started.cleanup(timestamp=time.time() + settings.job_timeout + 60)
-    assert queue.count == 4
-    drain()
-    assert event_ids(engine) == [onside_event(n)["event_id"] for n in range(4)]
-    assert queued_jobs(redis) == 0
+    retry_the_abandoned_and_drain(settings, redis, engine, drain)
