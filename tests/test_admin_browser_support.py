@@ -250,6 +250,9 @@ def test_where_is_my_event_from_the_page(
     refused = onside_event(2, event_datetime="yesterday")
     with pytest.raises(urllib.error.HTTPError) as answer:
         post_batch(server, partner, [refused])
+    # The error holds the response and its socket: closed here, not by a
+    # garbage collection during some later test (a ResourceWarning there).
+    answer.value.close()
     assert answer.value.code == 400
     page.goto(f"{server}/admin")
     counts = page.locator('#refusals tr[data-partner="acme"]')

@@ -271,6 +271,7 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
         ) as response:
             return int(response.status), response.read().decode()
     except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the response's socket
         return exc.code, ""
     except OSError:
         return 0, ""
