@@ -23,6 +23,7 @@ import asyncio
 import functools
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -73,22 +74,18 @@ def _worker(settings: Settings, ready: Any, go: Any, ends: Any) -> None:
     # The clock stops when the last job is done (its rows committed), not
     # when the worker has finished tidying up after it.
     last_done = [time.time()]
-    handle_success = worker.handle_job_success
 
-    def timed_success(*args: Any, **kwargs: Any) -> Any:
-        result = handle_success(*args, **kwargs)
-        last_done[0] = time.time()
-        return result
+    def timed(done: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            result = done(*args, **kwargs)
+            last_done[0] = time.time()
+            return result
 
-    worker.handle_job_success = timed_success  # type: ignore[method-assign]
-    finish_take = worker.finish_take
+        return run
 
-    def timed_take(*args: Any, **kwargs: Any) -> Any:
-        result = finish_take(*args, **kwargs)
-        last_done[0] = time.time()
-        return result
-
-    worker.finish_take = timed_take  # type: ignore[method-assign]
+    # A job run alone ends in handle_job_success; a take's jobs in finish_take.
+    worker.handle_job_success = timed(worker.handle_job_success)  # type: ignore[method-assign]
+    worker.finish_take = timed(worker.finish_take)  # type: ignore[method-assign]
     ready.wait(timeout=120)
     go.wait()
     worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
