@@ -24,9 +24,13 @@ run again computes the same periods and lands nothing twice.
 
 from __future__ import annotations
 
-from app.partitions import DAY, period_starts
+from collections.abc import Sequence
+from datetime import datetime
 
-__all__ = ["ONSIDE_KEYS", "bench_fill_sql", "period_starts"]
+from app.partitions import DAY, period_starts
+from worker.sql import Batch
+
+__all__ = ["ONSIDE_KEYS", "bench_fill_sql", "by_period", "period_starts"]
 
 
 # Both formats' insert uses these: keys are written first; the rows whose two
@@ -39,6 +43,15 @@ CROSS JOIN (VALUES (%(period)s::timestamptz), (%(previous)s::timestamptz)) AS k 
 ON CONFLICT DO NOTHING
 RETURNING event_id
 """
+
+
+def by_period(batches: Sequence[Batch], days: int) -> dict[tuple[datetime, datetime], list[int]]:
+    """The positions of the batches, grouped by their two key periods: the
+    batches of one group can share one key insert (a worker's take)."""
+    groups: dict[tuple[datetime, datetime], list[int]] = {}
+    for n, batch in enumerate(batches):
+        groups.setdefault(period_starts(batch.received_at, days), []).append(n)
+    return groups
 
 
 def bench_fill_sql() -> str:

@@ -203,18 +203,12 @@ def run_together(jobs: Sequence[Job]) -> list[dict[str, int]]:
     tombstones: dict[int, frozenset[str]] = {}
     for job in jobs:
         partner_id, received_at, events = job.args
-        endpoint = {ONSIDE_JOB: "onside", THRAD_JOB: "thrad"}.get(job.func_name or "")
+        endpoint = ENDPOINTS.get(job.func_name or "")
         if endpoint is None:
             raise ValueError(f"job {job.id}: {job.func_name!r} can't run in a take")
         if partner_id not in tombstones:
             tombstones[partner_id] = read_tombstones(job.connection, partner_id)
-        kept = deletion.drop_tombstoned(
-            events, endpoint, tombstones[partner_id], current.settings.secret_key, partner_id
-        )
-        if len(kept) < len(events):
-            log.info(
-                "job %s: %d events of deleted identifiers dropped", job.id, len(events) - len(kept)
-            )
+        kept = drop_deleted(job.id, partner_id, events, endpoint, tombstones[partner_id])
         batch = Batch(partner_id, datetime.fromisoformat(received_at), kept, job.id)
         (onside if endpoint == "onside" else thrad).append((job, batch))
     dedup_days = current.settings.dedup_days
@@ -267,23 +261,26 @@ def not_deleted(partner_id: int, events: list[Any], endpoint: str) -> list[Any]:
     job = get_current_job()
     if job is None or not events:
         return events
+    tombstones = read_tombstones(job.connection, partner_id)
+    return drop_deleted(job.id, partner_id, events, endpoint, tombstones)
+
+
+def drop_deleted(
+    job_id: str, partner_id: int, events: list[Any], endpoint: str, tombstones: frozenset[str]
+) -> list[Any]:
     kept = deletion.drop_tombstoned(
-        events,
-        endpoint,
-        read_tombstones(job.connection, partner_id),
-        context.current().settings.secret_key,
-        partner_id,
+        events, endpoint, tombstones, context.current().settings.secret_key, partner_id
     )
     if len(kept) < len(events):
         # They count as duplicates in the job's result: they were never to land.
         log.info(
-            "job %s: %d events of deleted identifiers dropped", job.id, len(events) - len(kept)
+            "job %s: %d events of deleted identifiers dropped", job_id, len(events) - len(kept)
         )
     return kept
 
 
-ONSIDE_JOB = "worker.jobs.ingest_onside"
-THRAD_JOB = "worker.jobs.ingest_thrad"
+# The job function each endpoint's jobs name (app/queue.py), for a take.
+ENDPOINTS = {"worker.jobs.ingest_onside": "onside", "worker.jobs.ingest_thrad": "thrad"}
 
 # The job functions. app/queue.py's JOB_FUNCTIONS names them, and so does every
 # job stored in Redis (queued, scheduled for a retry, failed): they must stay

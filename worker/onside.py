@@ -26,7 +26,7 @@ from app.db import events as events_table
 from app.onside.contract import QueuedOnsideEvent
 from app.onside.names import normalize_event_name
 from app.settings import DEFAULT_DEDUP_DAYS
-from worker.dedup import ONSIDE_KEYS, period_starts
+from worker.dedup import ONSIDE_KEYS, by_period, period_starts
 from worker.sql import Batch
 
 # A batch repeats a handful of event names; normalizing each once is enough.
@@ -153,11 +153,8 @@ def insert_onside_batches(
         ]
     if conn.dialect.name != "postgresql":
         raise RuntimeError(f"unsupported database: {conn.dialect.name}")
-    by_period: dict[tuple[datetime, datetime], list[int]] = {}
-    for n, batch in enumerate(batches):
-        by_period.setdefault(period_starts(batch.received_at, dedup_days), []).append(n)
     counts = [0] * len(batches)
-    for group, ((period, previous), members) in enumerate(by_period.items()):
+    for group, ((period, previous), members) in enumerate(by_period(batches, dedup_days).items()):
         if group:
             # The staging table empties only at the commit.
             conn.exec_driver_sql("DELETE FROM inlet_staging")

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from app.db import thrad_event_keys, thrad_events
 from app.settings import DEFAULT_DEDUP_DAYS
 from app.thrad.contract import GEO_FIELDS, STRING_FIELDS, GeoFields, QueuedThradEvent
-from worker.dedup import period_starts
+from worker.dedup import by_period
 from worker.enrich import geo_fields, ua_fields
 from worker.sql import Batch, dialect_insert
 
@@ -165,11 +165,8 @@ def _fresh_postgresql(
         .returning(thrad_event_keys.c.partner_id, thrad_event_keys.c.dedup_key)
     )
     keys = [[dedup_key(row) for row in job_rows] for job_rows in rows]
-    by_period: dict[tuple[datetime, datetime], list[int]] = {}
-    for n, batch in enumerate(batches):
-        by_period.setdefault(period_starts(batch.received_at, dedup_days), []).append(n)
     fresh: list[list[dict[str, Any]]] = [[] for _ in batches]
-    for periods, members in by_period.items():
+    for periods, members in by_period(batches, dedup_days).items():
         wanted = dict.fromkeys((batches[n].partner_id, key) for n in members for key in keys[n])
         if not wanted:
             continue
