@@ -62,3 +62,15 @@ def test_quick_scale_run_fills_and_drains_through_the_worker(
     assert figures["first_rows_per_s"] > 0 and figures["last_rows_per_s"] > 0
     assert figures["last_vs_first"] == figures["last_rows_per_s"] / figures["first_rows_per_s"]
     assert "| last million ÷ first million |" in capsys.readouterr().out
+
+
+def test_pg_settings_for_the_scale_run_are_name_value_pairs() -> None:
+    from bench.__main__ import _settings
+
+    assert _settings(["max_wal_size=16GB", " wal_compression = lz4 "]) == {
+        "max_wal_size": "16GB",
+        "wal_compression": "lz4",
+    }
+    for bad in ("max_wal_size", "=16GB"):
+        with pytest.raises(SystemExit, match="NAME=VALUE"):
+            _settings([bad])
