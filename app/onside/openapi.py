@@ -44,7 +44,8 @@ ONSIDE_EVENT: JsonSchema = {
             "format": "date-time",
             "description": (
                 "ISO 8601 with a time; `Z` or an offset; naive means UTC. RFC 3339 "
-                "date-times are accepted, but for a leap second (:60)."
+                "date-times are accepted, but for a leap second (:60) and a time that "
+                "falls before year 1 or after year 9999 in UTC (`0001-01-01T00:00:00+02:00`)."
             ),
         },
         "event_id": {

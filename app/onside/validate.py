@@ -24,6 +24,7 @@ from app.request.jsonchecks import (
     DEPTH_MESSAGE,
     MAX_PAYLOAD_DEPTH,
     NUL_MESSAGE,
+    beyond_utc_years,
     check_containers,
     contains_nul,
     decode_json,
@@ -356,7 +357,14 @@ def _validate_event(
     parsed_when = None
     if when is not None:
         parsed_when = parse_datetime(when) if isinstance(when, str) else None
-        if parsed_when is None:
+        if parsed_when is None and isinstance(when, str) and beyond_utc_years(when):
+            problems.add(
+                index,
+                "event_datetime",
+                f"must fall between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z in UTC,"
+                f" not {echo(when)}",
+            )
+        elif parsed_when is None:
             problems.add(
                 index,
                 "event_datetime",

@@ -117,6 +117,23 @@ def parse_datetime(value: str) -> datetime | None:
         return None
 
 
+def beyond_utc_years(value: str) -> bool:
+    """True for a date-time that parse_datetime refuses only because, in UTC,
+    it falls outside the years 0001 to 9999 (``0001-01-01T00:00:00+02:00``):
+    valid RFC 3339, but no time Inlet (or Python) can hold."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+    except ValueError:
+        return False
+    if parsed.tzinfo is None:
+        return False
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        return True
+    return False
+
+
 def contains_nul(value: Any) -> bool:
     """True if any string (or key) inside a decoded JSON value holds U+0000."""
     stack = [value]
