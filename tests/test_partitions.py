@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 import sqlalchemy as sa
@@ -29,8 +30,10 @@ from tests.conftest import empty_tables
 from tests.events import onside_event, thrad_event
 from tests.services import TEST_SECRET_KEY, make_settings, wait_for
 from worker import context
-from worker.onside import insert_onside_events
+from worker.dedup import lock_key_periods
+from worker.onside import insert_onside_batches, insert_onside_events
 from worker.runner import PARTITIONS_LOCK, maintain_partitions
+from worker.sql import Batch
 from worker.thrad import insert_thrad_events
 
 DAY = timedelta(days=1)
@@ -147,12 +150,31 @@ def test_after_the_window_a_resend_lands_again_unless_a_receipt_was_in_an_adjace
     assert len(stored_in(pg)) == 4
 
 
+def second_waits_on_a_lock(engine: Engine) -> bool:
+    with engine.connect() as watcher:
+        return bool(
+            watcher.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type"
+                    " = 'Lock' AND query LIKE '%event_keys%'"
+                )
+            ).scalar_one()
+        )
+
+
+@pytest.mark.parametrize(
+    "first_offset, second_offset",
+    [(-1, 1), (1, -1)],
+    ids=["the-later-period-second", "a-late-job-of-the-earlier-period-second"],
+)
 def test_concurrent_resends_in_adjacent_periods_land_once(
-    pg: Engine, pg_settings: Settings, acme: NewPartner
+    pg: Engine, pg_settings: Settings, acme: NewPartner, first_offset: int, second_offset: int
 ) -> None:
-    """Two transactions, one each side of a period boundary: the second waits on
-    the first's key and, once it commits, stores nothing."""
-    first = TODAY + DAY - timedelta(seconds=1)
+    """Two transactions, one each side of a period boundary, in either order:
+    each writes its key under its own period and reads the other's, so the
+    second must wait for the first (a table lock, migration 0007) and, once
+    the first commits, find its key and store nothing."""
+    boundary = TODAY + DAY
     results: list[int] = []
     other = make_engine(pg_settings.database_url)
     try:
@@ -160,30 +182,17 @@ def test_concurrent_resends_in_adjacent_periods_land_once(
             assert insert_onside_events(
                 conn,
                 partner_id=acme.id,
-                received_at=first,
+                received_at=boundary + timedelta(seconds=first_offset),
                 events=[onside_event(5)],  # type: ignore[list-item]
                 job_id=None,
                 dedup_days=1,
             )
+            second = boundary + timedelta(seconds=second_offset)
             thread = threading.Thread(
-                target=lambda: results.append(
-                    send_onside(other, acme.id, first + timedelta(seconds=2), 5, days=1)
-                )
+                target=lambda: results.append(send_onside(other, acme.id, second, 5, days=1))
             )
             thread.start()
-
-            def second_waits_on_a_lock() -> bool:
-                with pg.connect() as watcher:
-                    return bool(
-                        watcher.execute(
-                            sa.text(
-                                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type"
-                                " = 'Lock' AND query LIKE '%event_keys%'"
-                            )
-                        ).scalar_one()
-                    )
-
-            wait_for(second_waits_on_a_lock, message="the second insert to wait on the key")
+            wait_for(lambda: second_waits_on_a_lock(pg), message="the second insert to wait")
         thread.join(30)
     finally:
         other.dispose()
@@ -191,8 +200,133 @@ def test_concurrent_resends_in_adjacent_periods_land_once(
     assert len(stored_in(pg)) == 1
 
 
+def test_a_receipt_writes_one_key_and_a_late_job_meets_the_period_after_its_own(
+    pg: Engine, acme: NewPartner
+) -> None:
+    """Each receipt writes its key once, under its own period; a job received
+    in the period before a stored receipt's, run after it (a replay, a
+    backlog), reads that period and is dropped."""
+    assert send_onside(pg, acme.id, TODAY + DAY + timedelta(hours=1), 1, days=1) == 1
+    assert send_onside(pg, acme.id, TODAY + timedelta(hours=1), 1, 2, days=1) == 1
+    with pg.connect() as conn:
+        keys = conn.execute(
+            sa.text(
+                "SELECT event_id::text, period_start FROM event_keys"
+                " ORDER BY period_start, event_id"
+            )
+        ).all()
+    assert [(str(e), p) for e, p in keys] == [
+        (onside_event(1)["event_id"], TODAY),
+        (onside_event(2)["event_id"], TODAY),
+        (onside_event(1)["event_id"], TODAY + DAY),
+    ]
+    assert len(stored_in(pg)) == 2
+
+
+def held_locks(conn: Connection) -> dict[str, str]:
+    """The table locks this transaction holds on the key tables: name -> modes."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT c.relname, string_agg(l.mode, ',' ORDER BY l.mode) FROM pg_locks AS l"
+            " JOIN pg_class AS c ON c.oid = l.relation"
+            " WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation'"
+            "   AND c.relname LIKE 'event_keys%' AND c.relkind IN ('r', 'p')"
+            " GROUP BY c.relname"
+        )
+    ).all()
+    return dict(rows)  # type: ignore[arg-type]
+
+
+def test_key_periods_are_locked_written_and_read_partitions_apart(pg: Engine) -> None:
+    """What lock_key_periods takes (migration 0007): the parent as the INSERT
+    would; the period written ROW EXCLUSIVE, its neighbours SHARE; a
+    partition both written and read (a take across a boundary) SHARE ROW
+    EXCLUSIVE; a period without a partition of its own, the default."""
+    day = f"{TODAY:%Y_%m_%d}"
+    before, after = f"{TODAY - DAY:%Y_%m_%d}", f"{TODAY + DAY:%Y_%m_%d}"
+    with pg.begin() as conn:
+        lock_key_periods(conn, "event_keys", [TODAY], 1)
+        assert held_locks(conn) == {
+            "event_keys": "RowExclusiveLock",
+            f"event_keys_p{day}": "RowExclusiveLock",
+            f"event_keys_p{before}": "ShareLock",
+            f"event_keys_p{after}": "ShareLock",
+        }
+    with pg.begin() as conn:
+        lock_key_periods(conn, "event_keys", [TODAY, TODAY + DAY], 1)
+        assert held_locks(conn) == {
+            "event_keys": "RowExclusiveLock",
+            f"event_keys_p{before}": "ShareLock",
+            f"event_keys_p{day}": "ShareRowExclusiveLock",
+            f"event_keys_p{after}": "ShareRowExclusiveLock",
+            f"event_keys_p{TODAY + 2 * DAY:%Y_%m_%d}": "ShareLock",
+        }
+    # Far beyond the days made ahead: no partitions, so the default holds
+    # (and is locked for) all three periods.
+    far = TODAY + 100 * DAY
+    with pg.begin() as conn:
+        lock_key_periods(conn, "event_keys", [far], 1)
+        assert held_locks(conn) == {
+            "event_keys": "RowExclusiveLock",
+            "event_keys_default": "ShareRowExclusiveLock",
+        }
+
+
+def test_concurrent_takes_across_a_period_boundary_land_each_event_once(
+    pg: Engine, pg_settings: Settings, acme: NewPartner
+) -> None:
+    """Four workers at once, each with a take of the same events received
+    either side of a period boundary, in its own order: every event is
+    stored once, and no two takes deadlock on the key partitions' locks."""
+    boundary = TODAY + DAY
+    engines = [make_engine(pg_settings.database_url) for _ in range(4)]
+    errors: list[BaseException] = []
+    stored: list[int] = []
+    rounds = 15
+    barrier = threading.Barrier(len(engines))
+
+    def worker(number: int, engine: Engine) -> None:
+        try:
+            for round_ in range(rounds):
+                ids = [round_ * 10 + n for n in range(4)]
+                shuffled = ids[number:] + ids[:number]
+                sides = [boundary - timedelta(seconds=1), boundary + timedelta(seconds=1)]
+                if number % 2:
+                    sides.reverse()
+                batches = [
+                    Batch(acme.id, when, [onside_event(n) for n in shuffled], f"r{round_}w{number}")
+                    for when in sides
+                ]
+                barrier.wait(30)
+                with engine.begin() as conn:
+                    stored.append(sum(insert_onside_batches(conn, batches, dedup_days=1)))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(n, e)) for n, e in enumerate(engines)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert not errors, errors
+    assert sum(stored) == rounds * 4
+    with pg.connect() as conn:
+        counts = conn.execute(sa.text("SELECT count(*) FROM events GROUP BY event_id")).all()
+    assert sorted({c for (c,) in counts}) == [1] and len(counts) == rounds * 4
+
+
 def send_thrad(
-    engine: Engine, partner: NewPartner, key_id: int, received_at: datetime, **event: Any
+    engine: Engine,
+    partner: NewPartner,
+    key_id: int,
+    received_at: datetime,
+    days: int = 30,
+    **event: Any,
 ) -> int:
     with engine.begin() as conn:
         return insert_thrad_events(
@@ -202,6 +336,7 @@ def send_thrad(
             events=[thrad_event(api_key_id=key_id, **event)],  # type: ignore[list-item]
             job_id=None,
             geoip_database=None,
+            dedup_days=days,
         )
 
 
@@ -224,6 +359,45 @@ def test_thrad_resends_land_once_across_partitions(pg: Engine, acme: NewPartner)
     assert send_thrad(pg, acme, key_id, TODAY, tag_id="ab", event_id="c", ingest_id=ingest + "6")
     assert send_thrad(pg, acme, key_id, TODAY, tag_id="a", event_id="bc", ingest_id=ingest + "7")
     assert len(stored_in(pg, "thrad_events")) == 6
+
+
+def test_concurrent_thrad_resends_in_adjacent_periods_land_once(
+    pg: Engine, pg_settings: Settings, acme: NewPartner
+) -> None:
+    """Thrad's keys take the same locks: a late job of the earlier period waits
+    for the later period's uncommitted receipt, then finds its key."""
+    create_api_key(pg, TEST_SECRET_KEY.encode(), "acme", "k")
+    with pg.connect() as conn:
+        key_id = conn.execute(sa.text("SELECT id FROM api_keys")).scalar_one()
+    boundary = TODAY + DAY
+    results: list[int] = []
+    other = make_engine(pg_settings.database_url)
+    try:
+        with pg.begin() as conn:
+            assert insert_thrad_events(
+                conn,
+                partner_id=acme.id,
+                received_at=boundary + timedelta(seconds=1),
+                events=[thrad_event(api_key_id=key_id, event_id="e9")],  # type: ignore[list-item]
+                job_id=None,
+                geoip_database=None,
+                dedup_days=1,
+            )
+            late = boundary - timedelta(seconds=1)
+            thread = threading.Thread(
+                target=lambda: results.append(
+                    send_thrad(
+                        other, acme, key_id, late, days=1, event_id="e9", ingest_id=str(uuid4())
+                    )
+                )
+            )
+            thread.start()
+            wait_for(lambda: second_waits_on_a_lock(pg), message="the second insert to wait")
+        thread.join(30)
+    finally:
+        other.dispose()
+    assert results == [0]
+    assert len(stored_in(pg, "thrad_events")) == 1
 
 
 def fill_days(engine: Engine, partner_id: int, *days: datetime, first: int = 100) -> None:

@@ -26,7 +26,14 @@ from app.db import events as events_table
 from app.onside.contract import QueuedOnsideEvent
 from app.onside.names import normalize_event_name
 from app.settings import DEFAULT_DEDUP_DAYS
-from worker.dedup import ONSIDE_KEYS, by_period, period_starts
+from worker.dedup import (
+    by_period,
+    fresh_keys_sql,
+    key_params,
+    lock_key_periods,
+    lock_key_periods_sql,
+    period_starts,
+)
 from worker.sql import Batch
 
 # A batch repeats a handful of event names; normalizing each once is enough.
@@ -56,12 +63,12 @@ _STAGED = (
 _PG_COPY = f"COPY inlet_staging ({_STAGED}) FROM STDIN"
 # A take's COPY (several jobs): each row also says which of its jobs it belongs to.
 _PG_COPY_MANY = f"COPY inlet_staging ({_STAGED}, batch) FROM STDIN"
-# The events whose two dedup keys were both new (worker/dedup.py) are stored,
-# the first of any repeats within the batch (ctid: the COPY's order, in a
-# table emptied at every commit).
+# The events whose key was new in its period and is in neither adjacent one
+# (worker/dedup.py) are stored, the first of any repeats within the batch
+# (ctid: the COPY's order, in a table emptied at every commit).
+_STAGED_KEYS = "SELECT %(partner_id)s::integer AS partner_id, event_id FROM inlet_staging"
 _PG_MOVE = f"""
-WITH new_keys AS ({ONSIDE_KEYS}),
-fresh AS (SELECT event_id FROM new_keys GROUP BY event_id HAVING count(*) = 2)
+WITH {fresh_keys_sql("event_keys", "event_id", _STAGED_KEYS)}
 INSERT INTO events (partner_id, event_id, event_name, sent_event_name, event_datetime,
                     installation_id, payload, original_event_datetime, violations,
                     received_at, job_id)
@@ -78,7 +85,7 @@ ORDER BY s.event_id, s.ctid
 # the arrays (``batch`` is the 1-based position in them); an event is new
 # under its own partner, and a repeat across the take's jobs lands once,
 # under the first job that holds it.
-_PG_MOVE_MANY = """
+_PG_MOVE_MANY = f"""
 WITH jobs AS (
   SELECT *
   FROM unnest(%(partner_ids)s::integer[], %(received)s::timestamptz[], %(job_ids)s::text[])
@@ -90,16 +97,7 @@ staged AS (
          s.original_event_datetime, s.violations
   FROM inlet_staging AS s JOIN jobs AS j USING (batch)
 ),
-new_keys AS (
-  INSERT INTO event_keys (partner_id, event_id, period_start)
-  SELECT partner_id, event_id, p
-  FROM staged CROSS JOIN (VALUES (%(period)s::timestamptz), (%(previous)s::timestamptz)) AS k (p)
-  ON CONFLICT DO NOTHING
-  RETURNING partner_id, event_id
-),
-fresh AS (
-  SELECT partner_id, event_id FROM new_keys GROUP BY partner_id, event_id HAVING count(*) = 2
-)
+{fresh_keys_sql("event_keys", "event_id", "SELECT partner_id, event_id FROM staged")}
 INSERT INTO events (partner_id, event_id, event_name, sent_event_name, event_datetime,
                     installation_id, payload, original_event_datetime, violations,
                     received_at, job_id)
@@ -154,14 +152,17 @@ def insert_onside_batches(
     if conn.dialect.name != "postgresql":
         raise RuntimeError(f"unsupported database: {conn.dialect.name}")
     counts = [0] * len(batches)
-    for group, ((period, previous), members) in enumerate(by_period(batches, dedup_days).items()):
+    groups = by_period(batches, dedup_days)
+    # Every key partition the take touches is locked before its first key.
+    lock_key_periods(conn, "event_keys", groups, dedup_days)
+    for group, (period, members) in enumerate(groups.items()):
         if group:
             # The staging table empties only at the commit.
             conn.exec_driver_sql("DELETE FROM inlet_staging")
         if len(members) == 1:
             b = batches[members[0]]
             counts[members[0]] = _insert_postgresql(
-                conn, b.partner_id, b.received_at, b.events, b.job_id, dedup_days
+                conn, b.partner_id, b.received_at, b.events, b.job_id, dedup_days, locked=True
             )
             continue
         conn.exec_driver_sql(_PG_STAGING)
@@ -172,8 +173,7 @@ def insert_onside_batches(
                 "partner_ids": [batches[n].partner_id for n in members],
                 "received": [batches[n].received_at for n in members],
                 "job_ids": [batches[n].job_id for n in members],
-                "period": period,
-                "previous": previous,
+                **key_params(period, dedup_days),
             },
         )
         per_job = Counter(job_id for (job_id,) in moved)
@@ -189,18 +189,24 @@ def _insert_postgresql(
     events: list[QueuedOnsideEvent],
     job_id: str | None,
     dedup_days: int,
+    *,
+    locked: bool = False,
 ) -> int:
-    conn.exec_driver_sql(_PG_STAGING)
+    """One batch's COPY and move (``locked``: its key partitions already are)."""
+    period, _ = period_starts(received_at, dedup_days)
+    prelude = _PG_STAGING
+    if not locked:
+        # In the staging statements' round trip.
+        prelude += ";\n" + lock_key_periods_sql("event_keys", [period], dedup_days)
+    conn.exec_driver_sql(prelude)
     _copy_to_staging(conn, [events])
-    period, previous = period_starts(received_at, dedup_days)
     result = conn.exec_driver_sql(
         _PG_MOVE,
         {
             "partner_id": partner_id,
             "received_at": received_at,
             "job_id": job_id,
-            "period": period,
-            "previous": previous,
+            **key_params(period, dedup_days),
         },
     )
     return int(result.rowcount)

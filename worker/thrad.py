@@ -8,13 +8,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from app.db import thrad_event_keys, thrad_events
+from app.db import thrad_events
 from app.settings import DEFAULT_DEDUP_DAYS
 from app.thrad.contract import GEO_FIELDS, STRING_FIELDS, GeoFields, QueuedThradEvent
-from worker.dedup import by_period
+from worker.dedup import by_period, fresh_keys_sql, key_params, lock_key_periods
 from worker.enrich import geo_fields, ua_fields
 from worker.sql import Batch, dialect_insert
 
@@ -151,33 +150,44 @@ def dedup_key(row: dict[str, Any]) -> str:
     return f"{len(tag_id)}:{tag_id}{event_id}"
 
 
+# A group's keys, written under their period; the fresh ones are returned
+# (worker/dedup.py).
+_GIVEN_KEYS = (
+    "SELECT * FROM unnest(%(partner_ids)s::integer[], %(keys)s::text[])"
+    " AS k (partner_id, dedup_key)"
+)
+_PG_FRESH = f"""
+WITH {fresh_keys_sql("thrad_event_keys", "dedup_key", _GIVEN_KEYS)}
+SELECT partner_id, dedup_key FROM fresh
+"""
+
+
 def _fresh_postgresql(
     conn: Connection,
     batches: Sequence[Batch],
     rows: list[list[dict[str, Any]]],
     dedup_days: int,
 ) -> list[list[dict[str, Any]]]:
-    """Each job's rows whose keys were new under both periods (the first of
-    any repeats, in job order), the keys written in one statement a period."""
-    stmt = (
-        postgresql.insert(thrad_event_keys)
-        .on_conflict_do_nothing()
-        .returning(thrad_event_keys.c.partner_id, thrad_event_keys.c.dedup_key)
-    )
+    """Each job's rows whose keys were new (the first of any repeats, in job
+    order), the keys written in one statement a period."""
     keys = [[dedup_key(row) for row in job_rows] for job_rows in rows]
     fresh: list[list[dict[str, Any]]] = [[] for _ in batches]
-    for periods, members in by_period(batches, dedup_days).items():
+    groups = by_period(batches, dedup_days)
+    # Every key partition the take touches is locked before its first key.
+    lock_key_periods(conn, "thrad_event_keys", groups, dedup_days)
+    for period, members in groups.items():
         wanted = dict.fromkeys((batches[n].partner_id, key) for n in members for key in keys[n])
         if not wanted:
             continue
-        key_rows = [
-            {"partner_id": partner_id, "dedup_key": key, "period_start": period}
-            for partner_id, key in wanted
-            for period in periods
-        ]
-        written = Counter(tuple(found) for found in conn.execute(stmt, key_rows))
-        # New only if new under both periods; the first of repeats.
-        new = {found for found, count in written.items() if count == 2}
+        found = conn.exec_driver_sql(
+            _PG_FRESH,
+            {
+                "partner_ids": [partner_id for partner_id, _ in wanted],
+                "keys": [key for _, key in wanted],
+                **key_params(period, dedup_days),
+            },
+        )
+        new = {(partner_id, key) for partner_id, key in found}
         for n in members:
             partner_id = batches[n].partner_id
             for key, row in zip(keys[n], rows[n], strict=True):
