@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app import admin, errors, openapi
+from app.hotpath import InletApp
 from app.observe import IngestRoute, ObserveRequests
 from app.onside import endpoint as onside
 from app.ops import health, metrics
@@ -26,7 +27,7 @@ async def healthz(request: Request) -> Response:
     return errors.json_response(200, {"status": "ok"})
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> InletApp:
     """Build the app; tests pass explicit settings instead of patching the environment."""
     settings = settings or Settings.from_env()
     metrics.configure(settings.metrics_dir)
@@ -44,11 +45,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             state.close()
 
-    app = Starlette(
+    ingest = [
+        IngestRoute("/attribution-api/v1/events", onside.post_events, counts_as="onside"),
+        IngestRoute("/v1/api/collect", thrad.collect, counts_as="thrad"),
+        IngestRoute("/api/collect", thrad.collect, counts_as="thrad"),
+    ]
+    app = InletApp(
         routes=[
-            IngestRoute("/attribution-api/v1/events", onside.post_events, counts_as="onside"),
-            IngestRoute("/v1/api/collect", thrad.collect, counts_as="thrad"),
-            IngestRoute("/api/collect", thrad.collect, counts_as="thrad"),
+            *ingest,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", health.readyz, methods=["GET"]),
             Route("/openapi.json", openapi.serve, methods=["GET"]),
@@ -64,4 +68,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     relative_slash_redirects(app.router)
     app.add_middleware(ObserveRequests)
+    # The hot routes skip Starlette's layers (app/hotpath.py); the router
+    # keeps them too, for what the lean way leaves to it.
+    for route in ingest:
+        app.route_lean(route)
     return app
