@@ -8,6 +8,7 @@ the body, so no payload or secret can end up in a metric.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -113,8 +114,8 @@ class ObserveRequests:
         # The route's template (bounded cardinality), never the raw path.
         path = getattr(route, "path", None)
         label = str(path) if path else "(unmatched)"
-        m.requests.labels(label, scope["method"], str(status)).inc()
-        m.request_seconds.labels(label).observe(seconds)
+        _child(m.requests, (label, scope["method"], str(status))).inc()
+        _child(m.request_seconds, (label,)).observe(seconds)
         if not isinstance(route, IngestRoute):
             return
         partner = context.partner
@@ -123,7 +124,7 @@ class ObserveRequests:
                 return  # validated only: nothing was accepted
             # The endpoint added the per-partner count in the transaction that
             # queued the job (app/queue.py): only Prometheus is left to count.
-            m.events_accepted.labels(partner or "(unknown)", route.counts_as).inc(
+            _child(m.events_accepted, (partner or "(unknown)", route.counts_as)).inc(
                 context.events or 0
             )
             return
@@ -139,6 +140,14 @@ class ObserveRequests:
             )
         except Exception:  # counts are best effort; the response is already sent
             log.debug("stats not recorded", exc_info=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _child(metric: Any, labels: tuple[str, ...]) -> Any:
+    """``metric.labels(*labels)``, remembered: prometheus-client validates and
+    locks on every call, three times a request on the hot routes. The same
+    child comes back either way (it lives in the metric as long as the metric)."""
+    return metric.labels(*labels)
 
 
 def _record_refusal(

@@ -23,6 +23,8 @@ TRUE, FALSE = ("true", "1"), ("false", "0")
 
 def wants_dry_run(request: Request) -> bool:
     """The ``dry_run`` query parameter: absent or false -> False; true -> True; else 400."""
+    if not request.scope.get("query_string"):
+        return False  # the common case, without parsing an empty query
     values = request.query_params.getlist("dry_run")
     if not values:
         return False

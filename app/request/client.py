@@ -6,6 +6,7 @@ from here, so a client can't store one address and be throttled as another.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -14,6 +15,8 @@ from starlette.datastructures import Headers
 from app.settings import IPNetwork
 
 
+# A backend sends from a few addresses: each is parsed once (a bounded LRU).
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         address = ipaddress.ip_address(text.strip().strip("[]"))
