@@ -30,28 +30,12 @@ from starlette.applications import Starlette
 from app.main import create_app
 from bench.services import stack
 from bench.workload import EVENT_ID_MARKER, make_batches, make_thrad_events
+from tests.asgi import http_scope
 
 CONCURRENCY = 16
 MARKER = EVENT_ID_MARKER.encode()
 # The event loop's own thread's CPU of each round (the rest is Redis calls' threads).
 LOOP_CPU: list[float] = []
-
-
-def _scope(path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
 
 
 async def _send_one(
@@ -74,7 +58,8 @@ async def _send_one(
         if message["type"] == "http.response.start":
             status = message["status"]
 
-    await call(_scope(path, headers, body), receive, send)
+    scope = http_scope("POST", path, [*headers, (b"content-length", str(len(body)).encode())])
+    await call(scope, receive, send)
     return status
 
 

@@ -1,5 +1,6 @@
 """Driving the ASGI app by hand, for what a test client cannot do: send part of
-a body and then stall, or hang up mid-upload."""
+a body and then stall, or hang up mid-upload, or take a chosen way into the
+app (tests/test_hotpath.py, bench/webcpu.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,30 @@ import httpx2 as httpx
 from starlette.types import Message
 
 STALL, DISCONNECT = "stall", "disconnect"
+
+
+def http_scope(
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    query: bytes = b"",
+    client: tuple[str, int] = ("127.0.0.1", 40000),
+) -> dict[str, Any]:
+    """The scope a server gives an HTTP request (``headers`` as sent, lowercase)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "server": ("testserver", 80),
+        "client": client,
+        "headers": headers,
+    }
 
 
 async def post_without_finishing(
@@ -37,21 +62,8 @@ async def post_without_finishing(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "server": ("testserver", 80),
-        "client": ("127.0.0.1", 40000),
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "app": app,
-    }
+    scope = http_scope("POST", path, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
+    scope["app"] = app
     started = time.perf_counter()
     with anyio.fail_after(10):
         await app(scope, receive, send)

@@ -23,6 +23,7 @@ from app.hotpath import InletApp
 from app.main import create_app
 from app.ops import metrics
 from app.settings import Settings
+from tests.asgi import http_scope
 from tests.events import ONSIDE_URL, THRAD_REFERENCE_BODY, THRAD_URL, onside_event
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -39,24 +40,17 @@ async def call(
     asgi: Any, method: str, path: str, headers: dict[str, str], body: bytes, query: str = ""
 ) -> tuple[Answer, dict[str, Any]]:
     """One request straight to an ASGI callable: its answer, and the scope it left."""
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [
+    scope = http_scope(
+        method,
+        path,
+        [
             *((k.lower().encode(), v.encode()) for k, v in headers.items()),
             (b"content-length", str(len(body)).encode()),
             (b"host", b"testserver"),
         ],
-        "client": ("203.0.113.7", 50000),
-        "server": ("testserver", 80),
-    }
+        query.encode(),
+        client=("203.0.113.7", 50000),
+    )
     chunks = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def receive() -> dict[str, Any]:

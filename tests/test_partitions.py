@@ -8,7 +8,7 @@ between concurrent transactions.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -162,6 +162,29 @@ def second_waits_on_a_lock(engine: Engine) -> bool:
         )
 
 
+def first_holds_while_second_waits(
+    pg: Engine,
+    settings: Settings,
+    first: Callable[[Connection], int],
+    second: Callable[[Engine], int],
+) -> int:
+    """Run ``first`` in a transaction that stays open until ``second``, on
+    another connection, waits on a lock; commit it; return what ``second`` stored."""
+    results: list[int] = []
+    other = make_engine(settings.database_url)
+    try:
+        with pg.begin() as conn:
+            assert first(conn) == 1
+            thread = threading.Thread(target=lambda: results.append(second(other)))
+            thread.start()
+            wait_for(lambda: second_waits_on_a_lock(pg), message="the second insert to wait")
+        thread.join(30)
+    finally:
+        other.dispose()
+    (stored,) = results
+    return stored
+
+
 @pytest.mark.parametrize(
     "first_offset, second_offset",
     [(-1, 1), (1, -1)],
@@ -175,28 +198,22 @@ def test_concurrent_resends_in_adjacent_periods_land_once(
     second must wait for the first (a table lock, migration 0007) and, once
     the first commits, find its key and store nothing."""
     boundary = TODAY + DAY
-    results: list[int] = []
-    other = make_engine(pg_settings.database_url)
-    try:
-        with pg.begin() as conn:
-            assert insert_onside_events(
-                conn,
-                partner_id=acme.id,
-                received_at=boundary + timedelta(seconds=first_offset),
-                events=[onside_event(5)],  # type: ignore[list-item]
-                job_id=None,
-                dedup_days=1,
-            )
-            second = boundary + timedelta(seconds=second_offset)
-            thread = threading.Thread(
-                target=lambda: results.append(send_onside(other, acme.id, second, 5, days=1))
-            )
-            thread.start()
-            wait_for(lambda: second_waits_on_a_lock(pg), message="the second insert to wait")
-        thread.join(30)
-    finally:
-        other.dispose()
-    assert results == [0]
+
+    def first(conn: Connection) -> int:
+        return insert_onside_events(
+            conn,
+            partner_id=acme.id,
+            received_at=boundary + timedelta(seconds=first_offset),
+            events=[onside_event(5)],  # type: ignore[list-item]
+            job_id=None,
+            dedup_days=1,
+        )
+
+    second = boundary + timedelta(seconds=second_offset)
+    stored = first_holds_while_second_waits(
+        pg, pg_settings, first, lambda other: send_onside(other, acme.id, second, 5, days=1)
+    )
+    assert stored == 0
     assert len(stored_in(pg)) == 1
 
 
@@ -370,33 +387,28 @@ def test_concurrent_thrad_resends_in_adjacent_periods_land_once(
     with pg.connect() as conn:
         key_id = conn.execute(sa.text("SELECT id FROM api_keys")).scalar_one()
     boundary = TODAY + DAY
-    results: list[int] = []
-    other = make_engine(pg_settings.database_url)
-    try:
-        with pg.begin() as conn:
-            assert insert_thrad_events(
-                conn,
-                partner_id=acme.id,
-                received_at=boundary + timedelta(seconds=1),
-                events=[thrad_event(api_key_id=key_id, event_id="e9")],  # type: ignore[list-item]
-                job_id=None,
-                geoip_database=None,
-                dedup_days=1,
-            )
-            late = boundary - timedelta(seconds=1)
-            thread = threading.Thread(
-                target=lambda: results.append(
-                    send_thrad(
-                        other, acme, key_id, late, days=1, event_id="e9", ingest_id=str(uuid4())
-                    )
-                )
-            )
-            thread.start()
-            wait_for(lambda: second_waits_on_a_lock(pg), message="the second insert to wait")
-        thread.join(30)
-    finally:
-        other.dispose()
-    assert results == [0]
+
+    def first(conn: Connection) -> int:
+        return insert_thrad_events(
+            conn,
+            partner_id=acme.id,
+            received_at=boundary + timedelta(seconds=1),
+            events=[thrad_event(api_key_id=key_id, event_id="e9")],  # type: ignore[list-item]
+            job_id=None,
+            geoip_database=None,
+            dedup_days=1,
+        )
+
+    late = boundary - timedelta(seconds=1)
+    stored = first_holds_while_second_waits(
+        pg,
+        pg_settings,
+        first,
+        lambda other: send_thrad(
+            other, acme, key_id, late, days=1, event_id="e9", ingest_id=str(uuid4())
+        ),
+    )
+    assert stored == 0
     assert len(stored_in(pg, "thrad_events")) == 1
 
 
