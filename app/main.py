@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -27,6 +28,14 @@ async def healthz(request: Request) -> Response:
     return errors.json_response(200, {"status": "ok"})
 
 
+# Every request waits on two Redis calls made in worker threads (the rate
+# limit's and its group's write), and a thread whose call returned needs the
+# GIL back from the event loop. With CPython's default switch interval
+# (5 ms) a busy loop kept it that long, twice a request: most of a single
+# event's latency at half the peak rate. Measured in bench/README.md.
+GIL_SWITCH_SECONDS = 0.0005
+
+
 def create_app(settings: Settings | None = None) -> InletApp:
     """Build the app; tests pass explicit settings instead of patching the environment."""
     settings = settings or Settings.from_env()
@@ -40,9 +49,12 @@ def create_app(settings: Settings | None = None) -> InletApp:
         open_geo_database(settings.geoip_database)
         state = AppState.open(settings)
         app.state.inlet = state
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_SECONDS)
         try:
             yield
         finally:
+            sys.setswitchinterval(switch_interval)
             state.close()
 
     ingest = [
