@@ -21,9 +21,12 @@ for each other:
 - The parent first (``ROW EXCLUSIVE``, as the INSERT would), then the
   partitions in one order (by oid): every transaction takes its locks up
   front and in the same order, so no two can wait on each other in a cycle.
-- A period's partition is found with pg_partman's ``show_partition_name``;
-  a period without one (not yet made, or dropped) lives in the table's
-  default partition, which is locked instead.
+- A period's partition is found by its name, as pg_partman makes it (the
+  parent's name, ``_p`` and the day in the set's ``datetime_string``, in the
+  session's time zone, as pg_partman formats it); a period without one (not
+  yet made, or dropped) lives in the table's default partition, which is
+  locked instead. pg_partman's own ``show_partition_name`` gives the same
+  answer by walking every partition of the set: 7 ms a call, 22 ms a job.
 
 Keys written two a receipt before this revision stay valid: a key under
 the period before its receipt's makes a receipt in that period a repeat, as
@@ -51,23 +54,24 @@ RETURNS void
 LANGUAGE plpgsql
 AS $$
 DECLARE
+    suffix text;
     target record;
 BEGIN
     EXECUTE format('LOCK TABLE ONLY public.%I IN ROW EXCLUSIVE MODE', parent);
+    SELECT datetime_string INTO STRICT suffix
+    FROM partman.part_config WHERE parent_table = 'public.' || parent;
     FOR target IN
         SELECT part, bool_or(writes) AS writes, bool_or(NOT writes) AS reads
         FROM (
-            SELECT CASE WHEN found.table_exists
-                        THEN to_regclass(format('%I.%I', found.partition_schema,
-                                                found.partition_table))
-                        ELSE to_regclass(format('public.%I', parent || '_default'))
-                   END AS part,
+            SELECT coalesce(
+                       to_regclass(format('public.%I',
+                                          parent || '_p' || to_char(wanted.at, suffix))),
+                       to_regclass(format('public.%I', parent || '_default'))
+                   ) AS part,
                    wanted.writes
             FROM (SELECT unnest(written) AS at, true AS writes
                   UNION ALL
                   SELECT unnest(read), false) AS wanted
-            CROSS JOIN LATERAL partman.show_partition_name('public.' || parent, wanted.at::text)
-                AS found
         ) AS parts
         WHERE part IS NOT NULL
         GROUP BY part
