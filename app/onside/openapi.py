@@ -11,7 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from app.onside.contract import FIELDS
+from app.onside.names import BLANK_CHARACTERS
 from app.onside.validate import MAX_EVENT_NAME_CHARS
+
+# The blank characters as a regex class body, each written as a \uXXXX escape.
+_BLANK = "".join(f"\\u{ord(c):04x}" for c in BLANK_CHARACTERS)
 
 JsonSchema = dict[str, Any]
 
@@ -28,8 +32,8 @@ ONSIDE_EVENT: JsonSchema = {
             "type": "string",
             "minLength": 1,
             "maxLength": MAX_EVENT_NAME_CHARS,
-            # Not only whitespace, and no U+0000.
-            "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+            # Not only characters that normalize to nothing, and no U+0000.
+            "pattern": f"^[^\\u0000]*[^{_BLANK}\\u0000][^\\u0000]*$",
             "description": "Case-insensitive: stored trimmed, NFKC-normalized and casefolded.",
         },
         "payload": {
