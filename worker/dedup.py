@@ -41,6 +41,7 @@ __all__ = [
     "bench_fill_sql",
     "by_period",
     "fresh_keys_sql",
+    "key_params",
     "lock_key_periods",
     "lock_key_periods_sql",
     "period_starts",
@@ -83,8 +84,9 @@ def lock_key_periods_sql(table: str, periods: Iterable[datetime], days: int) -> 
     other statements: the table is one of two names, the times are Inlet's.
     """
     written = sorted(set(periods))
-    span = timedelta(days=days)
-    read = sorted({p + step for p in written for step in (-span, span)})
+    # The very periods the move statement reads (key_params): a lock that
+    # missed one would let two adjacent periods' transactions miss each other.
+    read = sorted({key_params(p, days)[side] for p in written for side in ("before", "after")})
     return f"SELECT inlet_lock_key_periods('{table}', {_array(written)}, {_array(read)})"
 
 
