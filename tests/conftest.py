@@ -43,7 +43,13 @@ from tests import geo
 from tests.api import basic_auth
 from tests.cli_runner import run_cli
 from tests.queued import fail_for_real
-from tests.services import PostgresCluster, make_settings, running_cluster, running_redis
+from tests.services import (
+    TEST_SECRET_KEY,
+    PostgresCluster,
+    make_settings,
+    running_cluster,
+    running_redis,
+)
 from worker import context
 from worker.runner import build_worker
 
@@ -136,6 +142,27 @@ def engine(settings: Settings) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+# PostgreSQL alone, for what only it has (partitions, dedup keys, migration 0008's check).
+@pytest.fixture
+def pg_settings(postgresql_url: str, redis_server: EmbeddedRedis, tmp_path: Path) -> Settings:
+    empty_tables(postgresql_url)
+    return make_settings(postgresql_url, redis_server.url, tmp_path)
+
+
+@pytest.fixture
+def pg(pg_settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(pg_settings.database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def acme(pg: Engine) -> NewPartner:
+    return create_partner(pg, TEST_SECRET_KEY.encode(), "acme")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ between concurrent transactions.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,26 +44,6 @@ def midnight(moment: datetime) -> datetime:
 
 
 TODAY = midnight(datetime.now(UTC))
-
-
-@pytest.fixture
-def pg_settings(postgresql_url: str, redis_server: Any, tmp_path: Path) -> Settings:
-    empty_tables(postgresql_url)
-    return make_settings(postgresql_url, redis_server.url, tmp_path)
-
-
-@pytest.fixture
-def pg(pg_settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(pg_settings.database_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def acme(pg: Engine) -> NewPartner:
-    return create_partner(pg, TEST_SECRET_KEY.encode(), "acme")
 
 
 def send_onside(

@@ -30,11 +30,10 @@ from worker.dedup import (
     by_period,
     fresh_keys_sql,
     key_params,
-    lock_key_periods,
     lock_key_periods_sql,
     period_starts,
 )
-from worker.sql import Batch
+from worker.sql import Batch, require_owners_sql
 
 # A batch repeats a handful of event names; normalizing each once is enough.
 _normalized_name = functools.lru_cache(maxsize=4096)(normalize_event_name)
@@ -153,8 +152,13 @@ def insert_onside_batches(
         raise RuntimeError(f"unsupported database: {conn.dialect.name}")
     counts = [0] * len(batches)
     groups = by_period(batches, dedup_days)
-    # Every key partition the take touches is locked before its first key.
-    lock_key_periods(conn, "event_keys", groups, dedup_days)
+    # Every key partition the take touches is locked before its first key,
+    # and its partners checked (one round trip).
+    conn.exec_driver_sql(
+        lock_key_periods_sql("event_keys", groups, dedup_days)
+        + ";\n"
+        + require_owners_sql(b.partner_id for b in batches)
+    )
     for group, (period, members) in enumerate(groups.items()):
         if group:
             # The staging table empties only at the commit.
@@ -192,12 +196,18 @@ def _insert_postgresql(
     *,
     locked: bool = False,
 ) -> int:
-    """One batch's COPY and move (``locked``: its key partitions already are)."""
+    """One batch's COPY and move (``locked``: its key partitions already are
+    locked and its partner checked, by the caller's take)."""
     period, _ = period_starts(received_at, dedup_days)
     prelude = _PG_STAGING
     if not locked:
         # In the staging statements' round trip.
-        prelude += ";\n" + lock_key_periods_sql("event_keys", [period], dedup_days)
+        prelude += (
+            ";\n"
+            + lock_key_periods_sql("event_keys", [period], dedup_days)
+            + ";\n"
+            + require_owners_sql([partner_id])
+        )
     conn.exec_driver_sql(prelude)
     _copy_to_staging(conn, [events])
     result = conn.exec_driver_sql(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,3 +30,20 @@ class Batch:
     received_at: datetime
     events: list[Any]
     job_id: str | None
+
+
+def require_owners_sql(partner_ids: Iterable[int], api_key_ids: Iterable[int] = ()) -> str:
+    """The statement that checks, once for a transaction, what the event
+    tables' foreign keys checked row by row on PostgreSQL (migration 0008):
+    each partner (and API key) the rows name exists, locked FOR KEY SHARE
+    until the commit; else SQLSTATE 23503, a permanent failure.
+
+    A literal, to travel in one round trip with the transaction's first
+    statements: the ids are the job's integers.
+    """
+    return f"SELECT inlet_require_owners({_integers(partner_ids)}, {_integers(api_key_ids)})"
+
+
+def _integers(values: Iterable[int]) -> str:
+    # int(): a job's data comes from Redis; nothing but a number gets into the text.
+    return "ARRAY[" + ", ".join(str(int(v)) for v in sorted(set(values))) + "]::integer[]"

@@ -13,9 +13,9 @@ from sqlalchemy.engine import Connection
 from app.db import thrad_events
 from app.settings import DEFAULT_DEDUP_DAYS
 from app.thrad.contract import GEO_FIELDS, STRING_FIELDS, GeoFields, QueuedThradEvent
-from worker.dedup import by_period, fresh_keys_sql, key_params, lock_key_periods
+from worker.dedup import by_period, fresh_keys_sql, key_params, lock_key_periods_sql
 from worker.enrich import geo_fields, ua_fields
-from worker.sql import Batch, dialect_insert
+from worker.sql import Batch, dialect_insert, require_owners_sql
 
 
 def thrad_row(
@@ -173,8 +173,16 @@ def _fresh_postgresql(
     keys = [[dedup_key(row) for row in job_rows] for job_rows in rows]
     fresh: list[list[dict[str, Any]]] = [[] for _ in batches]
     groups = by_period(batches, dedup_days)
-    # Every key partition the take touches is locked before its first key.
-    lock_key_periods(conn, "thrad_event_keys", groups, dedup_days)
+    # Every key partition the take touches is locked before its first key,
+    # and the partners and API keys its rows name checked (one round trip).
+    conn.exec_driver_sql(
+        lock_key_periods_sql("thrad_event_keys", groups, dedup_days)
+        + ";\n"
+        + require_owners_sql(
+            (row["partner_id"] for job_rows in rows for row in job_rows),
+            (row["api_key_id"] for job_rows in rows for row in job_rows),
+        )
+    )
     for period, members in groups.items():
         wanted = dict.fromkeys((batches[n].partner_id, key) for n in members for key in keys[n])
         if not wanted:

@@ -43,7 +43,7 @@ CAUSES: tuple[Cause, ...] = (
         "`IntegrityError ... foreign key`",
         _re(r"foreign key|ForeignKeyViolation"),
         PERMANENT,
-        "The partner no longer exists: the database refused rows for it.",
+        "The partner (or Thrad API key) the job names no longer exists: its rows were refused.",
         "Don't requeue. Delete the job if removing the partner was intended.",
     ),
     Cause(
