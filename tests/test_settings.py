@@ -61,6 +61,8 @@ def test_defaults_are_embedded(tmp_path: Path) -> None:
         {"INLET_TOO_OLD_EVENTS": "drop"},
         {"INLET_MAX_FUTURE_SECONDS": "-1"},
         {"INLET_MAX_AGE_DAYS": "0"},
+        {"INLET_TAKE_MAX_EVENTS": "0"},
+        {"INLET_TAKE_MAX_EVENTS": "many"},
     ],
 )
 def test_invalid_settings_fail_loudly(env: dict[str, str], tmp_path: Path) -> None:
@@ -126,6 +128,7 @@ def test_to_environ_is_the_inverse_of_from_env(tmp_path: Path) -> None:
         "INLET_MAX_BATCH_EVENTS": "12",
         "INLET_GROUP_MAX_EVENTS": "7",
         "INLET_GROUP_WAIT_MS": "0.5",
+        "INLET_TAKE_MAX_EVENTS": "2500",
         "INLET_MAX_JSON_CONTAINERS": "150",
         "INLET_MAX_HEAD_BYTES": "4096",
         "INLET_MAX_HEADERS": "12",

@@ -89,14 +89,14 @@ def test_a_take_leaves_rq_as_one_job_at_a_time_would(
     assert int(redis.hget(worker.key, "successful_job_count") or 0) == 5
 
 
-def test_a_take_holds_at_most_the_group_limit_of_events(
+def test_a_take_holds_at_most_its_limit_of_events(
     settings: Settings,
     redis: Redis,
     partner: NewPartner,
     drain: Callable[..., None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    small = settings.replace(group_max_events=5)
+    small = settings.replace(take_max_events=5)
     for n in range(0, 6, 2):
         enqueue(small, redis, partner, [onside_event(n), onside_event(n + 1)])
     enqueue(small, redis, partner, [onside_event(n) for n in range(10, 15)])

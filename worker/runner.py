@@ -273,7 +273,7 @@ def build_worker(settings: Settings, *, name: str | None = None) -> InletWorker:
         name=name,
         worker_ttl=WORKER_TTL,
         maintenance_interval=MAINTENANCE_INTERVAL,
-        take_events=settings.group_max_events,
+        take_events=settings.take_max_events,
     )
 
 

@@ -1,11 +1,11 @@
-"""Takes: a worker runs several small waiting jobs in one transaction.
+"""Takes: a worker runs several waiting jobs in one transaction.
 
 Group commit makes a job per partner and format of each group, and under
 single-event load a group holds only as many events as there are senders
 waiting (~16). Run one at a time, such a job cost ~18 ms: ~27 Redis round
 trips of RQ's bookkeeping (several of them fsynced writes) and a PostgreSQL
 commit, for 16 rows. So a worker that dequeues a small job also takes the
-jobs waiting behind it, up to ``INLET_GROUP_MAX_EVENTS`` events in all, and:
+jobs waiting behind it, up to ``INLET_TAKE_MAX_EVENTS`` events in all, and:
 
 - takes them off the queue in one script call that also enters each in
   StartedJobRegistry and marks it started (atomic: another worker never
