@@ -86,6 +86,7 @@ def test_a_take_leaves_rq_as_one_job_at_a_time_would(
     assert redis.llen(queue.intermediate_queue_key) == 0
     assert StartedJobRegistry(queue=queue).get_job_ids() == []
     assert redis.keys("rq:execution*") == []
+    assert redis.keys("rq:job:*") == []
     assert int(redis.hget(worker.key, "successful_job_count") or 0) == 5
 
 

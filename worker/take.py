@@ -175,14 +175,19 @@ def execute_take(worker: InletWorker, first: Job, queue: Queue) -> None:
             if job is not None:
                 alone.append(job)
         executions: list[Execution] = []
-        # What RQ's prepare_execution and prepare_job_execution write, for each job.
+        # What RQ's prepare_execution and prepare_job_execution write, for each
+        # job. (Not RQ's job.heartbeat: prepare_for_execution's HSET sets the
+        # same last_heartbeat.)
         for job, chosen in shared:
             execution = record_execution(job, chosen, ttl, pipe, worker.name)
             worker.executions[execution.id] = execution
             executions.append(execution)
-            job.heartbeat(now(), ttl, pipeline=pipe)
             job.prepare_for_execution(worker.name, pipeline=pipe)
             pipe.persist(job.key)
+        # The worker's index of its executions, all of the take's in one SADD.
+        index = executions[0].worker_executions_key
+        pipe.sadd(index, *(execution.composite_key for execution in executions))
+        pipe.expire(index, ttl + 60)
         worker.set_state("busy", pipeline=pipe)
         worker.heartbeat(ttl, pipeline=pipe)
         pipe.execute()
@@ -207,8 +212,9 @@ def execute_take(worker: InletWorker, first: Job, queue: Queue) -> None:
 def record_execution(
     job: Job, execution_id: str, ttl: int, pipe: Pipeline, worker_name: str
 ) -> Execution:
-    """RQ's ``Execution.create``, for an execution id the take's script chose
-    (its StartedJobRegistry entry is already written, under that id)."""
+    """RQ's ``Execution.create``, for an execution id the take's script chose:
+    its StartedJobRegistry entry is already written, under that id, by the
+    script, and the caller adds it to the worker's index with the take's others."""
     execution = Execution(
         id=execution_id, job_id=job.id, connection=job.connection, worker_name=worker_name
     )
@@ -217,9 +223,6 @@ def record_execution(
     ExecutionRegistry(job_id=job.id, connection=pipe).add(
         execution=execution, ttl=ttl, pipeline=pipe
     )
-    job.started_job_registry.add_execution(execution, pipeline=pipe, ttl=ttl)
-    pipe.sadd(execution.worker_executions_key, execution.composite_key)
-    pipe.expire(execution.worker_executions_key, ttl + 60)
     return execution
 
 
@@ -246,23 +249,34 @@ def finish(
     """What RQ writes for a successful job with result_ttl=0, for every job, in one MULTI/EXEC.
 
     RQ's own ``Job.delete`` reads each job's status and executions back
-    first (several round trips a job); here they are known.
+    first (several round trips a job); here they are known. What RQ does
+    job by job (``Execution.delete``, the job's keys, the worker's count) is
+    done once for the take: one DEL of every job's keys and execution, one
+    ZREM of their StartedJobRegistry entries, one SREM of the worker's index,
+    one HINCRBY. (An execution's ExecutionRegistry entry goes with the
+    registry's key.)
     """
     ended = now()
+    keys: list[str] = []
+    for job, execution in zip(shared, executions, strict=True):
+        job.ended_at = ended
+        job._status = JobStatus.FINISHED
+        keys += (
+            job.key,
+            job.dependents_key,
+            job.dependencies_key,
+            Result.get_key(job.id),
+            ExecutionRegistry(job_id=job.id, connection=worker.connection).key,
+            execution.key,
+        )
+        worker.executions.pop(execution.id, None)
+    members = [execution.composite_key for execution in executions]
     with worker.connection.pipeline() as pipe:
-        for job, execution in zip(shared, executions, strict=True):
-            job.ended_at = ended
-            job._status = JobStatus.FINISHED
-            execution.delete(job=job, pipeline=pipe)
-            pipe.delete(
-                job.key,
-                job.dependents_key,
-                job.dependencies_key,
-                Result.get_key(job.id),
-                ExecutionRegistry(job_id=job.id, connection=worker.connection).key,
-            )
-            worker.executions.pop(execution.id, None)
-            worker.increment_successful_job_count(pipeline=pipe)
+        pipe.delete(*keys)
+        pipe.zrem(shared[0].started_job_registry.key, *members)
+        pipe.srem(executions[0].worker_executions_key, *members)
+        # RQ's increment_successful_job_count, by the take's count at once.
+        pipe.hincrby(worker.key, "successful_job_count", len(shared))
         worker.increment_total_working_time(ended - started, pipe)
         worker.set_state("idle", pipeline=pipe)
         pipe.execute()
