@@ -35,26 +35,45 @@ FAILOVER_TIMEOUT_MS = 3000
 class Server:
     """One redis-server (data node or Sentinel) on a port of its own."""
 
-    def __init__(self, root: Path, name: str, config: str, *, sentinel: bool = False) -> None:
+    def __init__(
+        self, root: Path, name: str, config: str, *, sentinel: bool = False, movable: bool = False
+    ) -> None:
         self.dir = root / name
         self.dir.mkdir(parents=True)
         self.port = free_port()
         self.name = name
         self.sentinel = sentinel
+        # A server no other's configuration names may take another port when
+        # its own was taken (free_port's port is free only when it is picked).
+        self.movable = movable
+        self.config = config
         self.conf = self.dir / ("sentinel.conf" if sentinel else "redis.conf")
-        self.conf.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
-            f"logfile {self.dir / 'log'}\ndaemonize no\n" + config
-        )
+        self._write_conf()
         self.process: subprocess.Popen[bytes] | None = None
 
+    def _write_conf(self) -> None:
+        self.conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"logfile {self.dir / 'log'}\ndaemonize no\n" + self.config
+        )
+
     def start(self, *extra: str) -> Server:
-        args = [redis_server_binary(), str(self.conf), *extra]
-        if self.sentinel:
-            args.append("--sentinel")
-        self.process = subprocess.Popen(args, start_new_session=True)
-        wait_for(self.answers, timeout=10, message=f"{self.name} to answer")
-        return self
+        for _ in range(3):
+            args = [redis_server_binary(), str(self.conf), *extra]
+            if self.sentinel:
+                args.append("--sentinel")
+            self.process = subprocess.Popen(args, start_new_session=True)
+            try:
+                wait_for(self.answers, timeout=10, message=f"{self.name} to answer")
+                return self
+            except AssertionError:
+                if not (self.movable and "Address already in use" in self.log()):
+                    raise
+            # Another process took the port between free_port and the bind.
+            (self.dir / "log").unlink()
+            self.port = free_port()
+            self._write_conf()
+        raise AssertionError(f"{self.name}: no free port after 3 tries")
 
     def client(self) -> Redis:
         password = None if self.sentinel else PASSWORD
@@ -114,9 +133,15 @@ class SentinelGroup:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.primary = Server(root, "node-a", _data_config(None))
-        self.replica = Server(root, "node-b", _data_config(self.primary.port))
+        self.replica = Server(root, "node-b", _data_config(self.primary.port), movable=True)
         self.sentinels = [
-            Server(root, f"sentinel-{i}", _sentinel_config(self.primary.port), sentinel=True)
+            Server(
+                root,
+                f"sentinel-{i}",
+                _sentinel_config(self.primary.port),
+                sentinel=True,
+                movable=True,
+            )
             for i in range(1, 4)
         ]
 
