@@ -30,7 +30,7 @@ from tests.conftest import empty_tables
 from tests.events import onside_event, thrad_event
 from tests.services import TEST_SECRET_KEY, make_settings, wait_for
 from worker import context
-from worker.dedup import lock_key_periods
+from worker.dedup import lock_key_periods_sql
 from worker.onside import insert_onside_batches, insert_onside_events
 from worker.runner import PARTITIONS_LOCK, maintain_partitions
 from worker.sql import Batch
@@ -235,14 +235,14 @@ def held_locks(conn: Connection) -> dict[str, str]:
 
 
 def test_key_periods_are_locked_written_and_read_partitions_apart(pg: Engine) -> None:
-    """What lock_key_periods takes (migration 0007): the parent as the INSERT
+    """What lock_key_periods_sql's statement takes (migration 0007): the parent as the INSERT
     would; the period written ROW EXCLUSIVE, its neighbours SHARE; a
     partition both written and read (a take across a boundary) SHARE ROW
     EXCLUSIVE; a period without a partition of its own, the default."""
     day = f"{TODAY:%Y_%m_%d}"
     before, after = f"{TODAY - DAY:%Y_%m_%d}", f"{TODAY + DAY:%Y_%m_%d}"
     with pg.begin() as conn:
-        lock_key_periods(conn, "event_keys", [TODAY], 1)
+        conn.exec_driver_sql(lock_key_periods_sql("event_keys", [TODAY], 1))
         assert held_locks(conn) == {
             "event_keys": "RowExclusiveLock",
             f"event_keys_p{day}": "RowExclusiveLock",
@@ -250,7 +250,7 @@ def test_key_periods_are_locked_written_and_read_partitions_apart(pg: Engine) ->
             f"event_keys_p{after}": "ShareLock",
         }
     with pg.begin() as conn:
-        lock_key_periods(conn, "event_keys", [TODAY, TODAY + DAY], 1)
+        conn.exec_driver_sql(lock_key_periods_sql("event_keys", [TODAY, TODAY + DAY], 1))
         assert held_locks(conn) == {
             "event_keys": "RowExclusiveLock",
             f"event_keys_p{before}": "ShareLock",
@@ -262,7 +262,7 @@ def test_key_periods_are_locked_written_and_read_partitions_apart(pg: Engine) ->
     # (and is locked for) all three periods.
     far = TODAY + 100 * DAY
     with pg.begin() as conn:
-        lock_key_periods(conn, "event_keys", [far], 1)
+        conn.exec_driver_sql(lock_key_periods_sql("event_keys", [far], 1))
         assert held_locks(conn) == {
             "event_keys": "RowExclusiveLock",
             "event_keys_default": "ShareRowExclusiveLock",

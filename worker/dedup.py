@@ -12,7 +12,7 @@ an event is new, and stored, only if its key was new in its period and is
 in neither neighbour. Two receipts less than a window apart fall in the
 same or adjacent periods, so one meets the other's key: in the same period
 the primary key's unique index makes the second wait for the first and then
-conflict; in adjacent periods the table locks that ``lock_key_periods``
+conflict; in adjacent periods the table locks that ``lock_key_periods_sql``
 takes first (migration 0007: ROW EXCLUSIVE on the partition written, SHARE
 on those read) make the second transaction wait for the first to commit,
 and its read, a later statement, then sees the first's key. Exact, across
@@ -32,8 +32,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy.engine import Connection
-
 from app.partitions import DAY, period_starts
 from worker.sql import Batch
 
@@ -42,7 +40,6 @@ __all__ = [
     "by_period",
     "fresh_keys_sql",
     "key_params",
-    "lock_key_periods",
     "lock_key_periods_sql",
     "period_starts",
 ]
@@ -52,7 +49,7 @@ def fresh_keys_sql(table: str, key_column: str, source: str) -> str:
     """The CTEs ``new_keys`` and ``fresh`` of a move statement: the keys of
     ``source`` (a query of ``partner_id`` and the key column) written under
     ``%(period)s``, and of those new there, the ones in neither adjacent
-    period (``%(before)s``, ``%(after)s``). Run after ``lock_key_periods``."""
+    period (``%(before)s``, ``%(after)s``). Run after ``lock_key_periods_sql``'s statement."""
     return f"""
 new_keys AS (
   INSERT INTO {table} (partner_id, {key_column}, period_start)
@@ -88,11 +85,6 @@ def lock_key_periods_sql(table: str, periods: Iterable[datetime], days: int) -> 
     # missed one would let two adjacent periods' transactions miss each other.
     read = sorted({key_params(p, days)[side] for p in written for side in ("before", "after")})
     return f"SELECT inlet_lock_key_periods('{table}', {_array(written)}, {_array(read)})"
-
-
-def lock_key_periods(conn: Connection, table: str, periods: Iterable[datetime], days: int) -> None:
-    """Take the key partitions' locks up front, before the transaction's first key."""
-    conn.exec_driver_sql(lock_key_periods_sql(table, periods, days))
 
 
 def _array(moments: list[datetime]) -> str:
