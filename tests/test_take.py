@@ -23,7 +23,7 @@ from app.partitions import period_starts
 from app.settings import Settings
 from tests.events import onside_event, thrad_event
 from tests.queued import RECEIVED_AT, enqueue, event_ids, onside_rows, queued_jobs, thrad_rows
-from worker import context, take
+from worker import context, jobs, take
 from worker.runner import InletWorker, build_worker
 
 
@@ -129,6 +129,52 @@ def test_a_failing_job_fails_alone_and_the_rest_of_its_take_lands(
     assert job.meta["attempts"] == 1  # the take's try is no attempt of its own
     assert "IntegrityError" in (job.latest_result().exc_string or "")
     assert job.args[2] == [onside_event(9)]
+
+
+def test_jobs_run_alone_after_the_take_outlived_their_records_still_finish(
+    settings: Settings,
+    redis: Redis,
+    partner: NewPartner,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The take fails; its jobs then run one by one, and the first ones run
+    longer than the take's records of the others last (a database that came
+    back slowly). Each job still waits its turn recorded as started, so that
+    no other worker's maintenance takes it for abandoned, and finishes as a
+    success: its execution record is whole again when RQ reads it back."""
+    for n in range(4):
+        enqueue(settings.replace(retry_delays=()), redis, partner, [onside_event(n)])
+    context.open_context(settings)
+    worker = build_worker(settings)
+    queue = q.make_queue(settings, redis)
+    started = StartedJobRegistry(queue=queue)
+
+    def take_fails(*_: Any) -> None:
+        raise ConnectionError("the database is gone")
+
+    monkeypatch.setattr(jobs, "run_together", take_fails)
+    perform = worker.perform_job
+    waited: list[list[str]] = []
+
+    def perform_then_time_passes(job: Any, queue_: Any, execution: Any) -> bool:
+        # As the job starts: nothing of the take is past its expiry.
+        waited.append(started.get_expired_job_ids(timestamp=time.time()))
+        assert redis.hget(execution.key, "created_at") is not None
+        ran = perform(job, queue_, execution)
+        # While it ran, the take's records of every job still waiting expired.
+        for member in redis.zrange(started.key, 0, -1):
+            redis.zadd(started.key, {member: time.time() - 1}, xx=True)
+        for key in redis.keys("rq:execution:*"):
+            redis.delete(key)
+        return bool(ran)
+
+    monkeypatch.setattr(worker, "perform_job", perform_then_time_passes)
+    worker.work(burst=True, with_scheduler=False)
+    assert waited == [[], [], [], []]
+    assert FailedJobRegistry(queue=queue).get_job_ids() == []
+    assert event_ids(engine) == [onside_event(n)["event_id"] for n in range(4)]
+    assert queued_jobs(redis) == 0
 
 
 class Killed(BaseException):

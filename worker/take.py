@@ -233,14 +233,39 @@ def run_alone(
     queue: Queue,
     ttl: int,
 ) -> None:
-    for job, execution in zip(shared, executions, strict=True):
-        # Its StartedJobRegistry entry dates from the take: renewed before it
-        # runs, so that no other worker's maintenance takes it for abandoned.
-        with worker.connection.pipeline() as pipe:
-            execution.heartbeat(job.started_job_registry, ttl, pipeline=pipe)
-            pipe.execute()
+    pending = list(zip(shared, executions, strict=True))
+    for n, (job, execution) in enumerate(pending):
+        renew(worker, pending[n:], ttl)
         worker.perform_job(job, queue, execution)
     worker.set_state("idle")
+
+
+def renew(worker: InletWorker, pending: Sequence[tuple[Job, Execution]], ttl: int) -> None:
+    """Before the first of ``pending`` runs on its own: the take's records of
+    the jobs still to run, good for ``ttl`` s from now.
+
+    They were written ``ttl`` s long at the take, and the jobs before may
+    have run for longer (a database that came back slowly). Every pending
+    job's StartedJobRegistry entry is renewed (added again if it expired), so
+    that no other worker's maintenance takes one for abandoned while it
+    waits its turn. The first job's execution record is written whole
+    again: RQ reads it back when the job finishes (``created_at`` included),
+    and a heartbeat alone (an HSET of one field) would recreate an expired
+    record as a hash RQ can't read, failing a job whose rows were stored.
+    """
+    job, execution = pending[0]
+    execution.last_heartbeat = now()
+    registry = job.started_job_registry
+    with worker.connection.pipeline() as pipe:
+        execution.save(ttl=ttl, pipeline=pipe)
+        ExecutionRegistry(job_id=job.id, connection=pipe).add(
+            execution=execution, ttl=ttl, pipeline=pipe
+        )
+        pipe.sadd(execution.worker_executions_key, execution.composite_key)
+        pipe.expire(execution.worker_executions_key, ttl + 60)
+        expires = time.time() + ttl
+        pipe.zadd(registry.key, {e.composite_key: expires for _, e in pending})
+        pipe.execute()
 
 
 def finish(
