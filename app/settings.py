@@ -121,8 +121,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "INLET_TAKE_MAX_EVENTS",
         "5000",
-        "Worker takes: most events of waiting jobs a worker inserts in one transaction "
-        "(each job keeps its own rows, log line and failure). 1: every job alone.",
+        "Worker takes: a worker that dequeues a job also takes the jobs waiting behind "
+        "it while their events, with its own, fit in this many, at most 200 jobs, and "
+        "inserts them in one transaction (each job keeps its own rows, log line and "
+        "failure). A job bigger than this runs alone. 1: every job alone.",
     ),
     Setting(
         "INLET_MAX_JSON_CONTAINERS",
@@ -386,23 +388,23 @@ class Settings:
             values: dict[str, object] = dict(
                 database_url=database_url_from_env(env),
                 redis_url=check_redis_url(_absolute_unix(get("REDIS_URL"))),
-                port=int(get("PORT")),
+                port=_whole(get("PORT"), "PORT"),
                 host=get("HOST"),
-                web_concurrency=int(get("WEB_CONCURRENCY")),
+                web_concurrency=_whole(get("WEB_CONCURRENCY"), "WEB_CONCURRENCY"),
                 data_dir=data_dir,
                 secret_key=b"",
                 rate_limit=RateLimit.parse(get("INLET_RATE_LIMIT")),
                 retry_delays=_parse_delays(get("INLET_RETRY_DELAYS")),
-                job_timeout=int(get("INLET_JOB_TIMEOUT")),
-                redis_timeout=float(get("INLET_REDIS_TIMEOUT")),
+                job_timeout=_whole(get("INLET_JOB_TIMEOUT"), "INLET_JOB_TIMEOUT"),
+                redis_timeout=_number(get("INLET_REDIS_TIMEOUT"), "INLET_REDIS_TIMEOUT"),
                 redis_min_replicas=_at_least(
                     get("INLET_REDIS_MIN_REPLICAS"), 0, "INLET_REDIS_MIN_REPLICAS"
                 ),
                 redis_replica_timeout_ms=_at_least(
                     get("INLET_REDIS_REPLICA_TIMEOUT_MS"), 1, "INLET_REDIS_REPLICA_TIMEOUT_MS"
                 ),
-                max_body_bytes=int(get("INLET_MAX_BODY_BYTES")),
-                max_batch_events=int(get("INLET_MAX_BATCH_EVENTS")),
+                max_body_bytes=_whole(get("INLET_MAX_BODY_BYTES"), "INLET_MAX_BODY_BYTES"),
+                max_batch_events=_whole(get("INLET_MAX_BATCH_EVENTS"), "INLET_MAX_BATCH_EVENTS"),
                 group_max_events=_positive_int(
                     get("INLET_GROUP_MAX_EVENTS") or get("INLET_MAX_BATCH_EVENTS"),
                     "INLET_GROUP_MAX_EVENTS",
@@ -420,7 +422,9 @@ class Settings:
                 ip_mode=_ip_mode(get("INLET_IP_MODE")),
                 tombstone_hours=_positive(get("INLET_TOMBSTONE_HOURS"), "INLET_TOMBSTONE_HOURS"),
                 body_timeout=_positive(get("INLET_BODY_TIMEOUT"), "INLET_BODY_TIMEOUT"),
-                keep_alive_timeout=int(get("INLET_KEEP_ALIVE_TIMEOUT")),
+                keep_alive_timeout=_whole(
+                    get("INLET_KEEP_ALIVE_TIMEOUT"), "INLET_KEEP_ALIVE_TIMEOUT"
+                ),
                 max_head_bytes=_at_least(get("INLET_MAX_HEAD_BYTES"), 1024, "INLET_MAX_HEAD_BYTES"),
                 max_headers=_at_least(get("INLET_MAX_HEADERS"), 10, "INLET_MAX_HEADERS"),
                 head_timeout=_positive(get("INLET_HEAD_TIMEOUT"), "INLET_HEAD_TIMEOUT"),
@@ -565,29 +569,45 @@ def _choice(text: str, choices: tuple[str, ...], name: str) -> str:
     return value
 
 
+def _whole(text: str, name: str) -> int:
+    """``int(text)``, or an error that names the setting (int's own doesn't)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {text!r}") from None
+
+
+def _number(text: str, name: str) -> float:
+    """``float(text)``, or an error that names the setting."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {text!r}") from None
+
+
 def _positive(text: str, name: str) -> float:
-    value = float(text)
+    value = _number(text, name)
     if not value > 0:
         raise ValueError(f"{name} must be a positive number of seconds: {text!r}")
     return value
 
 
 def _positive_int(text: str, name: str) -> int:
-    value = int(text)
+    value = _whole(text, name)
     if value <= 0:
         raise ValueError(f"{name} must be a positive whole number: {text!r}")
     return value
 
 
 def _not_negative(text: str, name: str) -> float:
-    value = float(text)
+    value = _number(text, name)
     if not value >= 0:
         raise ValueError(f"{name} must not be negative: {text!r}")
     return value
 
 
 def _at_least(text: str, minimum: int, name: str) -> int:
-    value = int(text)
+    value = _whole(text, name)
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}: {text!r}")
     return value

@@ -70,6 +70,42 @@ def test_invalid_settings_fail_loudly(env: dict[str, str], tmp_path: Path) -> No
         Settings.from_env({"INLET_DATA_DIR": str(tmp_path), **env})
 
 
+NUMERIC_SETTINGS = [
+    "PORT",
+    "WEB_CONCURRENCY",
+    "INLET_JOB_TIMEOUT",
+    "INLET_REDIS_TIMEOUT",
+    "INLET_REDIS_MIN_REPLICAS",
+    "INLET_REDIS_REPLICA_TIMEOUT_MS",
+    "INLET_MAX_BODY_BYTES",
+    "INLET_MAX_BATCH_EVENTS",
+    "INLET_GROUP_MAX_EVENTS",
+    "INLET_GROUP_WAIT_MS",
+    "INLET_TAKE_MAX_EVENTS",
+    "INLET_MAX_JSON_CONTAINERS",
+    "INLET_TOMBSTONE_HOURS",
+    "INLET_BODY_TIMEOUT",
+    "INLET_KEEP_ALIVE_TIMEOUT",
+    "INLET_MAX_HEAD_BYTES",
+    "INLET_MAX_HEADERS",
+    "INLET_HEAD_TIMEOUT",
+    "INLET_REFUSALS_DAYS",
+    "INLET_REFUSALS_PER_PARTNER",
+    "INLET_ADMIN_SESSION_HOURS",
+    "INLET_MAX_FUTURE_SECONDS",
+    "INLET_MAX_AGE_DAYS",
+    "INLET_DEDUP_DAYS",
+    "INLET_RETENTION_DAYS",
+]
+
+
+@pytest.mark.parametrize("name", NUMERIC_SETTINGS)
+def test_a_numeric_setting_that_is_not_a_number_is_named(name: str, tmp_path: Path) -> None:
+    """An operator reads which variable is wrong, not int()'s "invalid literal"."""
+    with pytest.raises(ConfigError, match=rf"^invalid setting: {name} must be .*'many'"):
+        Settings.from_env({"INLET_DATA_DIR": str(tmp_path), name: "many"})
+
+
 def test_a_shared_database_needs_a_shared_secret_key(tmp_path: Path) -> None:
     """A key generated per host would make every login a 401: refuse to start instead."""
     with pytest.raises(ConfigError, match="INLET_SECRET_KEY"):
