@@ -15,6 +15,7 @@ from app.credentials.api_keys import create_api_key
 from app.credentials.partners import NewPartner
 from app.main import create_app
 from app.ops import refusals
+from app.quality.schemas import set_schema
 from app.settings import Settings
 from tests.api import JSON, assert_error, basic_auth
 from tests.events import ONSIDE_URL, THRAD_URL, onside_event
@@ -65,6 +66,58 @@ def test_a_refused_batch_is_kept_with_its_event_ids_and_errors(
     assert partner.password.encode() not in stored
     assert b"purchase_completed" not in stored  # a value, even a harmless one
     assert refusals.counts_by_code(redis) == {partner.name: {"invalid_request": 1}}
+
+
+# A schema of every common keyword, each of which the payload below breaks.
+STRICT = {
+    "type": "object",
+    "properties": {
+        "email": {"type": "string", "maxLength": 5, "pattern": "^[0-9]+$", "format": "email"},
+        "card": {"enum": ["x"]},
+        "pin": {"type": "integer", "maximum": 5, "multipleOf": 7},
+        "tags": {"type": "array", "maxItems": 1, "uniqueItems": True},
+        "nested": {"type": "object", "maxProperties": 0, "additionalProperties": False},
+        "other": {"const": "y"},
+        "kind": {"type": "integer"},
+    },
+}
+SECRETS = {
+    "email": SECRET_VALUE + "@example.com",
+    "card": "4111 1111 1111 1111",
+    "pin": 4111111111,
+    "tags": [SECRET_VALUE, SECRET_VALUE],
+    "nested": {"a": SECRET_VALUE},
+    "other": SECRET_VALUE,
+    "kind": SECRET_VALUE,
+}
+
+
+@SQLITE
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_schema_violations_name_the_field_and_the_limit_never_the_value(
+    settings: Settings,
+    engine: Engine,
+    auth: dict[str, str],
+    partner: NewPartner,
+    redis: Redis,
+    dry_run: bool,
+) -> None:
+    """The validator's own messages quote the value ('"jane@x.io" is longer than 5
+    characters'): not in a 400, nor the refusal log, nor a dry run's warnings."""
+    mode = "warn" if dry_run else "enforce"
+    set_schema(engine, partner.name, "purchase_completed", orjson.dumps(STRICT), mode)
+    event = onside_event(0, payload=SECRETS)
+    url = ONSIDE_URL + ("?dry_run=true" if dry_run else "")
+    with TestClient(create_app(settings)) as client:
+        response = client.post(url, content=orjson.dumps({"events": [event]}), headers=auth)
+    found = response.json()["warnings" if dry_run else "errors"]
+    assert response.status_code == (200 if dry_run else 400), response.text
+    assert len(found) >= 10, "few violations: proves little"
+    assert {v["field"].split(".")[1].split("[")[0] for v in found} == set(SECRETS)
+    assert "is longer than 5 characters" in {v["message"] for v in found}
+    for secret in (SECRET_VALUE, "4111", "example.com"):
+        assert secret not in response.text
+        assert secret.encode() not in every_value(redis)
 
 
 @SQLITE

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -145,8 +145,61 @@ class EventSchema:
             if error.kind.name == "required":
                 # The offending value is the missing one: name it in the path.
                 path.append(error.kind.as_dict()["property"])
-            found.append({"field": json_path(root, path), "message": error.message})
+            found.append({"field": json_path(root, path), "message": violation_message(error)})
         return found
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _count(limit: int, noun: str, plural: str = "") -> str:
+    return f"{limit} {noun}" if limit == 1 else f"{limit} {plural or noun + 's'}"
+
+
+# What a violation of each keyword says, from the schema's own parameters
+# (and, for additionalProperties, the names of the properties it refuses).
+# jsonschema-rs's messages quote the offending value ('"jane@x.io" is
+# longer than 5 characters'): in a 400, the refusal log, a dry run's
+# warnings or a stored violation, that would echo a payload's content, PII
+# included, which Inlet never does (docs/api.md).
+_MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "maxLength": lambda p: f"is longer than {_count(p['limit'], 'character')}",
+    "minLength": lambda p: f"is shorter than {_count(p['limit'], 'character')}",
+    "pattern": lambda p: f"does not match {_json(p['pattern'])}",
+    "format": lambda p: f"is not a valid {_json(p['format'])}",
+    "enum": lambda p: "is not one of " + ", ".join(_json(option) for option in p["options"]),
+    "const": lambda p: f"is not {_json(p['expected_value'])}",
+    "type": lambda p: "is not of type " + " or ".join(_json(t) for t in p["types"]),
+    "maximum": lambda p: f"is greater than the maximum of {_json(p['limit'])}",
+    "minimum": lambda p: f"is less than the minimum of {_json(p['limit'])}",
+    "exclusiveMaximum": lambda p: f"is not less than {_json(p['limit'])}",
+    "exclusiveMinimum": lambda p: f"is not greater than {_json(p['limit'])}",
+    "multipleOf": lambda p: f"is not a multiple of {_json(p['multiple_of'])}",
+    "maxItems": lambda p: f"has more than {_count(p['limit'], 'item')}",
+    "minItems": lambda p: f"has fewer than {_count(p['limit'], 'item')}",
+    "maxProperties": lambda p: f"has more than {_count(p['limit'], 'property', 'properties')}",
+    "minProperties": lambda p: f"has fewer than {_count(p['limit'], 'property', 'properties')}",
+    "uniqueItems": lambda p: "has items that are not unique",
+    "required": lambda p: f"{_json(p['property'])} is a required property",
+    "additionalProperties": lambda p: (
+        "has properties the schema does not allow: "
+        + ", ".join(_json(name) for name in p["unexpected"])
+    ),
+    "falseSchema": lambda p: "is not allowed here",
+}
+
+
+def violation_message(error: jsonschema_rs.ValidationError) -> str:
+    """What ``error`` says is wrong, naming the schema's limit, never the value."""
+    kind = error.kind.name
+    make = _MESSAGES.get(kind)
+    if make is not None:
+        try:
+            return make(error.kind.as_dict())
+        except (KeyError, TypeError, orjson.JSONEncodeError):
+            pass  # parameters of another shape: say it the general way
+    return f"does not satisfy the schema's {_json(kind)} keyword"
 
 
 @dataclass(frozen=True)
