@@ -84,7 +84,11 @@ SETTINGS: tuple[Setting, ...] = (
         "long a job of a killed worker waits before another worker takes it over.",
     ),
     Setting(
-        "INLET_REDIS_TIMEOUT", "2", "Seconds the web tier waits for Redis before answering 503."
+        "INLET_REDIS_TIMEOUT",
+        "2",
+        "Seconds the web tier waits for a Redis call before answering 503. A group whose "
+        "write timed out waits up to once more, asking Redis whether it was written after "
+        "all (then the answer is 204): a hung Redis answers such requests in twice this.",
     ),
     Setting(
         "INLET_REDIS_MIN_REPLICAS",
