@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from app.credentials.api_keys import create_api_key
 from app.credentials.partners import NewPartner, PartnerError, create_partner
 from app.ops.find import find_events
+from app.ops.refusals import MAX_EVENTS
 from app.queue import make_queue
 from app.settings import Settings
 from tests.api import JSON
@@ -137,6 +138,10 @@ def test_cli_answers_in_both_formats(
         assert text.startswith(f"{verdict}  "), text
         as_json = inlet("events", "find", "--partner", "acme", "--event-id", event_id, "--json")
         assert orjson.loads(as_json.stdout)["where"] == verdict.lower()
+    unknown = inlet("events", "find", "--partner", "acme", "--event-id", UNKNOWN).stdout
+    assert "never received" not in unknown
+    assert "in no stored row, queued job, failed job or kept refusal of acme" in unknown
+    assert "`inlet refusals list --partner acme`" in unknown
     queued = inlet("events", "find", "--partner", "acme", "--event-id", QUEUED).stdout
     assert f"job {five_places['queued']}: waiting in the queue at position 0" in queued
     refused = inlet("events", "find", "--partner", "acme", "--event-id", REFUSED).stdout
@@ -147,3 +152,25 @@ def test_cli_answers_in_both_formats(
     assert "give --event-id, --installation-id or --tag-id" in missing.stderr
     nobody = inlet("events", "find", "--partner", "nobody", "--event-id", STORED, expect=1)
     assert "nobody" in nobody.stderr
+
+
+def test_an_event_past_the_refusal_logs_id_cap_is_not_said_never_received(
+    client: TestClient,
+    auth: dict[str, str],
+    partner: NewPartner,
+    inlet: Callable[..., Result],
+) -> None:
+    """A 1,001-event batch gets 413; the log keeps the first 1,000 ids, and the
+    NOT_FOUND of the 1,001st points at the refusal, with the cap."""
+    assert MAX_EVENTS == 1000 and partner.name == "acme"
+    batch = [onside_event(n) for n in range(1, MAX_EVENTS + 2)]
+    body = orjson.dumps({"events": batch})
+    assert client.post(ONSIDE_URL, content=body, headers={**auth, **JSON}).status_code == 413
+    last_kept, past_cap = batch[-2]["event_id"], batch[-1]["event_id"]
+    kept = inlet("events", "find", "--partner", "acme", "--event-id", last_kept).stdout
+    assert kept.startswith("REFUSED  ") and "413 payload_too_large" in kept, kept
+    text = inlet("events", "find", "--partner", "acme", "--event-id", past_cap).stdout
+    assert text.startswith("NOT_FOUND  "), text
+    assert "never received" not in text
+    assert "only the first 1,000 of a refused batch" in text
+    assert "`inlet refusals list --partner acme`" in text

@@ -48,12 +48,12 @@ def find_form(values: dict[str, str]) -> str:
         f"</label>{inputs}"
         '<label>since (Thrad, UTC) <input name="since" placeholder="2026-05-05T14:00" '
         f'value="{esc(values.get("since", ""))}"></label> <button type="submit">Find</button>'
-        '</form><p class="muted">Stored, queued, failed, refused at the door, or never seen: '
-        "the same answer as <code>inlet events find</code>.</p>"
+        '</form><p class="muted">Stored, queued, failed, refused at the door, or in none of '
+        "these: the same answer as <code>inlet events find</code>.</p>"
     )
 
 
-def _found(item: Found) -> str:
+def _found(item: Found, partner: str) -> str:
     link = (
         f' · <a href="/admin/failed/{esc(item.job_id)}">open the failed job</a>'
         if item.where == "failed" and item.job_id
@@ -61,7 +61,7 @@ def _found(item: Found) -> str:
     )
     return (
         f'<section class="found" data-where="{item.where}"><h3>{esc(item.where.upper())}'
-        f"{link}</h3><pre>{esc(describe_found(item))}</pre></section>"
+        f"{link}</h3><pre>{esc(describe_found(item, partner))}</pre></section>"
     )
 
 
@@ -105,7 +105,8 @@ async def find(request: Request) -> Response:
             elif isinstance(outcome, str):
                 result = f'<p class="banner" id="find-error">{esc(outcome)}</p>'
             else:
-                result = f'<div id="results">{"".join(_found(item) for item in outcome)}</div>'
+                shown = "".join(_found(item, values["partner"]) for item in outcome)
+                result = f'<div id="results">{shown}</div>'
 
     def render(csrf: str) -> str:
         body = (

@@ -201,7 +201,7 @@ def find(
         else:
             if number:
                 click.echo()
-            click.echo(describe_found(item))
+            click.echo(describe_found(item, partner))
 
 
 @events.command()

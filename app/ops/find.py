@@ -1,4 +1,4 @@
-"""Where is event X? Stored, queued, failed, refused, or never seen.
+"""Where is event X? Stored, queued, failed, refused, or in none of these.
 
 Shared by ``inlet events find`` and the admin page. One search looks in
 every place an event can be, in the order it travels back from SQL:
@@ -15,6 +15,10 @@ every place an event can be, in the order it travels back from SQL:
   request id, and ``errors``: the error entries that concern this event (its
   own index, and those of the whole request).
 - ``not_found``: none of the above. One such result, alone, when nothing matched.
+  It does not prove Inlet never answered the request: the refusal log keeps
+  no event ids of a request refused before its body was read or parsed, only
+  the first ``refusals.MAX_EVENTS`` of a refused batch, and nothing of a 503
+  (``not_found_lines`` says so to the reader).
 
 An event may be in several places (refused, then resent and stored): every
 match is listed, stored first. Jobs are matched by the partner in their meta
@@ -368,8 +372,11 @@ def _refused(redis: Any, partner: str, query: Query, limit: int) -> list[Found]:
     return found
 
 
-def describe_found(item: Found) -> str:
-    """A match as a few lines for a person: the verdict first, then the facts."""
+def describe_found(item: Found, partner: str | None = None) -> str:
+    """A match as a few lines for a person: the verdict first, then the facts.
+
+    ``partner`` names the partner in a NOT_FOUND's next step.
+    """
     data = item.to_json()
     ident = " ".join(
         f"{key}={data[key]}"
@@ -402,9 +409,19 @@ def describe_found(item: Found) -> str:
         if not r["errors"] and r["errors_total"]:
             lines.append(f"  (none of the {r['errors_total']} error entries kept concern it)")
     else:
-        lines.append(
-            "  not stored, not queued, not in a failed job, not refused in the last "
-            "INLET_REFUSALS_DAYS days: Inlet never received it (check the partner's logs "
-            "for the request and its X-Request-ID)"
-        )
+        lines.extend(not_found_lines(partner or "NAME"))
     return "\n".join(lines)
+
+
+def not_found_lines(partner: str) -> list[str]:
+    """What a NOT_FOUND proves (not that Inlet never answered), and where to look next."""
+    return [
+        f"  in no stored row, queued job, failed job or kept refusal of {partner}",
+        "  Inlet may still have answered it: the refusal log keeps no event ids of a request "
+        "refused before its body was read or parsed (401, 408, 413, 415, 429), and only the "
+        f"first {refusals.MAX_EVENTS:,} of a refused batch; look for the request in "
+        f"`inlet refusals list --partner {partner}` (a 401: `inlet refusals unauthenticated`)",
+        "  not kept at all: a 503 answer, and refusals older than INLET_REFUSALS_DAYS days or "
+        "past INLET_REFUSALS_PER_PARTNER entries",
+        "  ask the partner for the request's time, status and X-Request-ID from their logs",
+    ]

@@ -76,7 +76,9 @@ COUNTS_PREFIX = f"{PREFIX}counts:"
 UNAUTHENTICATED = "(unauthenticated)"
 
 MAX_ERRORS = 200  # error entries kept per refusal; errors_total says how many there were
-MAX_EVENTS = 1000  # event ids kept per refusal (a full batch by default)
+# Event ids kept per refusal (a full batch by default). A batch's later events
+# cannot be found as refused: find's NOT_FOUND says so, quoting this figure.
+MAX_EVENTS = 1000
 MAX_ID_CHARS = 64  # an id longer than this is cut (ids are not payloads)
 MAX_MESSAGE_CHARS = 300
 EXCERPT_CHARS = 120
