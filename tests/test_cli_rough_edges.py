@@ -102,7 +102,22 @@ def test_an_ambiguous_prefix_names_the_candidates(
     result = inlet("failed", "show", first[:8], expect=1).stderr
     assert "2 failed jobs start with" in result and first in result and twin in result
     assert "no failed job ''" in inlet("failed", "show", "", expect=1).stderr
+    assert "2 failed jobs start with" in inlet("failed", "delete", first[:8], expect=1).stderr
+    assert redis.zscore(registry.key, first) is not None, "an ambiguous delete deleted"
     assert f"Requeued {first}." in inlet("failed", "requeue", first[:10]).stdout
+
+
+def test_failed_delete_takes_a_prefix(
+    inlet: Callable[..., Result],
+    failed_job: Callable[..., str],
+    settings: Settings,
+    redis: Redis,
+) -> None:
+    """As show and requeue do: `inlet failed list` prints ids people copy the start of."""
+    job_id = failed_job([onside_event(1)])
+    assert inlet("failed", "delete", job_id[:8]).stdout == f"Deleted {job_id}.\n"
+    assert job_id not in FailedJobRegistry(queue=make_queue(settings, redis))
+    assert "no failed job" in inlet("failed", "delete", job_id[:8], expect=1).stderr
 
 
 def test_make_run_names_an_inlet_that_exists(monkeypatch: pytest.MonkeyPatch) -> None:

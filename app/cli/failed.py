@@ -154,9 +154,11 @@ def requeue(job_id: str | None, all_: bool, partner: str | None) -> None:
 def delete(job_id: str) -> None:
     """Drop a failed job and its batch for good.
 
-    Export or replay first if unsure: it cannot be undone.
+    JOB_ID may be the unambiguous start of the id; the whole id deleted is
+    printed. Export or replay first if unsure: it cannot be undone.
     """
     settings = load_settings(database=False)
     with queue_for(settings) as queue:
+        job_id = service.resolve_prefix(queue, job_id)
         service.delete(queue, job_id)
     click.echo(f"Deleted {job_id}.")
