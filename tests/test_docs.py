@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from app import errors
+from app.onside.validate import MAX_EVENT_NAME_CHARS
 from app.settings import SETTINGS, Setting, markdown
+from app.thrad.validate import MAX_KEY_CHARS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -79,29 +82,49 @@ def test_readme_links_every_document() -> None:
             assert document.resolve() in linked, f"README.md does not link {name(document)}"
 
 
-def code_map() -> list[str]:
-    """The folders the README's map names: `app/`, `app/onside/`, ..., `tests/`."""
+def code_map_lines() -> list[tuple[str, str]]:
+    """Each line of the README's map as (its last folder, the words after it)."""
     section = README.split("## The code", 1)[1]
     block = re.search(r"^```\n(.*?)^```", section, re.M | re.S)
     assert block, "the README's code map is a fenced block under ## The code"
-    folders: list[str] = []
+    lines: list[tuple[str, str]] = []
     parents: dict[int, str] = {}
     for line in block.group(1).splitlines():
         depth = len(line) - len(line.lstrip())
         # Each line starts with its folder(s), `tests/  bench/  docs/` with several.
-        for word in line.split():
+        words = line.split()
+        folders = 0
+        for word in words:
             if not word.endswith("/"):
                 break
             path = (parents[depth - 2] if depth else "") + word
             parents[depth] = path
-            folders.append(path)
-    return folders
+            lines.append((path, ""))
+            folders += 1
+        lines[-1] = (lines[-1][0], " ".join(words[folders:]))
+    return lines
+
+
+def code_map() -> list[str]:
+    """The folders the README's map names: `app/`, `app/onside/`, ..., `tests/`."""
+    return [folder for folder, _ in code_map_lines()]
 
 
 def test_code_map_names_real_folders() -> None:
     folders = code_map()
     assert "app/onside/" in folders and "worker/" in folders and "docs/" in folders
     assert [f for f in folders if not (ROOT / f).is_dir()] == []
+
+
+def test_code_map_names_files_in_their_folder() -> None:
+    """`(policy.py)` on a folder's line is that folder's file, not a neighbour's."""
+    named = [
+        f"{folder}{file}"
+        for folder, words in code_map_lines()
+        for file in re.findall(r"[\w.]+\.py\b", words)
+    ]
+    assert "app/policy.py" in named and "worker/jobs.py" in named
+    assert [path for path in named if not (ROOT / path).is_file()] == []
 
 
 def test_code_map_names_every_package() -> None:
@@ -175,3 +198,33 @@ def test_link_checker_sees_a_broken_link(tmp_path: Path) -> None:
     page.write_text("# Title\n\n[a](missing.md) [b](#title) [c](#nowhere)\n\n```\n[d](x.md)\n```\n")
     assert relative_links(page) == ["missing.md", "#title", "#nowhere"]
     assert anchors(page) == {"title"}
+
+
+# What the API promises: docs/api.md and the limits table say what the code does.
+
+
+def error_codes() -> set[str]:
+    classes: list[type[errors.ApiError]] = [errors.ApiError]
+    for cls in classes:
+        classes.extend(cls.__subclasses__())
+    return {cls.code for cls in classes}
+
+
+def test_api_doc_lists_every_error_code() -> None:
+    codes = error_codes()
+    assert {"invalid_request", "not_found", "method_not_allowed", "bad_request"} <= codes
+    listed = set(CODE_SPAN.findall((ROOT / "docs" / "api.md").read_text()))
+    assert codes - listed == set(), "docs/api.md: add these codes to the list of error codes"
+
+
+def test_field_length_limits_are_documented() -> None:
+    limits = (ROOT / "docs" / "security.md").read_text().split("## Limits", 1)[1]
+    limits = limits.split("\n## ", 1)[0]
+    api = (ROOT / "docs" / "api.md").read_text()
+    for field, value, source in [
+        ("Onside `event_name`", MAX_EVENT_NAME_CHARS, "app/onside/validate.py"),
+        ("Thrad `tag_id` and `event_id`", MAX_KEY_CHARS, "app/thrad/validate.py"),
+    ]:
+        [row] = [line for line in limits.splitlines() if line.startswith(f"| {field}")]
+        assert f"| {value} characters" in row and f"`{source}`" in row, row
+        assert f"at most {value}" in " ".join(api.split()), f"docs/api.md: {field}"
