@@ -131,9 +131,10 @@ PARAMETERS: dict[str, JsonSchema] = {
         "name": "dry_run",
         "in": "query",
         "required": False,
-        "description": "`true`: authenticate, rate-limit and validate exactly as for real "
-        "(schemas and clock guards included), then answer 200 with what was found; nothing "
-        "is queued or stored. `false` or absent: a real request. Any other value: 400.",
+        "description": "`true` or `1` (in any case): authenticate, rate-limit and validate "
+        "exactly as for real (schemas and clock guards included), then answer 200 with what "
+        "was found; nothing is queued or stored. `false`, `0` or absent: a real request. Any "
+        "other value, or the parameter twice: 400.",
         "schema": {"type": "boolean", "default": False},
     }
 }

@@ -11,11 +11,13 @@ import orjson
 import pytest
 from redis import Redis
 from sqlalchemy.engine import Engine
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from app.credentials.api_keys import create_api_key
 from app.credentials.partners import NewPartner, set_rate_limit
 from app.main import create_app
+from app.quality.dryrun import wants_dry_run
 from app.quality.schemas import set_schema
 from app.settings import Settings
 from tests.api import assert_error
@@ -95,7 +97,19 @@ def test_an_invalid_batch_gets_the_usual_400(
     assert queued_jobs(redis) == 0
 
 
-@pytest.mark.parametrize("query", ["dry_run=yes", "dry_run=", "dry_run=true&dry_run=true"])
+@pytest.mark.parametrize(
+    ("value", "dry"),
+    [("true", True), ("TRUE", True), ("1", True), ("false", False), ("False", False), ("0", False)],
+)
+def test_every_spelling_the_error_names_is_accepted(value: str, dry: bool) -> None:
+    """The 400 says "true, false, 1 or 0 (in any case)": each of them parses."""
+    request = Request({"type": "http", "query_string": f"dry_run={value}".encode()})
+    assert wants_dry_run(request) is dry
+
+
+@pytest.mark.parametrize(
+    "query", ["dry_run=yes", "dry_run=on", "dry_run=2", "dry_run=", "dry_run=true&dry_run=true"]
+)
 def test_a_bad_dry_run_value_is_a_400(
     client: TestClient,
     auth: dict[str, str],
@@ -107,8 +121,15 @@ def test_a_bad_dry_run_value_is_a_400(
     thrad = client.post(f"{THRAD_URL}?{query}", json={"event_name": "x"}, headers=bearer)
     for response in (onside, thrad):
         body = assert_error(response, 400, "invalid_request")
+        assert body["error"] == (
+            "The dry_run query parameter must be true, false, 1 or 0 (in any case), given once"
+        )
         assert body["errors"] == [
-            {"index": None, "field": "dry_run", "message": "must be true or false"}
+            {
+                "index": None,
+                "field": "dry_run",
+                "message": "must be true, false, 1 or 0 (in any case), given once",
+            }
         ]
     assert queued_jobs(redis) == 0
 

@@ -19,6 +19,8 @@ from starlette.responses import Response
 from app.errors import InvalidRequest, json_response
 
 TRUE, FALSE = ("true", "1"), ("false", "0")
+# What the 400 says is accepted: exactly TRUE and FALSE, compared lower-cased.
+ACCEPTED = "true, false, 1 or 0 (in any case)"
 
 
 def wants_dry_run(request: Request) -> bool:
@@ -31,8 +33,8 @@ def wants_dry_run(request: Request) -> bool:
     if len(values) == 1 and values[0].lower() in TRUE + FALSE:
         return values[0].lower() in TRUE
     raise InvalidRequest(
-        "The dry_run query parameter must be true or false, given once",
-        errors=[{"index": None, "field": "dry_run", "message": "must be true or false"}],
+        f"The dry_run query parameter must be {ACCEPTED}, given once",
+        errors=[{"index": None, "field": "dry_run", "message": f"must be {ACCEPTED}, given once"}],
     )
 
 
