@@ -56,9 +56,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._head_deadline: asyncio.TimerHandle | None = None
         self._refusal: ApiError | None = None
         self._discarded = 0
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_LingeringClose(transport, self))  # type: ignore[arg-type]
         # uvicorn arms no timer before the first request: a client that
         # connects and stays silent is held to the head deadline too.
         self._arm_head_deadline()
@@ -68,7 +69,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refusal is not None:
+        if self._refusal is not None or self._lingering:
             self._discarded += len(data)
             if self._discarded > LINGER_BYTES:
                 self.transport.close()
@@ -169,6 +170,39 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+class _LingeringClose:
+    """The connection's transport, closing gently when its client may still be sending.
+
+    uvicorn closes the connection after a response marked ``Connection:
+    close``. If the request's body was not all read (a 408 for a body that
+    trickled past its deadline, a 413 for one declared too large), the
+    client is likely still sending it, and a socket closed with the
+    client's bytes still arriving is answered with a reset, which can
+    destroy the response on the client's side before it reads it. So, then,
+    as for a refused head: the server says it is done (write_eof), discards
+    what arrives for a moment (``LINGER_SECONDS``, ``LINGER_BYTES``), and
+    closes. Every other close is immediate, as uvicorn does it.
+    """
+
+    def __init__(self, transport: asyncio.Transport, protocol: BoundedHeadProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        protocol = self._protocol
+        transport = self._transport
+        mid_body = not protocol._reading_head and protocol._refusal is None
+        if not mid_body or protocol._lingering or not transport.can_write_eof():
+            transport.close()
+            return
+        protocol._lingering = True
+        transport.write_eof()
+        protocol.loop.call_later(LINGER_SECONDS, transport.close)
 
 
 def head_protocol(settings: Settings) -> Callable[..., BoundedHeadProtocol]:
