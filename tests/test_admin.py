@@ -136,10 +136,24 @@ def test_page_shows_queue_partner_counts_and_failed_jobs(
     assert "invalid_request: 1" in row.group(1)
     assert '<td class="num failed">2</td>' in row.group(1)
     assert "<svg" in row.group(1)
+    assert '<a href="/admin/live?partner=acme">watch live</a>' in row.group(1)
     assert f'data-job-id="{job_id}"' in html and "OperationalError" in html
     detail = client.get(f"/admin/failed/{job_id}", headers=admin_auth)
     assert detail.status_code == 200 and "Traceback" in detail.text
     assert onside_event(1)["event_id"] in detail.text
+
+
+def test_requests_of_no_known_partner_are_counted_with_nothing_to_watch(
+    client: TestClient, admin_auth: dict[str, str]
+) -> None:
+    """A request with bad credentials counts under "(unknown)": no live page to link to."""
+    bad = {"Authorization": "Basic " + base64.b64encode(b"nobody:wrong").decode()}
+    body = {"events": [onside_event(1)]}
+    assert client.post("/attribution-api/v1/events", json=body, headers=bad).status_code == 401
+    html = client.get("/admin", headers=admin_auth).text
+    row = re.search(r'<tr data-partner="\(unknown\)">(.*?)</tr>', html)
+    assert row is not None, "no (unknown) row: the test proves nothing"
+    assert "/admin/live" not in row.group(1)
 
 
 def test_requeue_from_the_page_lands_rows_once(

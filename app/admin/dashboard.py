@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from app.admin.charts import chart
 from app.admin.page import (
@@ -100,7 +101,13 @@ def _partners(hours: dict[str, PartnerHour] | None, failed: list[FailedJob] | No
         hour = hours.get(partner) or PartnerHour()
         reasons = ", ".join(f"{esc(r)}: {n}" for r, n in sorted(hour.rejected.items())) or "—"
         now = esc(in_failed.get(partner, 0)) if failed is not None else "?"
-        live = f'<a href="/admin/live?partner={esc(partner)}">watch live</a>'
+        # Requests counted before a partner was known (no or bad credentials)
+        # are "(unknown)" (app/ops/stats.py): no partner to watch.
+        live = (
+            "—"
+            if partner == "(unknown)"
+            else f'<a href="/admin/live?partner={esc(quote(partner))}">watch live</a>'
+        )
         rows.append(
             f'<tr data-partner="{esc(partner)}"><td>{esc(partner)}</td>'
             f'<td class="num accepted">{hour.accepted}</td>'
