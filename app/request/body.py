@@ -54,7 +54,7 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
         raise UnsupportedMediaType(
-            f"Content-Encoding {encoding!r} is not supported; use gzip or none"
+            f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none"
         )
     declared = request.headers.get("content-length")
     if declared is not None:
