@@ -79,6 +79,7 @@ def test_failed_show_takes_a_prefix_and_json(
     shown = orjson.loads(inlet("failed", "show", job_id[:8], "--json", "--events", "2").stdout)
     assert shown["job_id"] == job_id
     assert shown["attempts"] == 3 and "Traceback" in shown["traceback"]
+    assert shown["verdict"]["kind"] == "transient" and shown["verdict"]["action"]
     assert [e["event_id"] for e in shown["first_events"]] == [
         onside_event(n)["event_id"] for n in range(2)
     ]

@@ -17,13 +17,8 @@ from app.admin.page import (
     hidden,
     when,
 )
-from app.ops.causes import TRANSIENT, verdict
+from app.ops.causes import KIND_MEANING, verdict
 from app.ops.failed import FailedJob
-
-KIND_MEANING = {
-    TRANSIENT: "Transient: a later attempt can succeed once the cause is gone.",
-    "permanent": "Permanent: this batch would fail the same way again.",
-}
 
 
 def last_line(traceback: str) -> str:

@@ -11,6 +11,7 @@ from rq import Queue
 
 from app.cli.common import load_settings, redis_for
 from app.ops import failed as service
+from app.ops.causes import KIND_MEANING, verdict
 from app.queue import make_queue
 from app.settings import Settings
 
@@ -85,12 +86,14 @@ def show(job_id: str, count: int, as_json: bool) -> None:
     settings = load_settings(database=False)
     with queue_for(settings) as queue:
         job, events = service.show_failed(queue, job_id, count)
+    cause = verdict(job.error)
     if as_json:
         meta = dict(job.meta)
         click.echo(
             orjson.dumps(
                 {
                     **job.as_dict(),
+                    "verdict": {"kind": cause.kind, "cause": cause.cause, "action": cause.action},
                     "requests": meta.pop("requests", None) or [],
                     "meta": meta,
                     "traceback": job.traceback,
@@ -99,6 +102,10 @@ def show(job_id: str, count: int, as_json: bool) -> None:
             )
         )
         return
+    # What the admin page's failed-job view opens with (app/ops/causes.py).
+    click.echo(KIND_MEANING[cause.kind])
+    click.echo(f"{'cause:':15} {cause.cause}")
+    click.echo(f"{'what to do:':15} {cause.action}\n")
     for key, value in job.as_dict().items():
         click.echo(f"{key + ':':15} {_when(value)}")
     meta = dict(job.meta)

@@ -1,9 +1,10 @@
 """Why a job failed, and what support does about it: one table for the page and the runbook.
 
-The failed-job page opens with the verdict of the first cause whose pattern
-matches the job's error line; docs/runbook.md holds the same table, written
-by ``python -m app.ops.causes --markdown`` (tests/test_admin_support.py checks
-it is fresh). Order matters: the first match wins, the last entry catches all.
+The failed-job page and ``inlet failed show`` open with the verdict of the
+first cause whose pattern matches the job's error line; docs/runbook.md
+holds the same table, written by ``python -m app.ops.causes --markdown``
+(tests/test_admin_support.py checks it is fresh). Order matters: the first
+match wins, the last entry catches all.
 
 "Transient" means a later attempt can succeed once its cause is gone (requeue
 then); "permanent" means the same batch would fail the same way again.
@@ -16,6 +17,11 @@ import sys
 from dataclasses import dataclass
 
 TRANSIENT, PERMANENT = "transient", "permanent"
+# How the page and `inlet failed show` say each kind.
+KIND_MEANING = {
+    TRANSIENT: "Transient: a later attempt can succeed once the cause is gone.",
+    PERMANENT: "Permanent: this batch would fail the same way again.",
+}
 RUNBOOK_START = "<!-- causes table: python -m app.ops.causes --markdown -->"
 RUNBOOK_END = "<!-- end of causes table -->"
 
