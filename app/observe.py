@@ -124,12 +124,12 @@ class ObserveRequests:
                 return  # validated only: nothing was accepted
             # The endpoint added the per-partner count in the transaction that
             # queued the job (app/queue.py): only Prometheus is left to count.
-            _child(m.events_accepted, (partner or "(unknown)", route.counts_as)).inc(
+            _child(m.events_accepted, (partner or stats.UNKNOWN_PARTNER, route.counts_as)).inc(
                 context.events or 0
             )
             return
         reason = context.error_code or f"http_{status}"
-        m.batches_rejected.labels(partner or "(unknown)", reason).inc()
+        m.batches_rejected.labels(partner or stats.UNKNOWN_PARTNER, reason).inc()
         state = getattr(scope["app"].state, "inlet", None)
         # "unavailable" means Redis just failed this request: don't wait on it again.
         if state is None or reason == "unavailable":

@@ -18,7 +18,7 @@ from app.admin.page import (
     when,
 )
 from app.ops.failed import FailedJob, QueueState
-from app.ops.stats import PartnerHour
+from app.ops.stats import UNKNOWN_PARTNER, PartnerHour
 
 # The page lists the most recent failures; the tile and `inlet failed list` count them all.
 PAGE_FAILED_JOBS = 100
@@ -68,7 +68,7 @@ def failed_events_now(failed: list[FailedJob]) -> dict[str, int]:
     """
     counts: dict[str, int] = {}
     for job in failed:
-        partner = job.partner or "(unknown)"
+        partner = job.partner or UNKNOWN_PARTNER
         counts[partner] = counts.get(partner, 0) + int(job.events or 0)
     return counts
 
@@ -101,11 +101,10 @@ def _partners(hours: dict[str, PartnerHour] | None, failed: list[FailedJob] | No
         hour = hours.get(partner) or PartnerHour()
         reasons = ", ".join(f"{esc(r)}: {n}" for r, n in sorted(hour.rejected.items())) or "—"
         now = esc(in_failed.get(partner, 0)) if failed is not None else "?"
-        # Requests counted before a partner was known (no or bad credentials)
-        # are "(unknown)" (app/ops/stats.py): no partner to watch.
+        # Requests of no known partner have no partner to watch.
         live = (
             "—"
-            if partner == "(unknown)"
+            if partner == UNKNOWN_PARTNER
             else f'<a href="/admin/live?partner={esc(quote(partner))}">watch live</a>'
         )
         rows.append(

@@ -372,7 +372,7 @@ def _refused(redis: Any, partner: str, query: Query, limit: int) -> list[Found]:
     return found
 
 
-def describe_found(item: Found, partner: str | None = None) -> str:
+def describe_found(item: Found, partner: str) -> str:
     """A match as a few lines for a person: the verdict first, then the facts.
 
     ``partner`` names the partner in a NOT_FOUND's next step.
@@ -409,7 +409,7 @@ def describe_found(item: Found, partner: str | None = None) -> str:
         if not r["errors"] and r["errors_total"]:
             lines.append(f"  (none of the {r['errors_total']} error entries kept concern it)")
     else:
-        lines.extend(not_found_lines(partner or "NAME"))
+        lines.extend(not_found_lines(partner))
     return "\n".join(lines)
 
 

@@ -22,6 +22,8 @@ from redis.exceptions import RedisError
 log = logging.getLogger("inlet.stats")
 
 PREFIX = "inlet:stats:"
+# Whose requests a partner was not known for (no or bad credentials) count as.
+UNKNOWN_PARTNER = "(unknown)"
 WINDOW_MINUTES = 60
 # Kept a little longer than the window, then Redis drops them by itself.
 TTL_SECONDS = 2 * 3600
@@ -71,7 +73,7 @@ def add(
     if amount <= 0:
         return 0
     key = f"{PREFIX}{_minute(time.time() if now is None else now)}"
-    pipe.hincrby(key, orjson.dumps([partner or "(unknown)", kind, reason]), amount)
+    pipe.hincrby(key, orjson.dumps([partner or UNKNOWN_PARTNER, kind, reason]), amount)
     pipe.expire(key, TTL_SECONDS)
     return 2
 

@@ -167,9 +167,15 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             ]
         )
         self.transport.write(b"".join(head))
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        self._linger(self.transport)
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close gently: say the server is done, discard what the client still
+        sends (``data_received``) for a moment, then close."""
+        self._lingering = True
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
 
 
 class _LingeringClose:
@@ -197,12 +203,10 @@ class _LingeringClose:
         protocol = self._protocol
         transport = self._transport
         mid_body = not protocol._reading_head and protocol._refusal is None
-        if not mid_body or protocol._lingering or not transport.can_write_eof():
+        if not mid_body or protocol._lingering:
             transport.close()
             return
-        protocol._lingering = True
-        transport.write_eof()
-        protocol.loop.call_later(LINGER_SECONDS, transport.close)
+        protocol._linger(transport)
 
 
 def head_protocol(settings: Settings) -> Callable[..., BoundedHeadProtocol]:
