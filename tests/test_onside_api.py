@@ -310,6 +310,19 @@ def test_unsupported_media_gets_415(
     assert queued_jobs(redis) == 0
 
 
+def test_an_unsupported_encoding_is_told_every_one_accepted(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """gzip and deflate bodies are both read: the 415 names both."""
+    response = client.post(
+        URL,
+        content=orjson.dumps({"events": [ONSIDE_EVENT]}),
+        headers={**auth, "Content-Encoding": "br"},
+    )
+    error = assert_error(response, 415, "unsupported_media_type")
+    assert "use gzip, deflate or none" in error["error"]
+
+
 # -- 429 ---------------------------------------------------------------------
 
 
