@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -18,6 +17,7 @@ from app.observe import IngestRoute, ObserveRequests
 from app.onside import endpoint as onside
 from app.ops import health, metrics
 from app.request.slashes import relative_slash_redirects
+from app.runtime import tuned_for_web
 from app.settings import Settings
 from app.state import AppState
 from app.thrad import endpoint as thrad
@@ -26,14 +26,6 @@ from worker.enrich import open_geo_database
 
 async def healthz(request: Request) -> Response:
     return errors.json_response(200, {"status": "ok"})
-
-
-# Every request waits on two Redis calls made in worker threads (the rate
-# limit's and its group's write), and a thread whose call returned needs the
-# GIL back from the event loop. With CPython's default switch interval
-# (5 ms) a busy loop kept it that long, twice a request: most of a single
-# event's latency at half the peak rate. Measured in bench/README.md.
-GIL_SWITCH_SECONDS = 0.0005
 
 
 def create_app(settings: Settings | None = None) -> InletApp:
@@ -49,12 +41,10 @@ def create_app(settings: Settings | None = None) -> InletApp:
         open_geo_database(settings.geoip_database)
         state = AppState.open(settings)
         app.state.inlet = state
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(GIL_SWITCH_SECONDS)
         try:
-            yield
+            with tuned_for_web():
+                yield
         finally:
-            sys.setswitchinterval(switch_interval)
             state.close()
 
     ingest = [

@@ -38,6 +38,7 @@ from app.groupcommit import Coalescer
 from app.onside.contract import QueuedOnsideEvent
 from app.onside.names import normalize_event_name
 from app.onside.validate import validate_batch
+from app.runtime import collector_tuned
 from app.settings import Settings
 from bench.services import Stack
 from bench.workload import make_batches
@@ -88,7 +89,8 @@ def _worker(settings: Settings, ready: Any, go: Any, ends: Any) -> None:
     worker.finish_take = timed(worker.finish_take)  # type: ignore[method-assign]
     ready.wait(timeout=120)
     go.wait()
-    worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+    with collector_tuned():  # as run_worker runs it
+        worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
     ends.put(last_done[0])
     context.close_context()
 

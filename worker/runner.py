@@ -24,6 +24,7 @@ from app import partitions
 from app.ops import metrics
 from app.queue import JOB_FUNCTIONS as QUEUE_JOB_FUNCTIONS
 from app.queue import JSONSerializer, PlainJob, make_queue, make_redis
+from app.runtime import collector_tuned
 from app.settings import Settings
 from worker import context, take
 from worker.enrich import open_geo_database
@@ -293,20 +294,23 @@ def run_worker(settings: Settings, *, burst: bool = False) -> bool:
     logging.getLogger("rq.worker").addFilter(_QuietMaintenance())
     worked = False
     try:
-        while True:
-            worker: InletWorker | None = None
-            try:
-                worker = build_worker(settings)
-                worked = worker.work(burst=burst, logging_level=settings.log_level) or worked
-            except RedisError as exc:  # at start, or in RQ's teardown
-                log.warning("worker: Redis unavailable: %s: %s", type(exc).__name__, exc)
-            if burst or (worker is not None and worker.stop_asked):
-                return worked
-            log.warning("worker: the work loop stopped; starting it again in %s s", RESTART_DELAY)
-            try:
-                time.sleep(RESTART_DELAY)
-            except StopRequested:  # SIGTERM while waiting, through RQ's handler
-                return worked
+        with collector_tuned():
+            while True:
+                worker: InletWorker | None = None
+                try:
+                    worker = build_worker(settings)
+                    worked = worker.work(burst=burst, logging_level=settings.log_level) or worked
+                except RedisError as exc:  # at start, or in RQ's teardown
+                    log.warning("worker: Redis unavailable: %s: %s", type(exc).__name__, exc)
+                if burst or (worker is not None and worker.stop_asked):
+                    return worked
+                log.warning(
+                    "worker: the work loop stopped; starting it again in %s s", RESTART_DELAY
+                )
+                try:
+                    time.sleep(RESTART_DELAY)
+                except StopRequested:  # SIGTERM while waiting, through RQ's handler
+                    return worked
     finally:
         context.close_context()
         metrics.process_exited()
