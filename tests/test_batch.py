@@ -66,6 +66,24 @@ def test_document_level_problems(raw: bytes, field: str | None, fragment: str) -
     assert fragment in problem["message"]
 
 
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        (b'{"events": ["\xff"]}', "byte 0xff at offset 13 (invalid start byte)"),
+        (b'{"events": ["\xe2\x82"]}', "byte 0xe2 at offset 13 (invalid continuation byte)"),
+        (b'{"events": ["ok"]}\xc3', "byte 0xc3 at offset 18 (unexpected end of data)"),
+    ],
+)
+def test_a_body_that_is_not_utf8_is_refused_naming_the_byte(raw: bytes, named: str) -> None:
+    # orjson itself says "surrogates not allowed" at character 0 for every such byte.
+    [problem] = problems(raw)
+    assert problem == {
+        "index": None,
+        "field": None,
+        "message": f"malformed JSON: not valid UTF-8: {named}",
+    }
+
+
 def test_more_events_than_the_limit_is_413() -> None:
     with pytest.raises(PayloadTooLarge):
         validate_batch(body(*[VALID] * 1001), 1000)

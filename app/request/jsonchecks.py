@@ -93,10 +93,25 @@ def decode_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        problem = _utf8_problem(body) or str(exc)
         raise InvalidRequest(
-            f"The body is not valid JSON: {exc}",
-            errors=[{"index": None, "field": None, "message": f"malformed JSON: {exc}"}],
+            f"The body is not valid JSON: {problem}",
+            errors=[{"index": None, "field": None, "message": f"malformed JSON: {problem}"}],
         ) from None
+
+
+def _utf8_problem(body: bytes) -> str | None:
+    """Where ``body`` stops being UTF-8, or None if it is UTF-8 throughout.
+
+    orjson reports any invalid byte as "str is not valid UTF-8: surrogates
+    not allowed" at character 0, wherever it is: a partner looking for it
+    needs the byte's offset, on the error path only.
+    """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8: byte 0x{body[exc.start]:02x} at offset {exc.start} ({exc.reason})"
+    return None
 
 
 def parse_datetime(value: str) -> datetime | None:
