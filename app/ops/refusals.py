@@ -206,16 +206,20 @@ def thrad_events(body: bytes | None, tag_id_of: Any = None) -> list[EventRef]:
     return [EventRef(0, _id(parsed.get("event_id")), clean(tag_id or "", MAX_ID_CHARS) or None)]
 
 
+# One token of a body's text, named by what it becomes in an excerpt. A
+# string is a key (kept) when it looks like a field name and a colon follows.
 _TOKEN = re.compile(
-    r'"(?:[^"\\]|\\.)*"?'  # a string (perhaps cut off)
-    r"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"  # a number
-    r"|true|false|null"
-    r"|[{}\[\],:]"
-    r"|\s+"
-    r"|.",
+    r'"(?P<key>[A-Za-z0-9_.$@-]{1,40})"(?=\s*:)'
+    r'|(?P<string>"(?:[^"\\]|\\.)*"?)'  # a string (perhaps cut off)
+    # A number, as \d reads digits, is "#" when it starts as JSON's do.
+    r"|(?P<number>-?[0-9]\d*(?:\.\d+)?(?:[eE][+-]?\d+)?|-\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|-)"
+    r"|(?P<kept>true|false|null|[{}\[\],:])"
+    r"|(?P<space>\s+)"
+    r"|(?P<other>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|.)",
     re.S,
 )
-_KEY = re.compile(r"[A-Za-z0-9_.$@-]{1,40}")
+# What each kind of token becomes; a key and JSON's punctuation and literals stay.
+_MASKS = {"string": '"*"', "number": "#", "space": " ", "other": "?"}
 
 
 def redacted_excerpt(body: bytes | None, limit: int = EXCERPT_CHARS) -> str:
@@ -229,30 +233,13 @@ def redacted_excerpt(body: bytes | None, limit: int = EXCERPT_CHARS) -> str:
     if not body:
         return ""
     text = body[:_EXCERPT_SOURCE_BYTES].decode("utf-8", "replace")
-    tokens = _TOKEN.findall(text)
     out: list[str] = []
     length = 0
-    for position, token in enumerate(tokens):
-        if token.startswith('"'):
-            following = ""
-            for later in range(position + 1, min(position + 3, len(tokens))):
-                if not tokens[later].isspace():
-                    following = tokens[later]
-                    break
-            inner = token[1:-1] if len(token) > 1 and token.endswith('"') else token[1:]
-            if following == ":" and _KEY.fullmatch(inner):
-                out.append(f'"{inner}"')
-            else:
-                out.append('"*"')
-        elif token[0] in "-0123456789":
-            out.append("#")
-        elif token in ("true", "false", "null") or token in "{}[],:":
-            out.append(token)
-        elif token.isspace():
-            out.append(" ")
-        else:
-            out.append("?")
-        length += len(out[-1])
+    masks = _MASKS
+    for token in _TOKEN.finditer(text):
+        piece = masks.get(token.lastgroup) or token.group()  # type: ignore[arg-type]
+        out.append(piece)
+        length += len(piece)
         if length > limit:
             break
     excerpt = "".join(out).strip()
