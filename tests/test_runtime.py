@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from app.main import create_app
-from app.runtime import GC_YOUNG_THRESHOLD, GIL_SWITCH_SECONDS, collector_tuned
+from app.runtime import GC_YOUNG_THRESHOLD, GIL_SWITCH_SECONDS, collector_tuned, tuned_for_web
 from app.settings import Settings
 from worker import runner
 
@@ -26,8 +26,6 @@ def test_collector_tuned_freezes_what_exists_and_restores_on_exit() -> None:
         assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[0][1:])
         assert gc.get_freeze_count() > 0
         assert not any(item is survivor for item in gc.get_objects())  # out of every generation
-        made_after = [object()]
-        assert any(item is made_after for item in gc.get_objects())  # the young are collected
     assert _state() == before
     assert any(item is survivor for item in gc.get_objects())
 
@@ -37,6 +35,30 @@ def test_collector_tuned_restores_after_an_error() -> None:
     with pytest.raises(RuntimeError), collector_tuned():
         raise RuntimeError("stop")
     assert _state() == before
+
+
+def test_overlapping_scopes_restore_only_when_the_last_closes() -> None:
+    """Two apps of one test process, A started first and stopped first."""
+    before = _state()
+    a, b = tuned_for_web(), tuned_for_web()
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    thresholds, frozen, switch = _state()  # B still serves: still tuned
+    assert (thresholds[0], frozen > 0, switch) == (GC_YOUNG_THRESHOLD, True, GIL_SWITCH_SECONDS)
+    b.__exit__(None, None, None)
+    assert _state() == before
+
+
+def test_a_freeze_made_before_is_left_alone() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with collector_tuned():
+            assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_the_web_app_runs_tuned_while_it_serves(settings: Settings) -> None:

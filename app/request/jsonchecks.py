@@ -93,7 +93,9 @@ def decode_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        problem = _utf8_problem(body) or str(exc)
+        problem = str(exc)
+        if "UTF-8" in problem:
+            problem = _utf8_problem(body) or problem
         raise InvalidRequest(
             f"The body is not valid JSON: {problem}",
             errors=[{"index": None, "field": None, "message": f"malformed JSON: {problem}"}],
@@ -105,12 +107,13 @@ def _utf8_problem(body: bytes) -> str | None:
 
     orjson reports any invalid byte as "str is not valid UTF-8: surrogates
     not allowed" at character 0, wherever it is: a partner looking for it
-    needs the byte's offset, on the error path only.
+    needs the offset (of the decompressed body, if it came compressed). The
+    byte itself is not named: it may be a payload's.
     """
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return f"not valid UTF-8: byte 0x{body[exc.start]:02x} at offset {exc.start} ({exc.reason})"
+        return f"not valid UTF-8 at byte offset {exc.start} ({exc.reason})"
     return None
 
 
