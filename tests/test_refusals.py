@@ -237,8 +237,31 @@ def test_redacted_excerpt_masks_every_value() -> None:
     assert refusals.redacted_excerpt(body) == (
         '{"events": [{"event_id": "*", "n": #, "ok": true, "*": null}], ?}'
     )
-    assert refusals.redacted_excerpt(b"token=s3cr3t&x=1") == "???????#??#????#"
+    # Not JSON: one "?" for the run, so not even the values' lengths show.
+    assert refusals.redacted_excerpt(b"token=s3cr3t&x=1") == "?"
+    assert refusals.redacted_excerpt(b"password=nullvoid42&pin=1234") == "?"
     assert len(refusals.redacted_excerpt(b'{"a": "' + b"x" * 5000)) <= refusals.EXCERPT_CHARS
+
+
+@pytest.mark.parametrize(
+    ("body", "excerpt"),
+    [
+        # Data used as keys: an email, a card number, an id.
+        (
+            b'{"by_email": {"alice@example.com": 1, "4111111111111111": 2,'
+            b' "ac9f3e10-5d2b-4c1e-9a7f-20261128aaaa": 3}}',
+            '{"by_email": {"*": #, "*": #, "*": #}}',
+        ),
+        # A string before a colon that is not where a key goes.
+        (b'{"email" "bob@x.io": 1}', '{"*" "*": #}'),
+        (b'"secret": 1', '"*": #'),
+        (b"[1, -2.5e3, null, true]", "[#, #, null, true]"),
+    ],
+)
+def test_redacted_excerpt_keeps_no_value_even_where_a_key_could_be(
+    body: bytes, excerpt: str
+) -> None:
+    assert refusals.redacted_excerpt(body) == excerpt
 
 
 @SQLITE

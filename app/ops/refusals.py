@@ -207,39 +207,52 @@ def thrad_events(body: bytes | None, tag_id_of: Any = None) -> list[EventRef]:
 
 
 # One token of a body's text, named by what it becomes in an excerpt. A
-# string is a key (kept) when it looks like a field name and a colon follows.
+# string may be a key (kept) when it looks like a field name: a letter or
+# "_" first, no "@" and no run of four digits (an email, a card number or a
+# date used as a key is data), and a colon after it.
 _TOKEN = re.compile(
-    r'"(?P<key>[A-Za-z0-9_.$@-]{1,40})"(?=\s*:)'
+    r'"(?![^"]*[0-9]{4})(?P<key>[A-Za-z_][A-Za-z0-9_.$-]{0,39})"(?=\s*:)'
     r'|(?P<string>"(?:[^"\\]|\\.)*"?)'  # a string (perhaps cut off)
-    # A number, as \d reads digits, is "#" when it starts as JSON's do.
-    r"|(?P<number>-?[0-9]\d*(?:\.\d+)?(?:[eE][+-]?\d+)?|-\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|-)"
-    r"|(?P<kept>true|false|null|[{}\[\],:])"
+    r"|(?P<number>-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
+    # JSON's literals as whole words only ("nullvoid42" is not null).
+    r"|(?P<kept>(?<![A-Za-z0-9_])(?:true|false|null)(?![A-Za-z0-9_])|[{}\[\],:])"
     r"|(?P<space>\s+)"
-    r"|(?P<other>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|.)",
+    r"|(?P<other>.)",
     re.S,
 )
 # What each kind of token becomes; a key and JSON's punctuation and literals stay.
 _MASKS = {"string": '"*"', "number": "#", "space": " ", "other": "?"}
+_MASKED_CHARACTERS = ("#", "?")
 
 
 def redacted_excerpt(body: bytes | None, limit: int = EXCERPT_CHARS) -> str:
     """The shape of a body's first bytes, with every value masked.
 
-    Keys that look like field names stay; a string value becomes ``"*"``, a
-    number ``#``, anything outside JSON's punctuation and literals ``?``, and
-    whitespace one space. So the excerpt shows whether a partner sent the right
-    shape (``{"events": [{"event_name": "*", ...``) and never what was in it.
+    Keys that look like field names stay when they follow ``{`` or ``,``; a
+    string value becomes ``"*"``, a number ``#``, anything outside JSON's
+    punctuation and literals ``?`` (a run of such characters and numbers
+    one ``?``, so that not even a value's length shows), and whitespace one
+    space. So the excerpt shows whether a partner sent the right shape
+    (``{"events": [{"event_name": "*", ...``) and never what was in it.
     """
     if not body:
         return ""
     text = body[:_EXCERPT_SOURCE_BYTES].decode("utf-8", "replace")
     out: list[str] = []
     length = 0
-    masks = _MASKS
+    before = ""  # the last piece that was not whitespace
     for token in _TOKEN.finditer(text):
-        piece = masks.get(token.lastgroup) or token.group()  # type: ignore[arg-type]
+        kind = token.lastgroup
+        if kind == "key" and before not in ("{", ","):
+            kind = "string"  # a string before a colon, but not where a key goes
+        piece = _MASKS.get(kind) or token.group()  # type: ignore[arg-type]
+        if piece in _MASKED_CHARACTERS and out and out[-1] in _MASKED_CHARACTERS:
+            out[-1] = "?"
+            continue
         out.append(piece)
         length += len(piece)
+        if kind != "space":
+            before = piece
         if length > limit:
             break
     excerpt = "".join(out).strip()
