@@ -292,25 +292,28 @@ def run_worker(settings: Settings, *, burst: bool = False) -> bool:
     context.open_context(settings)
     open_geo_database(settings.geoip_database)
     logging.getLogger("rq.worker").addFilter(_QuietMaintenance())
-    worked = False
     try:
         with collector_tuned():
-            while True:
-                worker: InletWorker | None = None
-                try:
-                    worker = build_worker(settings)
-                    worked = worker.work(burst=burst, logging_level=settings.log_level) or worked
-                except RedisError as exc:  # at start, or in RQ's teardown
-                    log.warning("worker: Redis unavailable: %s: %s", type(exc).__name__, exc)
-                if burst or (worker is not None and worker.stop_asked):
-                    return worked
-                log.warning(
-                    "worker: the work loop stopped; starting it again in %s s", RESTART_DELAY
-                )
-                try:
-                    time.sleep(RESTART_DELAY)
-                except StopRequested:  # SIGTERM while waiting, through RQ's handler
-                    return worked
+            return _work_until_stopped(settings, burst)
     finally:
         context.close_context()
         metrics.process_exited()
+
+
+def _work_until_stopped(settings: Settings, burst: bool) -> bool:
+    """RQ's work loop on a new worker each time it stops, until a stop is asked."""
+    worked = False
+    while True:
+        worker: InletWorker | None = None
+        try:
+            worker = build_worker(settings)
+            worked = worker.work(burst=burst, logging_level=settings.log_level) or worked
+        except RedisError as exc:  # at start, or in RQ's teardown
+            log.warning("worker: Redis unavailable: %s: %s", type(exc).__name__, exc)
+        if burst or (worker is not None and worker.stop_asked):
+            return worked
+        log.warning("worker: the work loop stopped; starting it again in %s s", RESTART_DELAY)
+        try:
+            time.sleep(RESTART_DELAY)
+        except StopRequested:  # SIGTERM while waiting, through RQ's handler
+            return worked
