@@ -12,12 +12,14 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis import Redis
 from redis.exceptions import RedisError
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -135,8 +137,10 @@ class ObserveRequests:
         if state is None or reason == "unavailable":
             return
         try:
-            await run_in_threadpool(
-                _record_refusal, state, scope, context, route.counts_as, status, reason
+            # With the other refusals of the moment: one thread hop and one
+            # round trip for them all (app/groupcommit.py).
+            await state.refusal_writes.submit(
+                Refused(scope, context, route.counts_as, status, reason)
             )
         except Exception:  # counts are best effort; the response is already sent
             log.debug("stats not recorded", exc_info=True)
@@ -150,37 +154,47 @@ def _child(metric: Any, labels: tuple[str, ...]) -> Any:
     return metric.labels(*labels)
 
 
-def _record_refusal(
-    state: Any, scope: Scope, context: RequestContext, endpoint: str, status: int, reason: str
-) -> None:
-    """Count the refusal, and keep a 4xx in the refusal log: one round trip.
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A refused ingest request, as ``write_refusals`` counts and logs it."""
 
-    Runs in a worker thread once the response is sent, so parsing the body
-    for its event ids (up to a megabyte) and the write cost the client no
-    wait; a Redis error loses the entry and the count, nothing else.
+    scope: Scope
+    context: RequestContext
+    endpoint: str  # the route's ``counts_as``
+    status: int
+    reason: str  # the error code, or http_<status>
+
+
+def write_refusals(redis: Redis, settings: Settings, refused: Sequence[Refused]) -> list[None]:
+    """Count refused requests, and keep each 4xx in the refusal log: one round trip.
+
+    Runs in a worker thread once the responses are sent (a ``Coalescer``
+    gathers the refusals of the moment), so parsing bodies for their event
+    ids (up to a megabyte each) and the write cost no client a wait; a Redis
+    error loses these entries and counts, nothing else.
     """
-    partner = context.partner
-    pipe = state.redis.pipeline(transaction=False)
-    stats.add(pipe, partner, stats.REJECTED, 1, reason)
-    if 400 <= status < 500 and state.settings.refusal_log:
-        pipe_refusal(pipe, state.settings, scope, context, endpoint, status, reason)
+    pipe = redis.pipeline(transaction=False)
+    counts: Counter[tuple[str | None, str]] = Counter()
+    entries: list[tuple[str | None, dict[str, str]]] = []
+    for one in refused:
+        counts[one.context.partner, one.reason] += 1
+        if 400 <= one.status < 500 and settings.refusal_log:
+            entries.append((one.context.partner, refusal_entry(settings, one)))
+    for (partner, reason), amount in counts.items():
+        stats.add(pipe, partner, stats.REJECTED, amount, reason)
+    refusals.add_many(pipe, settings, entries)
     try:
         pipe.execute()
     except RedisError as exc:
-        log.debug("refusal not recorded: %s", type(exc).__name__)
+        log.debug("%d refusals not recorded: %s", len(refused), type(exc).__name__)
+    return [None] * len(refused)
 
 
-def pipe_refusal(
-    pipe: Any,
-    settings: Settings,
-    scope: Scope,
-    context: RequestContext,
-    endpoint: str,
-    status: int,
-    reason: str,
-) -> None:
-    headers = Headers(scope=scope)
-    peer = scope.get("client")
+def refusal_entry(settings: Settings, refused: Refused) -> dict[str, str]:
+    """The refusal log's entry for one refused request (app/ops/refusals.py)."""
+    context = refused.context
+    headers = Headers(scope=refused.scope)
+    peer = refused.scope.get("client")
     client = client_address(
         peer[0] if peer else None, forwarded_for(headers), settings.trusted_proxies
     )
@@ -192,23 +206,23 @@ def pipe_refusal(
     # partner's body is looked at. A body over its endpoint's cap on JSON
     # objects and arrays is never parsed (that cap is what keeps a hostile
     # body's parse from costing the process hundreds of milliseconds).
-    limit = settings.max_json_containers if endpoint == "onside" else MAX_EVENT_CONTAINERS
+    onside = refused.endpoint == "onside"
+    limit = settings.max_json_containers if onside else MAX_EVENT_CONTAINERS
     if partner is not None and body is not None:
         excerpt = refusals.redacted_excerpt(body)
     if partner is not None and body is not None and count_containers(body) <= limit:
-        if endpoint == "onside":
+        if onside:
             events = refusals.onside_events(body)
         else:
             events = refusals.thrad_events(body, lambda event: derive_tag_id(event, headers))
-    fields = refusals.entry_for(
+    return refusals.entry_for(
         request_id=context.request_id,
-        endpoint=endpoint,
-        status=status,
-        code=reason,
+        endpoint=refused.endpoint,
+        status=refused.status,
+        code=refused.reason,
         message=context.error_message or "",
         errors=context.errors,
         client=client,
         events=events,
         excerpt=excerpt,
     )
-    refusals.add(pipe, settings, partner, fields)

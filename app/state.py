@@ -27,6 +27,7 @@ from app.credentials.throttle import (
 from app.db import make_engine
 from app.errors import RateLimited, ServiceUnavailable, Unauthorized
 from app.groupcommit import Coalescer
+from app.observe import Refused, write_refusals
 from app.policy import PartnerPolicy
 from app.quality.schemas import SchemaCheck, SchemaStore
 from app.queue import Submission, enqueue_group
@@ -61,6 +62,7 @@ class AppState:
     auth_throttle: AuthFailureThrottle
     group_commit: Coalescer[Submission, str]
     rate_limits: Coalescer[tuple[str, RateLimit], float]
+    refusal_writes: Coalescer[Refused, None]
     schemas: SchemaStore
 
     @classmethod
@@ -91,6 +93,14 @@ class AppState:
             ),
             rate_limits=Coalescer(
                 limiter.hit_many, max_size=1000, wait_seconds=wait, name="rate-limit batch"
+            ),
+            # Counted and logged after the answer: they share a thread hop and
+            # a round trip, as the rate limit's hits do.
+            refusal_writes=Coalescer(
+                functools.partial(write_refusals, redis, settings),
+                max_size=1000,
+                wait_seconds=wait,
+                name="refusal log",
             ),
             schemas=SchemaStore(engine),
         )

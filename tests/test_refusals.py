@@ -4,6 +4,7 @@ without credentials or payloads; 401s apart, by client address."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ from starlette.testclient import TestClient
 from app.credentials.api_keys import create_api_key
 from app.credentials.partners import NewPartner
 from app.main import create_app
-from app.ops import refusals
+from app.ops import refusals, stats
 from app.quality.schemas import set_schema
 from app.settings import Settings
 from tests.api import JSON, assert_error, basic_auth
@@ -196,6 +197,68 @@ def test_401s_are_kept_apart_by_client_address_without_any_body(
     stored = every_value(redis)
     assert SECRET_VALUE.encode() not in stored and b"QUJDOmRlZg" not in stored
     assert refusals.counts_by_code(redis) == {refusals.UNAUTHENTICATED: {"unauthorized": 2}}
+
+
+@SQLITE
+def test_refusals_arriving_together_are_each_kept_and_counted(
+    settings: Settings, partner: NewPartner, redis: Redis
+) -> None:
+    """Refusals of one moment share a write (app/observe.py): none is lost or
+    counted twice, and each keeps its own request id, partner and events."""
+    good = {**basic_auth(partner), **JSON}
+    wrong = {**good, "Authorization": "Basic " + "QUJDOmRlZg=="}
+    sent: dict[str, str] = {}  # request id -> the event id its batch named
+    with TestClient(create_app(settings)) as client:
+
+        def refused(n: int) -> tuple[int, str, str]:
+            event = onside_event(n, event_id=f"not-a-uuid-{n}")
+            response = client.post(
+                ONSIDE_URL,
+                content=orjson.dumps({"events": [event]}),
+                headers=wrong if n % 4 == 0 else good,
+            )
+            return response.status_code, response.headers["x-request-id"], event["event_id"]
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(pool.map(refused, range(40)))
+    assert sorted({status for status, _, _ in answers}) == [400, 401]
+    sent = {rid: event_id for status, rid, event_id in answers if status == 400}
+    kept = refusals.list_refusals(redis, partner.name)
+    assert {r.request_id: [e.event_id for e in r.events] for r in kept} == {
+        rid: [event_id] for rid, event_id in sent.items()
+    }
+    assert len(refusals.list_unauthenticated(redis)) == 10
+    assert refusals.counts_by_code(redis) == {
+        partner.name: {"invalid_request": 30},
+        refusals.UNAUTHENTICATED: {"unauthorized": 10},
+    }
+    hour = stats.last_hour(redis)
+    assert hour[partner.name].rejected == {"invalid_request": 30}
+    assert hour[stats.UNKNOWN_PARTNER].rejected == {"unauthorized": 10}
+
+
+@SQLITE
+def test_many_refusals_written_at_once_trim_and_count_once_a_stream(
+    settings: Settings, redis: Redis
+) -> None:
+    fields = refusals.entry_for(
+        request_id="r", endpoint="onside", status=400, code="invalid_request",
+        message="m", errors=[], client="127.0.0.1",
+    )  # fmt: skip
+    entries = [("acme", fields)] * 3 + [("zenith", fields | {"code": "payload_too_large"})]
+    pipe = redis.pipeline(transaction=False)
+    refusals.add_many(pipe, settings, entries)
+    # Four entries; a trim and a TTL for each of the two streams; one count
+    # for each partner and code, and the counts' TTL.
+    assert [args[0] for args, _ in pipe.command_stack] == (
+        ["XADD"] * 4 + ["XTRIM", "EXPIRE"] * 2 + ["HINCRBY"] * 2 + ["EXPIRE"]
+    )
+    pipe.execute()
+    assert redis.xlen(refusals.partner_key("acme")) == 3
+    assert refusals.counts_by_code(redis) == {
+        "acme": {"invalid_request": 3},
+        "zenith": {"payload_too_large": 1},
+    }
 
 
 @SQLITE

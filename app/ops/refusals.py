@@ -9,11 +9,13 @@ loses the entry (it never turns a 4xx into a 500).
 Storage: one Redis Stream per partner, ``inlet:refusals:partner:<name>``,
 and one for every refusal without an authenticated partner (401, the
 failed-login 429, 405 ...), ``inlet:refusals:unauthenticated``, whose entries
-name the client address. Each write is one pipelined round trip: ``XADD
-MAXLEN ~ N`` (INLET_REFUSALS_PER_PARTNER), ``XTRIM MINID ~`` (INLET_REFUSALS_DAYS),
-an ``EXPIRE`` so an idle partner's stream vanishes, and one ``HINCRBY`` of
-the hour's counts by code (``inlet:refusals:counts:<hour>``). The stream
-entry id is the refusal's time in milliseconds. Counts and the log are
+name the client address. The refusals the web process records together
+(app/observe.py) are written in one pipelined round trip: an ``XADD MAXLEN ~
+N`` (INLET_REFUSALS_PER_PARTNER) each, then for each stream an ``XTRIM MINID
+~`` (INLET_REFUSALS_DAYS) and an ``EXPIRE`` so an idle partner's stream
+vanishes, and a ``HINCRBY`` of the hour's counts by partner and code
+(``inlet:refusals:counts:<hour>``). The stream entry id is the time of
+that write in milliseconds (a few milliseconds after the answer). Counts and the log are
 trimmed approximately: a partner may briefly have a little more than N.
 
 What an entry holds: the request id, the endpoint, status, code, message, the
@@ -31,6 +33,7 @@ Interface (stable; the admin page calls it):
 
 - ``entry_for(...) -> dict[str, str]`` and ``add(pipe, settings, partner,
   fields, now=None) -> None``: queue one refusal's writes on a pipeline
+  (``add_many(pipe, settings, [(partner, fields), ...], now=None)``: many)
   (``record(redis, settings, partner, fields)`` executes it, swallowing Redis
   errors).
 - ``list_refusals(redis, partner, *, since=None, limit=100) -> list[Refusal]``:
@@ -55,7 +58,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -301,16 +305,40 @@ def add(
     now: float | None = None,
 ) -> None:
     """Queue one refusal's writes on ``pipe`` (the caller executes it)."""
+    add_many(pipe, settings, [(partner, fields)], now)
+
+
+def add_many(
+    pipe: Pipeline,
+    settings: Settings,
+    entries: Sequence[tuple[str | None, Mapping[str, str]]],
+    now: float | None = None,
+) -> None:
+    """Queue the writes of many refusals, ``(partner, fields)`` each, on ``pipe``.
+
+    One ``XADD`` an entry; the trim, the TTLs and the hour's counts once for
+    the lot (a count per partner and code), so a burst of refusals costs
+    Redis little more than their entries.
+    """
     now = time.time() if now is None else now
     retention = settings.refusals_days * 86400
-    key = partner_key(partner) if partner else UNAUTHENTICATED_KEY
-    entry: dict[Any, Any] = dict(fields)
-    pipe.xadd(key, entry, maxlen=settings.refusals_per_partner, approximate=True)
-    pipe.xtrim(key, minid=f"{int((now - retention) * 1000)}-0", approximate=True)
-    pipe.expire(key, retention)
-    counts = f"{COUNTS_PREFIX}{_hour(now)}"
-    pipe.hincrby(counts, orjson.dumps([partner or UNAUTHENTICATED, fields["code"]]), 1)
-    pipe.expire(counts, retention + 3600)
+    min_id = f"{int((now - retention) * 1000)}-0"
+    keys: dict[str, None] = {}
+    codes: Counter[tuple[str, str]] = Counter()
+    for partner, fields in entries:
+        key = partner_key(partner) if partner else UNAUTHENTICATED_KEY
+        entry: dict[Any, Any] = dict(fields)
+        pipe.xadd(key, entry, maxlen=settings.refusals_per_partner, approximate=True)
+        keys[key] = None
+        codes[partner or UNAUTHENTICATED, fields["code"]] += 1
+    for key in keys:
+        pipe.xtrim(key, minid=min_id, approximate=True)
+        pipe.expire(key, retention)
+    if codes:
+        counts = f"{COUNTS_PREFIX}{_hour(now)}"
+        for (who, code), amount in codes.items():
+            pipe.hincrby(counts, orjson.dumps([who, code]), amount)
+        pipe.expire(counts, retention + 3600)
 
 
 def record(
