@@ -49,12 +49,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             seconds=0.5,
             half_rate_seconds=0.5,
             warmup=0.2,
+            slices=2,
             connections=2,
             bodies=1,
             events_per_batch=20,
         )
         single_cfg = single.config(
-            seconds=0.5, half_rate_seconds=0.5, warmup=0.2, connections=2, bodies=2
+            seconds=0.5, half_rate_seconds=0.5, warmup=0.2, slices=2, connections=2, bodies=2
         )
         drain_cfg = drain.DrainConfig(batches=3, events_per_batch=20, single_events=40)
         validation_calls, validation_events = 2, 20

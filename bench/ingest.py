@@ -2,8 +2,9 @@
 
 Each server runs as its own process under ``bench.serve`` with the options
 of ``inlet web``, pinned (with Redis) away from the load generator's core.
-For each: the peak rate (closed loop), then the latency at half that peak
-(open loop), and the process's peak RSS.
+The servers compared in a round run side by side and take turns under the
+load generator (``measure_servers``). For each: the peak rate (closed loop),
+then the latency at half that peak (open loop), and the process's peak RSS.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,9 @@ class IngestConfig:
     # The half-rate run is longer: its p99 rests on its few slowest requests.
     half_rate_seconds: float = 8.0
     warmup: float = 1.0
+    # The peak's seconds are measured in this many turns per server,
+    # alternating with the other servers of the round (``measure_servers``).
+    slices: int = 4
     connections: int = 8
     bodies: int = 4
     events_per_batch: int = 1000
@@ -114,13 +120,10 @@ def reset_redis(url: str) -> None:
         client.close()
 
 
-def measure_server(
-    stack: Stack, name: str, cfg: IngestConfig, target: dict[str, Any]
-) -> dict[str, Any]:
-    """Start server ``name``, load it with ``target`` (path, headers, body_files,
-    optional unique marker, optional ``expect``: the one status every answer
-    must have, 204 unless given), stop it."""
-    server_cpus, gen_cpus = split_cpus()
+@contextmanager
+def serving(stack: Stack, name: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """Server ``name`` running on a free port, pinned to the servers' cores."""
+    server_cpus, _ = split_cpus()
     port = free_port()
     settings = stack.settings.replace(port=port)
     process = subprocess.Popen(
@@ -128,53 +131,81 @@ def measure_server(
         env=environ(settings, PORT=str(port)),
         preexec_fn=lambda: os.sched_setaffinity(0, server_cpus),
     )
-    expect = str(target.get("expect", 204))
-
-    def per_s(run_: dict[str, Any], seconds: float) -> float:
-        # Answers with the expected status, a second (loadgen's ok_per_s counts 204s).
-        return float(run_["statuses"].get(expect, 0)) / seconds
-
     try:
         wait_ready(port, process)
-        spec = {
-            "host": "127.0.0.1",
-            "port": port,
-            **{k: v for k, v in target.items() if k != "expect"},
-            "connections": cfg.connections,
-            "cpus": gen_cpus,
-        }
-        load({**spec, "seconds": cfg.warmup})
-        peak = load({**spec, "seconds": cfg.seconds})
-        half = load(
-            {
-                **spec,
-                "seconds": cfg.half_rate_seconds,
-                "rate": max(1.0, per_s(peak, cfg.seconds) / 2),
-            }
-        )
-        rss = peak_rss_mb(process.pid)
+        yield port, process
     finally:
         process.terminate()
         process.wait(30)
-        reset_redis(stack.settings.redis_url)
-    for run_ in (peak, half):
-        if set(run_["statuses"]) != {expect} or run_["failures"]:
-            raise RuntimeError(f"{name}: not every request got a {expect}: {run_}")
-    events = cfg.events_per_batch
-    return {
-        "requests_per_s": per_s(peak, cfg.seconds),
-        "events_per_s": per_s(peak, cfg.seconds) * events,
-        "p50_ms": peak["p50_ms"],
-        "p99_ms": peak["p99_ms"],
-        "half_rate_per_s": per_s(half, cfg.half_rate_seconds),
-        "half_p50_ms": half["p50_ms"],
-        "half_p99_ms": half["p99_ms"],
-        "peak_rss_mb": rss,
-        "statuses": peak["statuses"],
-        "half_statuses": half["statuses"],
-        "failures": peak["failures"] + half["failures"],
-        "loadgen_cpu_share": peak["loadgen_cpu_share"],
+
+
+def measure_servers(
+    stack: Stack, names: Sequence[str], cfg: IngestConfig, target: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Load each server of ``names`` with ``target`` (path, headers, body_files,
+    optional unique marker, optional ``expect``: the one status every answer
+    must have, 204 unless given), all of them running at once.
+
+    The peak is measured in ``cfg.slices`` turns per server, in the order
+    A B C, C B A, A B C ...: whatever the shared host does to its speed over
+    the round falls on every server alike, so that the ratios between them
+    (what the targets are) do not carry it. Redis is emptied after every
+    turn. Then each server's latency at half its peak, and its peak RSS.
+    """
+    _, gen_cpus = split_cpus()
+    expect = str(target.get("expect", 204))
+    base = {
+        "host": "127.0.0.1",
+        **{k: v for k, v in target.items() if k != "expect"},
+        "connections": cfg.connections,
+        "cpus": gen_cpus,
     }
+    turn_seconds = cfg.seconds / cfg.slices
+
+    def answered(run_: dict[str, Any]) -> int:
+        # Answers with the expected status (loadgen's ok_per_s counts 204s).
+        return int(run_["statuses"].get(expect, 0))
+
+    with ExitStack() as running:
+        specs = {}
+        processes = {}
+        for name in names:
+            port, processes[name] = running.enter_context(serving(stack, name))
+            specs[name] = {**base, "port": port}
+        for name in names:
+            load({**specs[name], "seconds": cfg.warmup})
+        reset_redis(stack.settings.redis_url)
+        turns: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for k in range(cfg.slices):
+            for name in names if k % 2 == 0 else reversed(names):
+                turns[name].append(load({**specs[name], "seconds": turn_seconds}))
+                reset_redis(stack.settings.redis_url)
+        results = {}
+        for name in names:
+            peak_per_s = sum(answered(t) for t in turns[name]) / cfg.seconds
+            half = load(
+                {**specs[name], "seconds": cfg.half_rate_seconds, "rate": max(1.0, peak_per_s / 2)}
+            )
+            reset_redis(stack.settings.redis_url)
+            for run_ in (*turns[name], half):
+                if set(run_["statuses"]) != {expect} or run_["failures"]:
+                    raise RuntimeError(f"{name}: not every request got a {expect}: {run_}")
+            results[name] = {
+                "requests_per_s": peak_per_s,
+                "events_per_s": peak_per_s * cfg.events_per_batch,
+                "turns_per_s": [answered(t) / turn_seconds for t in turns[name]],
+                "p50_ms": statistics.median(t["p50_ms"] for t in turns[name]),
+                "p99_ms": max(t["p99_ms"] for t in turns[name]),
+                "half_rate_per_s": answered(half) / cfg.half_rate_seconds,
+                "half_p50_ms": half["p50_ms"],
+                "half_p99_ms": half["p99_ms"],
+                "peak_rss_mb": peak_rss_mb(processes[name].pid),
+                "statuses": {expect: sum(answered(t) for t in turns[name])},
+                "half_statuses": half["statuses"],
+                "failures": 0,
+                "loadgen_cpu_share": max(t["loadgen_cpu_share"] for t in turns[name]),
+            }
+    return results
 
 
 def pin_redis(stack: Stack) -> None:
@@ -211,4 +242,4 @@ def run(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
         "body_files": body_files,
         "headers": {"Content-Type": "application/json", **basic_auth(stack)},
     }
-    return {name: measure_server(stack, name, cfg, target) for name in SERVERS}
+    return measure_servers(stack, list(SERVERS), cfg, target)

@@ -23,7 +23,7 @@ from bench.ingest import (
     ONSIDE_PATH,
     IngestConfig,
     basic_auth,
-    measure_server,
+    measure_servers,
     pin_redis,
     write_bodies,
 )
@@ -48,7 +48,7 @@ def run(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
         "headers": {"Content-Type": "application/json", "Authorization": f"Bearer {stack.api_key}"},
         "unique": EVENT_ID_MARKER,
     }
-    return {name: measure_server(stack, name, cfg, target) for name in SERVERS}
+    return measure_servers(stack, SERVERS, cfg, target)
 
 
 def run_onside(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def run_onside(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
         "body_files": write_bodies(stack, "onside1", make_batches(cfg.bodies, seed=3, size=1)),
         "headers": {"Content-Type": "application/json", **basic_auth(stack)},
     }
-    return {name: measure_server(stack, name, cfg, target) for name in SERVERS}
+    return measure_servers(stack, SERVERS, cfg, target)
 
 
 def run_refusals(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
@@ -77,7 +77,4 @@ def run_refusals(stack: Stack, cfg: IngestConfig) -> dict[str, Any]:
         "headers": {"Content-Type": "application/json", **basic_auth(stack)},
         "expect": 400,
     }
-    return {
-        name: measure_server(stack, name, cfg, target)
-        for name in ("inlet_without_refusal_log", "inlet")
-    }
+    return measure_servers(stack, ("inlet_without_refusal_log", "inlet"), cfg, target)

@@ -28,6 +28,8 @@ def test_quick_bench_run_reports_every_figure(
     for server in ("http_floor", "work_floor", "inlet"):
         assert set(round_["ingest"][server]["statuses"]) == {"204"}
         assert round_["ingest"][server]["events_per_s"] > 0
+        # The peak in turns, taken alternately with the other servers.
+        assert len(round_["ingest"][server]["turns_per_s"]) == 2
     for part in ("thrad", "onside1"):
         for server in ("http_floor", "work_floor", "inlet"):
             assert set(round_[part][server]["statuses"]) == {"204"}
