@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -11,7 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.onside.validate import MAX_LISTED_ERRORS, parse_datetime, validate_batch, validate_events
+from app.onside.validate import (
+    MAX_LISTED_ERRORS,
+    _accept_columns,
+    _accept_fast,
+    parse_datetime,
+    validate_batch,
+    validate_events,
+)
+from app.policy import PartnerPolicy
+from app.quality.clock import ClockGuard
 from tests.strategies import batches, corruptions
 
 VALID = {
@@ -280,3 +290,135 @@ def test_an_echoed_value_is_bounded_and_printable() -> None:
     excerpt = problem["message"].split(", not ", 1)[1]
     assert len(excerpt) <= 42 and excerpt.endswith('…"')
     assert all(ch.isprintable() for ch in problem["message"])
+
+
+# --- the columnar path (_accept_columns): the commonest batches, a column at a time
+
+COLUMN_TIMES = [
+    "2026-05-05T12:00:00Z",
+    "2026-05-05T12:00:00.123Z",
+    "2026-05-05T12:00:00.000Z",
+    "2026-05-05T12:00:00.123456Z",
+    "2026-05-05T12:00:00.000000Z",
+    "2026-05-05T12:00:00+00:00",
+    "2026-05-05T12:00:00.120+00:00",
+    "2026-05-05T12:00:00.000001+00:00",
+]
+
+
+def _uniform_batch(when: str, n: int = 5) -> list[dict[str, Any]]:
+    """n valid events in one time shape, ids in mixed case, flat payloads."""
+    out = []
+    for i in range(n):
+        event_id = f"{i:08x}-e29b-41d4-a716-44665544000{i % 10}"
+        out.append(
+            dict(
+                VALID,
+                event_name=("Purchase Completed", "sign_up")[i % 2],
+                event_datetime=when,
+                event_id=event_id.upper() if i % 2 else event_id,
+                installation_id=f"{i:08X}-9DAD-11D1-80B4-00C04FD430C8",
+                payload={"i": i, "ok": True},
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("when", COLUMN_TIMES)
+def test_the_columnar_path_takes_common_batches_and_agrees_with_the_slow_path(
+    when: str,
+) -> None:
+    events = _uniform_batch(when)
+    taken = _accept_columns(copy.deepcopy(events))
+    assert taken is not None  # the shape this path exists for is taken by it
+    expected = validate_events(copy.deepcopy(events))
+    assert taken == expected
+    assert [e["event_datetime"] for e in taken] == [parse_datetime(when).isoformat()] * 5  # type: ignore[union-attr]
+    assert validate_batch(body(*events), 1000) == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("event_datetime", "2026-05-05T12:00:00+02:00"),  # an offset: converted elsewhere
+        ("event_datetime", "2026-05-05T12:00:00-00:00"),
+        ("event_datetime", "2026-05-05T12:00:00.1Z"),  # another shape than the batch's
+        ("event_datetime", "2026-02-30T12:00:00.000Z"),  # no such day
+        ("event_datetime", "0000-05-05T12:00:00.000Z"),
+        ("event_datetime", "2026-05-05T24:00:00.000Z"),
+        ("event_datetime", "2026-05-05t12:00:00.000z"),
+        ("event_datetime", "2026-05-05T12:00:00.000Z\n"),
+        ("event_id", "6ba7b810-9dad-11d1-80b4-00c04fd430c8"),  # version 1
+        ("event_id", "550e8400-e29b-41d4-c716-446655440000"),  # not the RFC variant
+        ("event_id", "550e8400e29b41d4a716446655440000"),
+        ("event_id", "550e8400-e29b-41d4-a716-44665544000\u0669"),  # a non-ASCII digit
+        ("installation_id", "550e8400-e29b-41d4-a716-44665544000g"),
+        ("installation_id", 42),
+        ("event_name", ""),
+        ("payload", [1]),
+        ("extra", 1),
+    ],
+)
+def test_the_columnar_path_leaves_anything_else_to_the_per_event_path(
+    field: str, value: Any
+) -> None:
+    events = _uniform_batch("2026-05-05T12:00:00.123Z")
+    events[3][field] = value
+    assert _accept_columns(copy.deepcopy(events)) is None
+
+
+def test_values_split_across_lines_cannot_pass_for_a_column() -> None:
+    """Two events whose ids, joined, look like two good ids: one holds a line break."""
+    events = _uniform_batch("2026-05-05T12:00:00Z", 2)
+    events[0]["event_id"] = events[0]["event_id"] + "\n" + events[1]["event_id"]
+    events[1]["event_id"] = ""
+    assert _accept_columns(copy.deepcopy(events)) is None
+
+
+time_shapes = st.sampled_from(
+    ["{}Z", "{}.{}Z", "{}+00:00", "{}.{}+00:00", "{}-00:00", "{}+01:00", "{} ", "{}.{}"]
+)
+
+
+@st.composite
+def near_uniform_batches(draw: st.DrawFn) -> tuple[list[dict[str, Any]], bool]:
+    """Batches in one time shape, ids in either case, and perhaps one event bent
+    in one field; and whether the columnar path must take the batch."""
+    shape = draw(time_shapes)
+    digits = draw(st.sampled_from([1, 3, 6]))
+    events = draw(batches)
+    for event in events:
+        moment = draw(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+        fraction = f"{moment.microsecond:06d}"[:digits]
+        seconds = moment.replace(microsecond=0).isoformat()
+        event["event_datetime"] = shape.format(seconds, fraction)
+        if draw(st.booleans()):
+            event["event_id"] = event["event_id"].upper()
+        event["payload"] = {
+            k: v for k, v in event["payload"].items() if not isinstance(v, dict | list)
+        }
+    bent = draw(st.booleans())
+    if bent:
+        index = draw(st.integers(0, len(events) - 1))
+        field, value = draw(corruptions)
+        events[index][field] = value
+    # The shapes it takes: Z or +00:00, with no fraction, or of 3 or 6 digits.
+    plain = "{}." not in shape[:3] or digits in (3, 6)
+    return events, not bent and shape in ("{}Z", "{}.{}Z", "{}+00:00", "{}.{}+00:00") and plain
+
+
+@given(near_uniform_batches(), st.booleans())
+def test_the_columnar_path_agrees_with_the_per_event_path(
+    drawn: tuple[list[dict[str, Any]], bool], with_clock: bool
+) -> None:
+    events, common = drawn
+    received = datetime(2026, 5, 5, 12, tzinfo=UTC)
+    clock = ClockGuard.for_request(PartnerPolicy(), received) if with_clock else None
+    taken = _accept_columns(copy.deepcopy(events), clock)
+    if common and clock is None:
+        assert taken is not None
+    if taken is not None:
+        assert taken == _accept_fast(copy.deepcopy(events), clock, flat=True)
+        # Both fast paths rely on their caller for NUL, which it screens in the bytes.
+        if b"\\u0000" not in body(*events):
+            assert taken == validate_events(copy.deepcopy(events), clock=clock)

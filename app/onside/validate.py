@@ -8,6 +8,7 @@ partner can fix its batch in one round trip.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -150,7 +151,9 @@ def _validate_shape(
         # each: nothing else in the body (counted as '{' and '[' bytes, an
         # upper bound), so no payload nests anything to measure.
         flat = containers == 2 + 2 * len(raw_events)
-        accepted = _accept_fast(raw_events, clock, flat)
+        accepted = _accept_columns(raw_events, clock) if flat else None
+        if accepted is None:
+            accepted = _accept_fast(raw_events, clock, flat)
         if accepted is not None:
             return accepted
     return validate_events(raw_events, may_hold_nul, clock)
@@ -208,6 +211,111 @@ def _is_valid_name(name: str) -> bool:
         and len(name) <= MAX_EVENT_NAME_CHARS
         and bool(normalize_event_name(name))
     )
+
+
+# The columns of a batch as one ASCII string each, one value a line, their
+# characters classed by ``bytes.translate``: each check below is one C loop
+# over a column, not a thousand calls (``_accept_columns``).
+_HEX_CLASS = bytes.maketrans(b"0123456789abcdefABCDEF", b"x" * 22)
+_DIGIT_CLASS = bytes.maketrans(b"0123456789", b"d" * 10)
+_UUID_SHAPE = b"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+_UUID4_VARIANTS = b"89abAB"
+# The UTC shapes partners' serializers write (JavaScript's toISOString is
+# the second), and what turns one into its stored form: the suffix to
+# replace, and the zeros that pad its fraction to microseconds.
+_TIME_SHAPES = {
+    b"dddd-dd-ddTdd:dd:ddZ": ("Z", ""),
+    b"dddd-dd-ddTdd:dd:dd.dddZ": ("Z", "000"),
+    b"dddd-dd-ddTdd:dd:dd.ddddddZ": ("Z", ""),
+    b"dddd-dd-ddTdd:dd:dd+dd:dd": ("+00:00", ""),
+    b"dddd-dd-ddTdd:dd:dd.ddd+dd:dd": ("+00:00", "000"),
+    b"dddd-dd-ddTdd:dd:dd.dddddd+dd:dd": ("+00:00", ""),
+}
+_UTC = "+00:00"
+_TZINFO = operator.attrgetter("tzinfo")
+_FIELD_GETTERS = tuple(operator.itemgetter(field) for field in FIELDS)
+
+
+def _column(values: tuple[Any, ...] | list[Any]) -> bytes | None:
+    """The values, one a line, as ASCII bytes; None if one is not a str or holds
+    a character that no field checked here may hold (so none holds a line break)."""
+    try:
+        return "\n".join(values).encode("ascii")
+    except (TypeError, UnicodeEncodeError):
+        return None
+
+
+def _is_uuid_column(column: bytes, count: int) -> bool:
+    return column.translate(_HEX_CLASS) == b"\n".join([_UUID_SHAPE] * count)
+
+
+def _accept_columns(
+    raw_events: list[Any], clock: ClockGuard | None = None
+) -> list[QueuedOnsideEvent] | None:
+    """``_accept_fast``'s output for the commonest batch, a column at a time; None
+    whenever the batch is anything else, and ``_accept_fast`` decides.
+
+    The batch it takes: every event a dict of exactly the contract's fields,
+    of their types, payloads flat (the caller knows), ids in any case, and
+    every time in one of ``_TIME_SHAPES``, the same for the whole batch,
+    inside the clock's bounds. Per event, ``_accept_fast`` spends ~3 µs in
+    the interpreter; here each check is one call over a whole column (a
+    ``map`` of a C function, or one pass of ``bytes.translate`` over the
+    column joined into one string), so a batch costs a fraction of that.
+    tests/test_batch.py checks that the two agree.
+    """
+    count = len(raw_events)
+    if set(map(type, raw_events)) != {dict} or set(map(len, raw_events)) != {len(FIELDS)}:
+        return None
+    try:
+        names, payloads, whens, event_ids, installation_ids = (
+            list(map(get, raw_events)) for get in _FIELD_GETTERS
+        )
+    except KeyError:
+        return None
+    if set(map(type, payloads)) != {dict} or set(map(type, names)) != {str}:
+        return None
+    if not all(map(_is_valid_name, set(names))):
+        return None
+    ids = _column(event_ids)
+    installations = _column(installation_ids)
+    times = _column(whens)
+    if ids is None or installations is None or times is None:
+        return None
+    if not (_is_uuid_column(ids, count) and _is_uuid_column(installations, count)):
+        return None
+    # Version 4: the 15th character of each id, and the variant the 20th.
+    if ids[14::37] != b"4" * count or ids[19::37].translate(None, _UUID4_VARIANTS):
+        return None
+    shape = times[: times.find(b"\n") if count > 1 else len(times)].translate(_DIGIT_CLASS)
+    if shape not in _TIME_SHAPES or times.translate(_DIGIT_CLASS) != b"\n".join([shape] * count):
+        return None
+    if b"T24" in times:
+        return None  # hour 24, which some Pythons' fromisoformat reads as the next day
+    suffix, padding = _TIME_SHAPES[shape]
+    try:
+        # The calendar's and the clock's ranges; the offset must be zero.
+        moments = list(map(datetime.fromisoformat, whens))
+    except ValueError:
+        return None
+    if set(map(_TZINFO, moments)) != {UTC}:
+        return None
+    if clock is not None and (
+        (clock.latest is not None and max(moments) > clock.latest)
+        or (clock.earliest is not None and min(moments) < clock.earliest)
+    ):
+        return None  # _accept_fast clamps or refuses what the clock says
+    # isoformat's form: the fraction in microseconds, none when it is zero.
+    utc = times.decode().replace(suffix, padding + _UTC).replace(".000000+", "+").split("\n")
+    for event, value in zip(raw_events, utc, strict=True):
+        event["event_datetime"] = value
+    for field, column in (("event_id", ids), ("installation_id", installations)):
+        lowered = column.lower()
+        if lowered != column:
+            for event, value in zip(raw_events, lowered.decode().split("\n"), strict=True):
+                event[field] = value
+    # Checked above: the contract's fields, of their types.
+    return raw_events
 
 
 def _accept_fast(
