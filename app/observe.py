@@ -179,7 +179,10 @@ def write_refusals(redis: Redis, settings: Settings, refused: Sequence[Refused])
     for one in refused:
         counts[one.context.partner, one.reason] += 1
         if 400 <= one.status < 500 and settings.refusal_log:
-            entries.append((one.context.partner, refusal_entry(settings, one)))
+            try:
+                entries.append((one.context.partner, refusal_entry(settings, one)))
+            except Exception:  # one odd body must not lose the others' entries
+                log.warning("refusal entry not built", exc_info=True)
     for (partner, reason), amount in counts.items():
         stats.add(pipe, partner, stats.REJECTED, amount, reason)
     refusals.add_many(pipe, settings, entries)

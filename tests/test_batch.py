@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.errors import InvalidRequest, PayloadTooLarge
+from app.onside.contract import FIELDS
 from app.onside.validate import (
+    COLUMNS,
     MAX_LISTED_ERRORS,
     _accept_columns,
     _accept_fast,
@@ -304,6 +306,12 @@ COLUMN_TIMES = [
     "2026-05-05T12:00:00.120+00:00",
     "2026-05-05T12:00:00.000001+00:00",
 ]
+
+
+def test_the_columnar_path_checks_every_field_of_the_contract() -> None:
+    """A field added to the contract must be checked by the columnar path too,
+    which otherwise would take it unchecked."""
+    assert sorted(COLUMNS) == sorted(FIELDS)
 
 
 def _uniform_batch(when: str, n: int = 5) -> list[dict[str, Any]]:

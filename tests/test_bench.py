@@ -61,6 +61,9 @@ def test_quick_scale_run_fills_and_drains_through_the_worker(
     main(["--quick", "--only", "scale", "--out", str(out)])
     figures = orjson.loads(out.read_bytes())["scale"]
     assert figures["rows"] == 3000  # scale.run itself checks the table holds exactly this
+    # The COPY floor timed around each end, for the host's drift.
+    assert len(figures["floor_first_rows_per_s"]) == len(figures["floor_last_rows_per_s"]) == 2
+    assert figures["host_drift"] > 0 and figures["last_vs_first_drift_out"] > 0
     assert figures["first_rows_per_s"] > 0 and figures["last_rows_per_s"] > 0
     assert figures["last_vs_first"] == figures["last_rows_per_s"] / figures["first_rows_per_s"]
     assert "| last million ÷ first million |" in capsys.readouterr().out

@@ -233,7 +233,9 @@ _TIME_SHAPES = {
 }
 _UTC = "+00:00"
 _TZINFO = operator.attrgetter("tzinfo")
-_FIELD_GETTERS = tuple(operator.itemgetter(field) for field in FIELDS)
+# The contract's fields (FIELDS), in the order _accept_columns unpacks them.
+COLUMNS = ("event_name", "payload", "event_datetime", "event_id", "installation_id")
+_FIELD_GETTERS = tuple(operator.itemgetter(field) for field in COLUMNS)
 
 
 def _column(values: tuple[Any, ...] | list[Any]) -> bytes | None:
