@@ -361,6 +361,11 @@ def test_the_columnar_path_takes_common_batches_and_agrees_with_the_slow_path(
         ("event_id", "550e8400e29b41d4a716446655440000"),
         ("event_id", "550e8400-e29b-41d4-a716-44665544000\u0669"),  # a non-ASCII digit
         ("installation_id", "550e8400-e29b-41d4-a716-44665544000g"),
+        # The letters the column classes use must not pass for what they stand for.
+        ("event_id", "0000000x-0000-4000-8000-00000000000x"),
+        ("event_id", "xxxxxxxx-xxxx-4xxx-8xxx-xxxxxxxxxxxx"),
+        ("installation_id", "12fea7ea-cfb1-x428-8000-000000000000"),
+        ("event_datetime", "dddd-dd-ddTdd:dd:dd.dddZ"),
         ("installation_id", 42),
         ("event_name", ""),
         ("payload", [1]),
@@ -373,6 +378,14 @@ def test_the_columnar_path_leaves_anything_else_to_the_per_event_path(
     events = _uniform_batch("2026-05-05T12:00:00.123Z")
     events[3][field] = value
     assert _accept_columns(copy.deepcopy(events)) is None
+
+
+def test_an_id_with_the_letter_x_is_refused_at_its_index() -> None:
+    """The columnar path classes hex digits as "x": a literal x is not one."""
+    events = _uniform_batch("2026-05-05T12:00:00.123Z")
+    events[2]["event_id"] = "0000000x-0000-4000-8000-00000000000x"
+    [problem] = problems(body(*events))
+    assert (problem["index"], problem["field"]) == (2, "event_id")
 
 
 def test_values_split_across_lines_cannot_pass_for_a_column() -> None:
@@ -394,6 +407,7 @@ def near_uniform_batches(draw: st.DrawFn) -> tuple[list[dict[str, Any]], bool]:
     in one field; and whether the columnar path must take the batch."""
     shape = draw(time_shapes)
     digits = draw(st.sampled_from([1, 3, 6]))
+    bent = False
     events = draw(batches)
     for event in events:
         moment = draw(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
@@ -402,11 +416,16 @@ def near_uniform_batches(draw: st.DrawFn) -> tuple[list[dict[str, Any]], bool]:
         event["event_datetime"] = shape.format(seconds, fraction)
         if draw(st.booleans()):
             event["event_id"] = event["event_id"].upper()
+        if draw(st.integers(0, 9)) == 0:  # a class letter in place of a hex digit
+            field = draw(st.sampled_from(["event_id", "installation_id"]))
+            at = draw(st.sampled_from([0, 9, 24, 35]))
+            event[field] = event[field][:at] + "x" + event[field][at + 1 :]
+            bent = True
         event["payload"] = {
             k: v for k, v in event["payload"].items() if not isinstance(v, dict | list)
         }
-    bent = draw(st.booleans())
-    if bent:
+    if draw(st.booleans()):
+        bent = True
         index = draw(st.integers(0, len(events) - 1))
         field, value = draw(corruptions)
         events[index][field] = value

@@ -216,8 +216,10 @@ def _is_valid_name(name: str) -> bool:
 # The columns of a batch as one ASCII string each, one value a line, their
 # characters classed by ``bytes.translate``: each check below is one C loop
 # over a column, not a thousand calls (``_accept_columns``).
-_HEX_CLASS = bytes.maketrans(b"0123456789abcdefABCDEF", b"x" * 22)
-_DIGIT_CLASS = bytes.maketrans(b"0123456789", b"d" * 10)
+# A class's own letter becomes "!", so that a literal "x" or "d" is not
+# taken for a hex digit or a digit.
+_HEX_CLASS = bytes.maketrans(b"0123456789abcdefABCDEFx", b"x" * 22 + b"!")
+_DIGIT_CLASS = bytes.maketrans(b"0123456789d", b"d" * 10 + b"!")
 _UUID_SHAPE = b"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
 _UUID4_VARIANTS = b"89abAB"
 # The UTC shapes partners' serializers write (JavaScript's toISOString is
