@@ -39,6 +39,10 @@ SERVERS = {
 }
 
 
+# A pause after each turn, before Redis is emptied for the next.
+QUIET_SECONDS = 0.2
+
+
 @dataclass
 class IngestConfig:
     seconds: float = 4.0
@@ -152,6 +156,8 @@ def measure_servers(
     (what the targets are) do not carry it. Redis is emptied after every
     turn. Then each server's latency at half its peak, and its peak RSS.
     """
+    if cfg.slices % 2:
+        raise ValueError("slices must be even: each server's turns come early and late alike")
     _, gen_cpus = split_cpus()
     expect = str(target.get("expect", 204))
     base = {
@@ -179,10 +185,17 @@ def measure_servers(
         for k in range(cfg.slices):
             for name in names if k % 2 == 0 else reversed(names):
                 turns[name].append(load({**specs[name], "seconds": turn_seconds}))
+                # What a server does after its answers (the refusal log's
+                # writes) ends before the next turn, not in it.
+                time.sleep(QUIET_SECONDS)
                 reset_redis(stack.settings.redis_url)
         results = {}
         for name in names:
-            peak_per_s = sum(answered(t) for t in turns[name]) / cfg.seconds
+            # Over the turns' own wall time (loadgen's "seconds"), which
+            # includes answering the requests in flight at each deadline.
+            peak_per_s = sum(answered(t) for t in turns[name]) / sum(
+                t["seconds"] for t in turns[name]
+            )
             half = load(
                 {**specs[name], "seconds": cfg.half_rate_seconds, "rate": max(1.0, peak_per_s / 2)}
             )
@@ -193,10 +206,10 @@ def measure_servers(
             results[name] = {
                 "requests_per_s": peak_per_s,
                 "events_per_s": peak_per_s * cfg.events_per_batch,
-                "turns_per_s": [answered(t) / turn_seconds for t in turns[name]],
+                "turns_per_s": [answered(t) / t["seconds"] for t in turns[name]],
                 "p50_ms": statistics.median(t["p50_ms"] for t in turns[name]),
                 "p99_ms": max(t["p99_ms"] for t in turns[name]),
-                "half_rate_per_s": answered(half) / cfg.half_rate_seconds,
+                "half_rate_per_s": answered(half) / half["seconds"],
                 "half_p50_ms": half["p50_ms"],
                 "half_p99_ms": half["p99_ms"],
                 "peak_rss_mb": peak_rss_mb(processes[name].pid),
