@@ -223,7 +223,8 @@ def libpq_dsn(url: str) -> str:
 
 
 def run(stack: Stack, cfg: DrainConfig, seed: int = 2) -> dict[str, Any]:
-    """One round: fresh (1 worker), replay (1 worker), fresh (2 workers), COPY floor."""
+    """One round: fresh (1 worker), its all-duplicate replay (1 worker), single events
+    (1 worker), fresh (2 workers), COPY floor."""
     bodies = make_batches(cfg.batches, seed=seed, size=cfg.events_per_batch)
     batches = [validate_batch(body, cfg.events_per_batch) for body in bodies]
     total = sum(len(b) for b in batches)
@@ -235,6 +236,8 @@ def run(stack: Stack, cfg: DrainConfig, seed: int = 2) -> dict[str, Any]:
         def measure(name: str, workers: int, fresh: bool) -> None:
             if fresh:
                 truncate(engine)
+            elif count_rows(engine) != total:
+                raise AssertionError(f"{name}: a replay needs every row already stored")
             redis.flushall()
             enqueue(stack, batches)
             seconds = drain(stack.settings, workers)
@@ -244,6 +247,8 @@ def run(stack: Stack, cfg: DrainConfig, seed: int = 2) -> dict[str, Any]:
             results[name] = {"seconds": seconds, "rows_per_s": total / seconds, "workers": workers}
 
         measure("fresh_1", 1, fresh=True)
+        # Right after it, on the rows it left: every event a duplicate.
+        measure("replay_1", 1, fresh=False)
         singles = [e for b in batches for e in b][: cfg.single_events]
         truncate(engine)
         redis.flushall()
@@ -258,7 +263,6 @@ def run(stack: Stack, cfg: DrainConfig, seed: int = 2) -> dict[str, Any]:
             "jobs": jobs,
             "events_per_job": len(singles) / max(jobs, 1),
         }
-        measure("replay_1", 1, fresh=False)
         measure("fresh_2", 2, fresh=True)
         rows = [floor_rows(stack.partner.id, b) for b in batches]
         seconds = copy_floor(libpq_dsn(stack.settings.database_url), rows)
