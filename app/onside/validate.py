@@ -291,7 +291,7 @@ def _accept_columns(
     # Version 4: the 15th character of each id, and the variant the 20th.
     if ids[14::37] != b"4" * count or ids[19::37].translate(None, _UUID4_VARIANTS):
         return None
-    shape = times[: times.find(b"\n") if count > 1 else len(times)].translate(_DIGIT_CLASS)
+    shape = times.partition(b"\n")[0].translate(_DIGIT_CLASS)  # the first time's
     if shape not in _TIME_SHAPES or times.translate(_DIGIT_CLASS) != b"\n".join([shape] * count):
         return None
     if b"T24" in times:
