@@ -269,17 +269,16 @@ def test_the_log_is_bounded_in_count_and_in_time(settings: Settings, redis: Redi
         message="m", errors=[], client="127.0.0.1",
     )  # fmt: skip
     pipe = redis.pipeline(transaction=False)
-    for _ in range(1000):
-        refusals.add(pipe, bounded, "acme", fields)
+    refusals.add_many(pipe, bounded, [("acme", fields)] * 1000)
     pipe.execute()
     key = refusals.partner_key("acme")
     # "MAXLEN ~" trims whole nodes of 100 entries: never far over the bound.
     assert 100 <= redis.xlen(key) <= 200
     assert 0 < redis.ttl(key) <= 86400
     # A day later, what was written before is trimmed (all but the newest node's).
-    refusals.record(redis, bounded, "acme", fields | {"request_id": "later"})
     pipe = redis.pipeline(transaction=False)
-    refusals.add(pipe, bounded, "acme", fields, now=time.time() + 86400 + 60)
+    refusals.add_many(pipe, bounded, [("acme", fields | {"request_id": "later"})])
+    refusals.add_many(pipe, bounded, [("acme", fields)], now=time.time() + 86400 + 60)
     pipe.execute()
     assert redis.xlen(key) <= 101
 

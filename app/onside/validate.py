@@ -240,7 +240,7 @@ COLUMNS = ("event_name", "payload", "event_datetime", "event_id", "installation_
 _FIELD_GETTERS = tuple(operator.itemgetter(field) for field in COLUMNS)
 
 
-def _column(values: tuple[Any, ...] | list[Any]) -> bytes | None:
+def _column(values: list[Any]) -> bytes | None:
     """The values, one a line, as ASCII bytes; None if one is not a str or holds
     a character that no field checked here may hold (so none holds a line break)."""
     try:

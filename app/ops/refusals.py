@@ -15,8 +15,9 @@ N`` (INLET_REFUSALS_PER_PARTNER) each, then for each stream an ``XTRIM MINID
 ~`` (INLET_REFUSALS_DAYS) and an ``EXPIRE`` so an idle partner's stream
 vanishes, and a ``HINCRBY`` of the hour's counts by partner and code
 (``inlet:refusals:counts:<hour>``). The stream entry id is the time of
-that write in milliseconds (a few milliseconds after the answer). Counts and the log are
-trimmed approximately: a partner may briefly have a little more than N.
+that write in milliseconds (a few milliseconds after the answer). Counts
+and the log are trimmed approximately: a partner may briefly have a little
+more than N.
 
 What an entry holds: the request id, the endpoint, status, code, message, the
 first ``MAX_ERRORS`` error entries (and how many there were), the client
@@ -31,11 +32,9 @@ write to it).
 
 Interface (stable; the admin page calls it):
 
-- ``entry_for(...) -> dict[str, str]`` and ``add(pipe, settings, partner,
-  fields, now=None) -> None``: queue one refusal's writes on a pipeline
-  (``add_many(pipe, settings, [(partner, fields), ...], now=None)``: many)
-  (``record(redis, settings, partner, fields)`` executes it, swallowing Redis
-  errors).
+- ``entry_for(...) -> dict[str, str]`` and ``add_many(pipe, settings,
+  [(partner, fields), ...], now=None) -> None``: queue refusals' writes on a
+  pipeline (the caller executes it, and decides what a Redis error means).
 - ``list_refusals(redis, partner, *, since=None, limit=100) -> list[Refusal]``:
   a partner's refusals, newest first.
 - ``list_unauthenticated(redis, *, client=None, since=None, limit=100) ->
@@ -55,7 +54,6 @@ Interface (stable; the admin page calls it):
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections import Counter
@@ -67,11 +65,8 @@ from typing import Any
 import orjson
 from redis import Redis
 from redis.client import Pipeline
-from redis.exceptions import RedisError
 
 from app.settings import Settings
-
-log = logging.getLogger("inlet.refusals")
 
 PREFIX = "inlet:refusals:"
 UNAUTHENTICATED_KEY = f"{PREFIX}unauthenticated"
@@ -297,17 +292,6 @@ def _hour(now: float) -> int:
     return int(now // 3600)
 
 
-def add(
-    pipe: Pipeline,
-    settings: Settings,
-    partner: str | None,
-    fields: Mapping[str, str],
-    now: float | None = None,
-) -> None:
-    """Queue one refusal's writes on ``pipe`` (the caller executes it)."""
-    add_many(pipe, settings, [(partner, fields)], now)
-
-
 def add_many(
     pipe: Pipeline,
     settings: Settings,
@@ -339,18 +323,6 @@ def add_many(
         for (who, code), amount in codes.items():
             pipe.hincrby(counts, orjson.dumps([who, code]), amount)
         pipe.expire(counts, retention + 3600)
-
-
-def record(
-    redis: Redis, settings: Settings, partner: str | None, fields: Mapping[str, str]
-) -> None:
-    """Write one refusal now; Redis trouble loses it (logged at debug), never raises."""
-    try:
-        pipe = redis.pipeline(transaction=False)
-        add(pipe, settings, partner, fields)
-        pipe.execute()
-    except RedisError as exc:
-        log.debug("refusal not recorded: %s", type(exc).__name__)
 
 
 # --- reading ----------------------------------------------------------------
