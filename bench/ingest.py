@@ -193,9 +193,8 @@ def measure_servers(
         for name in names:
             # Over the turns' own wall time (loadgen's "seconds"), which
             # includes answering the requests in flight at each deadline.
-            peak_per_s = sum(answered(t) for t in turns[name]) / sum(
-                t["seconds"] for t in turns[name]
-            )
+            answers = sum(answered(t) for t in turns[name])
+            peak_per_s = answers / sum(t["seconds"] for t in turns[name])
             half = load(
                 {**specs[name], "seconds": cfg.half_rate_seconds, "rate": max(1.0, peak_per_s / 2)}
             )
@@ -213,9 +212,9 @@ def measure_servers(
                 "half_p50_ms": half["p50_ms"],
                 "half_p99_ms": half["p99_ms"],
                 "peak_rss_mb": peak_rss_mb(processes[name].pid),
-                "statuses": {expect: sum(answered(t) for t in turns[name])},
+                "statuses": {expect: answers},
                 "half_statuses": half["statuses"],
-                "failures": 0,
+                "failures": sum(run_["failures"] for run_ in (*turns[name], half)),
                 "loadgen_cpu_share": max(t["loadgen_cpu_share"] for t in turns[name]),
             }
     return results
