@@ -1,7 +1,8 @@
 """``python -m bench``: every benchmark, several rounds, a markdown table and a JSON file.
 
 Usage: ``python -m bench [--rounds N] [--quick] [--out PATH]
-[--only validation,ingest,thrad,onside1,refusals,drain,scale] [--scale-rows N]``.
+[--only validation,ingest,thrad,onside1,refusals,drain,scale] [--scale-rows N]
+[--scale-days N]``.
 ``--quick`` shrinks every workload to a smoke test (what ``make test`` runs).
 ``scale`` (the 20-million-row run, ``bench/scale.py``) runs only when named
 in ``--only``, once, on its own PostgreSQL with a small cache.
@@ -32,6 +33,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=int,
         default=ScaleDefaults.rows,
         help="rows in the table at the end of the scale run (at least 3 million unless --quick)",
+    )
+    parser.add_argument(
+        "--scale-days",
+        type=int,
+        default=ScaleDefaults.days,
+        help="days the scale run's filled rows were received over (30: one dedup window)",
     )
     parser.add_argument(
         "--pg-setting",
@@ -111,7 +118,7 @@ def _scale(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         cfg = scale.ScaleConfig(rows=3000, measure_rows=1000, events_per_batch=100, fill_chunk=500)
     else:
-        cfg = scale.ScaleConfig(rows=args.scale_rows)
+        cfg = scale.ScaleConfig(rows=args.scale_rows, days=args.scale_days)
     info = report.machine()
     started = time.time()
     pg_config = {**scale.SCALE_CONFIG, **_settings(args.pg_setting)}

@@ -9,10 +9,18 @@ them) cannot stay in PostgreSQL's own cache. The method:
    idempotent insert) into an empty table: the clock runs as in ``drain``;
 2. the middle is bulk-filled in SQL (``INSERT ... SELECT`` over
    ``generate_series``, random UUIDv4 event ids from ``gen_random_uuid()``,
-   received times spread uniformly over the last ``days`` days), with the
-   dedup keys filled alongside where the schema has a key table, so the
-   last million meet the same indexes a real year would leave;
+   received times spread uniformly over the last ``days`` days: a year by
+   default, the storage this layout is for), with the dedup keys filled
+   alongside where the schema has a key table, each under its period as the
+   worker would have written it; then the workers' own maintenance pass
+   (``app.partitions.maintain``) drops the keys past the window, as it does
+   every hour in a deployment; so the last million meet the same indexes a
+   real year would leave;
 3. the last million are drained exactly as the first.
+
+``--scale-days 30`` puts all the rows within one dedup window instead: the
+worst case for the keys, whose index then holds every row (bench/README.md
+has both).
 
 The figure is the drain rate of the last million over the first. The run
 takes ten minutes or more, and this shared host's speed drifts by more than
@@ -33,14 +41,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from redis import Redis
 
+from app import partitions
 from app.db import make_engine
 from app.onside.validate import validate_batch
+from app.partitions import period_starts
 from bench import drain
 from bench.services import Stack
 from bench.workload import make_batches
@@ -69,7 +80,7 @@ class ScaleConfig:
     measure_rows: int = 1_000_000
     events_per_batch: int = 1000
     # The bulk fill's received times are spread over this many past days.
-    days: int = 30
+    days: int = 365
     # Rows per bulk-fill transaction.
     fill_chunk: int = 2_000_000
     workers: int = 1
@@ -147,7 +158,23 @@ def _make_days(conn: sa.Connection, table: str, days: int) -> None:
     )
 
 
-def fill(engine: sa.Engine, partner_id: int, rows: int, cfg: ScaleConfig) -> float:
+def _make_periods(conn: sa.Connection, table: str, days: int, dedup_days: int) -> None:
+    """The key partitions of the periods the fill's last ``days`` days fall in
+    (a key partition is the day its period starts: worker/dedup.py)."""
+    now = datetime.now(UTC)
+    first, _ = period_starts(now - timedelta(days=days), dedup_days)
+    current, _ = period_starts(now, dedup_days)
+    starts = []
+    while first <= current:
+        starts.append(first)
+        first += timedelta(days=dedup_days)
+    conn.execute(
+        sa.text("SELECT partman.create_partition_time(:parent, :starts)"),
+        {"parent": f"public.{table}", "starts": starts},
+    )
+
+
+def fill(engine: sa.Engine, partner_id: int, rows: int, cfg: ScaleConfig, dedup_days: int) -> float:
     """Bulk-insert ``rows`` events (and their dedup keys); return seconds taken.
 
     The tables' indexes are dropped for the fill and built again after it
@@ -161,8 +188,7 @@ def fill(engine: sa.Engine, partner_id: int, rows: int, cfg: ScaleConfig) -> flo
     with engine.begin() as conn:
         if keyed:
             _make_days(conn, "events", cfg.days)
-            # Keys sit under their period's start and the one before: ~2 windows back.
-            _make_days(conn, "event_keys", 2 * cfg.days + 1)
+            _make_periods(conn, "event_keys", cfg.days, dedup_days)
         ddl = [pair for table in tables for pair in _index_ddl(conn, table)]
         for drop, _ in ddl:
             conn.execute(sa.text(drop))
@@ -175,7 +201,7 @@ def fill(engine: sa.Engine, partner_id: int, rows: int, cfg: ScaleConfig) -> flo
             if keyed:
                 from worker.dedup import bench_fill_sql
 
-                conn.execute(sa.text(bench_fill_sql()), params)
+                conn.execute(sa.text(bench_fill_sql(dedup_days)), params)
             else:
                 conn.execute(sa.text(_FILL_EVENTS), params)
         done += n
@@ -209,7 +235,11 @@ def run(stack: Stack, cfg: ScaleConfig) -> dict[str, Any]:
         floors_first.append(floor())
         _log(f"first million: {first:,.0f} rows/s; COPY floor {floors_first}")
         middle = cfg.rows - 2 * cfg.measure_rows
-        fill_seconds = fill(engine, stack.partner.id, middle, cfg)
+        fill_seconds = fill(engine, stack.partner.id, middle, cfg, stack.settings.dedup_days)
+        # What the workers' hourly pass would have done by now: drop the keys
+        # no resend can meet any more (nothing, on a schema without them).
+        dropped = partitions.maintain(engine, stack.settings)
+        _log("maintenance dropped: " + (", ".join(p.describe() for p in dropped) or "nothing"))
         # What a table grown over a year has had, and what the fill would
         # otherwise leave to run during the last million: a vacuum (which
         # sets the pages' visibility), statistics, and a checkpoint.
@@ -227,6 +257,11 @@ def run(stack: Stack, cfg: ScaleConfig) -> dict[str, Any]:
             raise AssertionError(f"{rows} rows in the table, expected {cfg.rows}")
         with engine.connect() as conn:
             size = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()
+            keys = (
+                conn.execute(sa.text("SELECT count(*) FROM event_keys")).scalar_one()
+                if _has_table(engine, "event_keys")
+                else None
+            )
     finally:
         engine.dispose()
     drift = statistics.mean(floors_last) / statistics.mean(floors_first)
@@ -241,6 +276,12 @@ def run(stack: Stack, cfg: ScaleConfig) -> dict[str, Any]:
         "host_drift": drift,
         "last_vs_first_drift_out": last / first / drift,
         "fill_seconds": fill_seconds,
+        "fill_days": cfg.days,
+        "dedup_days": stack.settings.dedup_days,
+        "maintenance_dropped": [p.name for p in dropped],
+        # The rows the dedup index covers at the end (None: the schema has no
+        # key table, and its unique index covers every row).
+        "dedup_keys": keys,
         "database_mb": size / 2**20,
         "config": vars(cfg),
     }
@@ -277,9 +318,16 @@ def markdown(figures: dict[str, Any]) -> str:
             f" {figures['host_drift']:.2f} | | |",
             f"| last ÷ first, the host's drift taken out |"
             f" {figures['last_vs_first_drift_out']:.2f} | | |",
+            f"| the fill's received times span, days | {figures['fill_days']} | | |",
+            f"| dedup window, days | {figures['dedup_days']} | | |",
+            f"| dedup keys at the end | {_keys(figures['dedup_keys'])} | | |",
             f"| database size (MB) | {figures['database_mb']:,.0f} | | |",
         ]
     )
+
+
+def _keys(keys: int | None) -> str:
+    return "none: the unique index holds every row" if keys is None else f"{keys:,}"
 
 
 def _rates(values: list[float]) -> str:

@@ -66,7 +66,15 @@ def test_quick_scale_run_fills_and_drains_through_the_worker(
     assert figures["host_drift"] > 0 and figures["last_vs_first_drift_out"] > 0
     assert figures["first_rows_per_s"] > 0 and figures["last_rows_per_s"] > 0
     assert figures["last_vs_first"] == figures["last_rows_per_s"] / figures["first_rows_per_s"]
-    assert "| last million ÷ first million |" in capsys.readouterr().out
+    # A year of rows, and the workers' maintenance pass run over them: the
+    # keys of periods before the previous one are dropped, the ends' kept.
+    assert (figures["fill_days"], figures["dedup_days"]) == (365, 30)
+    dropped = figures["maintenance_dropped"]
+    assert dropped and all(name.startswith("event_keys_p") for name in dropped)
+    assert 2000 <= figures["dedup_keys"] < 3000
+    printed = capsys.readouterr().out
+    assert "| last million ÷ first million |" in printed
+    assert "| dedup keys at the end |" in printed
 
 
 def test_pg_settings_for_the_scale_run_are_name_value_pairs() -> None:

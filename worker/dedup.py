@@ -100,11 +100,11 @@ def by_period(batches: Sequence[Batch], days: int) -> dict[datetime, list[int]]:
     return groups
 
 
-def bench_fill_sql() -> str:
+def bench_fill_sql(dedup_days: int) -> str:
     """The scale benchmark's bulk fill on this schema (bench/scale.py): events
-    spread over the last ``:days`` days, each with its key under its period,
-    as the worker would have written it with the default window."""
-    span = 30 * DAY
+    spread over the last ``:days`` days, each with its key under its period
+    of ``dedup_days``, as the worker would have written it."""
+    span = dedup_days * DAY
     return f"""
 WITH e AS (
   INSERT INTO events (partner_id, event_id, event_name, sent_event_name, event_datetime,
