@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--scale-days",
         type=int,
         default=ScaleDefaults.days,
-        help="days the scale run's filled rows were received over (30: one dedup window)",
+        help="days the scale run's filled rows were received over (30: one default dedup window)",
     )
     parser.add_argument(
         "--pg-setting",
@@ -116,7 +116,9 @@ ScaleDefaults = scale.ScaleConfig()
 
 def _scale(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
-        cfg = scale.ScaleConfig(rows=3000, measure_rows=1000, events_per_batch=100, fill_chunk=500)
+        cfg = scale.ScaleConfig(
+            rows=3000, measure_rows=1000, events_per_batch=100, fill_chunk=500, days=args.scale_days
+        )
     else:
         cfg = scale.ScaleConfig(rows=args.scale_rows, days=args.scale_days)
     info = report.machine()
@@ -125,7 +127,9 @@ def _scale(args: argparse.Namespace) -> dict[str, Any]:
     with stack(pg_config) as services:
         figures = scale.run(services, cfg)
     result = {
-        "command": "make bench BENCH_ARGS='--only scale'",
+        "command": "make bench BENCH_ARGS='--only scale"
+        + (" --quick" if args.quick else f" --scale-rows {cfg.rows}")
+        + f" --scale-days {cfg.days}'",
         "machine": info,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": time.time() - started,

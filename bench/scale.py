@@ -55,6 +55,7 @@ from app.partitions import period_starts
 from bench import drain
 from bench.services import Stack
 from bench.workload import make_batches
+from worker.dedup import bench_fill_sql
 
 # Small on purpose: the indexes of 20 million rows must not fit.
 SCALE_CONFIG = {"shared_buffers": "128MB"}
@@ -164,7 +165,7 @@ def _make_periods(conn: sa.Connection, table: str, days: int, dedup_days: int) -
     now = datetime.now(UTC)
     first, _ = period_starts(now - timedelta(days=days), dedup_days)
     current, _ = period_starts(now, dedup_days)
-    starts = []
+    starts: list[datetime] = []
     while first <= current:
         starts.append(first)
         first += timedelta(days=dedup_days)
@@ -199,8 +200,6 @@ def fill(engine: sa.Engine, partner_id: int, rows: int, cfg: ScaleConfig, dedup_
         params = {"pid": partner_id, "n": n, "days": cfg.days, "payload": FILL_PAYLOAD}
         with engine.begin() as conn:
             if keyed:
-                from worker.dedup import bench_fill_sql
-
                 conn.execute(sa.text(bench_fill_sql(dedup_days)), params)
             else:
                 conn.execute(sa.text(_FILL_EVENTS), params)
@@ -238,7 +237,8 @@ def run(stack: Stack, cfg: ScaleConfig) -> dict[str, Any]:
         fill_seconds = fill(engine, stack.partner.id, middle, cfg, stack.settings.dedup_days)
         # What the workers' hourly pass would have done by now: drop the keys
         # no resend can meet any more (nothing, on a schema without them).
-        dropped = partitions.maintain(engine, stack.settings)
+        maintained_at = datetime.now(UTC)
+        dropped = partitions.maintain(engine, stack.settings, maintained_at)
         _log("maintenance dropped: " + (", ".join(p.describe() for p in dropped) or "nothing"))
         # What a table grown over a year has had, and what the fill would
         # otherwise leave to run during the last million: a vacuum (which
@@ -257,11 +257,11 @@ def run(stack: Stack, cfg: ScaleConfig) -> dict[str, Any]:
             raise AssertionError(f"{rows} rows in the table, expected {cfg.rows}")
         with engine.connect() as conn:
             size = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()
-            keys = (
-                conn.execute(sa.text("SELECT count(*) FROM event_keys")).scalar_one()
-                if _has_table(engine, "event_keys")
-                else None
-            )
+        keys = (
+            _checked_keys(engine, stack.settings.dedup_days, maintained_at)
+            if _has_table(engine, "event_keys")
+            else None
+        )
     finally:
         engine.dispose()
     drift = statistics.mean(floors_last) / statistics.mean(floors_first)
@@ -281,10 +281,42 @@ def run(stack: Stack, cfg: ScaleConfig) -> dict[str, Any]:
         "maintenance_dropped": [p.name for p in dropped],
         # The rows the dedup index covers at the end (None: the schema has no
         # key table, and its unique index covers every row).
-        "dedup_keys": keys,
+        "dedup_keys": None if keys is None else sum(keys.values()),
+        # Keys per period start: how full the current period was is the
+        # day of the run, and sets how large the index written is.
+        "dedup_keys_by_period": keys,
         "database_mb": size / 2**20,
         "config": vars(cfg),
     }
+
+
+def _checked_keys(engine: sa.Engine, dedup_days: int, maintained_at: datetime) -> dict[str, int]:
+    """The keys left at the end, per period start, checked to be exactly those
+    of the events received since the previous period began (at the time of
+    the maintenance pass): the keys no resend can meet dropped, no other."""
+    current, previous = period_starts(maintained_at, dedup_days)
+    with engine.connect() as conn:
+        by_period = {
+            start.astimezone(UTC).date().isoformat(): count
+            for start, count in conn.execute(
+                sa.text(
+                    "SELECT period_start, count(*) FROM event_keys"
+                    " GROUP BY period_start ORDER BY period_start"
+                )
+            )
+        }
+        recent = conn.execute(
+            sa.text("SELECT count(*) FROM events WHERE received_at >= :previous"),
+            {"previous": previous},
+        ).scalar_one()
+        stray = conn.execute(sa.text("SELECT count(*) FROM event_keys_default")).scalar_one()
+    expected = {previous.date().isoformat(), current.date().isoformat()}
+    if set(by_period) - expected or sum(by_period.values()) != recent or stray:
+        raise AssertionError(
+            f"keys per period {by_period} ({stray} in the default partition), expected"
+            f" {recent:,} under {sorted(expected)}: the events received since {previous:%Y-%m-%d}"
+        )
+    return by_period
 
 
 def _host_floor(stack: Stack, cfg: ScaleConfig) -> Callable[[], float]:
@@ -320,14 +352,17 @@ def markdown(figures: dict[str, Any]) -> str:
             f" {figures['last_vs_first_drift_out']:.2f} | | |",
             f"| the fill's received times span, days | {figures['fill_days']} | | |",
             f"| dedup window, days | {figures['dedup_days']} | | |",
-            f"| dedup keys at the end | {_keys(figures['dedup_keys'])} | | |",
+            f"| dedup keys at the end | {_keys(figures['dedup_keys_by_period'])} | | |",
             f"| database size (MB) | {figures['database_mb']:,.0f} | | |",
         ]
     )
 
 
-def _keys(keys: int | None) -> str:
-    return "none: the unique index holds every row" if keys is None else f"{keys:,}"
+def _keys(by_period: dict[str, int] | None) -> str:
+    if by_period is None:
+        return "none: the unique index holds every row"
+    periods = ", ".join(f"{count:,} under {start}" for start, count in by_period.items())
+    return f"{sum(by_period.values()):,} ({periods})"
 
 
 def _rates(values: list[float]) -> str:
