@@ -14,8 +14,9 @@ them) cannot stay in PostgreSQL's own cache. The method:
    alongside where the schema has a key table, each under its period as the
    worker would have written it; then the workers' own maintenance pass
    (``app.partitions.maintain``) drops the keys past the window, as it does
-   every hour in a deployment; so the last million meet the same indexes a
-   real year would leave;
+   every hour in a deployment (run here before each million, outside the
+   clock, and kept from running again inside it); so the last million meet
+   the same indexes a real year would leave;
 3. the last million are drained exactly as the first.
 
 ``--scale-days 30`` puts all the rows within one dedup window instead: the
@@ -56,6 +57,7 @@ from bench import drain
 from bench.services import Stack
 from bench.workload import make_batches
 from worker.dedup import bench_fill_sql
+from worker.runner import PARTITIONS_INTERVAL, PARTITIONS_LOCK
 
 # Small on purpose: the indexes of 20 million rows must not fit.
 SCALE_CONFIG = {"shared_buffers": "128MB"}
@@ -99,6 +101,11 @@ def _drain_batches(stack: Stack, cfg: ScaleConfig, seed: int) -> float:
     redis = Redis.from_url(stack.settings.redis_url)
     try:
         redis.flushall()
+        # run() has just run the partition maintenance pass. Emptying Redis
+        # dropped its hourly lock, so the worker would run it again inside
+        # the clock: once an hour in a deployment, at every million here,
+        # and at the last one it walks a year of day partitions.
+        redis.set(PARTITIONS_LOCK, "1", ex=PARTITIONS_INTERVAL)
         # Queued in slices, so the bodies never sit in memory all at once.
         for start in range(0, count, 100):
             bodies = make_batches(
@@ -228,6 +235,7 @@ def run(stack: Stack, cfg: ScaleConfig) -> dict[str, Any]:
     try:
         floor = _host_floor(stack, cfg)
         drain.truncate(engine)
+        _maintain(stack, engine)
         floors_first = [floor()]
         _log(f"draining the first {cfg.measure_rows:,} rows through the worker")
         first = _drain_batches(stack, cfg, seed=1_000_000)
@@ -237,9 +245,7 @@ def run(stack: Stack, cfg: ScaleConfig) -> dict[str, Any]:
         fill_seconds = fill(engine, stack.partner.id, middle, cfg, stack.settings.dedup_days)
         # What the workers' hourly pass would have done by now: drop the keys
         # no resend can meet any more (nothing, on a schema without them).
-        maintained_at = datetime.now(UTC)
-        dropped = partitions.maintain(engine, stack.settings, maintained_at)
-        _log("maintenance dropped: " + (", ".join(p.describe() for p in dropped) or "nothing"))
+        dropped, maintained_at, maintenance_seconds = _maintain(stack, engine)
         # What a table grown over a year has had, and what the fill would
         # otherwise leave to run during the last million: a vacuum (which
         # sets the pages' visibility), statistics, and a checkpoint.
@@ -279,6 +285,7 @@ def run(stack: Stack, cfg: ScaleConfig) -> dict[str, Any]:
         "fill_days": cfg.days,
         "dedup_days": stack.settings.dedup_days,
         "maintenance_dropped": [p.name for p in dropped],
+        "maintenance_seconds": maintenance_seconds,
         # The rows the dedup index covers at the end (None: the schema has no
         # key table, and its unique index covers every row).
         "dedup_keys": None if keys is None else sum(keys.values()),
@@ -288,6 +295,20 @@ def run(stack: Stack, cfg: ScaleConfig) -> dict[str, Any]:
         "database_mb": size / 2**20,
         "config": vars(cfg),
     }
+
+
+def _maintain(
+    stack: Stack, engine: sa.Engine
+) -> tuple[list[partitions.Partition], datetime, float]:
+    """The workers' partition maintenance pass, run here, outside the clock:
+    what it dropped, when it ran and how long it took."""
+    at = datetime.now(UTC)
+    started = time.perf_counter()
+    dropped = partitions.maintain(engine, stack.settings, at)
+    seconds = time.perf_counter() - started
+    names = ", ".join(p.describe() for p in dropped) or "nothing"
+    _log(f"maintenance pass ({seconds:.1f} s) dropped: {names}")
+    return dropped, at, seconds
 
 
 def _checked_keys(engine: sa.Engine, dedup_days: int, maintained_at: datetime) -> dict[str, int]:
